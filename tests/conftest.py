@@ -1,0 +1,17 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir():
+    """The folder with mnist.npz / cifar10.npz, or a skip saying where it was looked for."""
+    path = Path(os.environ.get("TFHASH_DATA_DIR", Path(__file__).parents[2] / "shared/datasets"))
+    if not (path / "mnist.npz").is_file():
+        pytest.skip(f"no mnist.npz in {path}: set TFHASH_DATA_DIR to the shared datasets folder")
+    return path

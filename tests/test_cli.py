@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfhash import cli
+
+
+def run_cli(*argv):
+    """Runs the real console entry point in a subprocess; returns (code, stdout, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from tfhash.cli import main; sys.exit(main())", *argv],
+        capture_output=True, text=True, timeout=300,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    assert "Traceback" not in err
+    # TensorFlow's C++ runtime may log a banner on import; tfhash's own output is one line.
+    ours = [line for line in err.splitlines() if line.startswith(("tfhash", "usage: tfhash"))]
+    errors = [line for line in ours if "error:" in line]
+    assert len(errors) == 1, err
+    for fragment in fragments:
+        assert fragment in errors[0], err
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "demo"])
+def test_every_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: tfhash " + name in capsys.readouterr().out
+
+
+def test_unknown_dataset(tmp_path):
+    code, _, err = run_cli("train", "--dataset", "imagenet", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "unknown dataset 'imagenet'")
+
+
+@pytest.mark.parametrize("bits", ["0", "1025", "abc"])
+def test_bits_out_of_range(bits, tmp_path):
+    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--bits", bits, "--out", str(tmp_path))
+    assert_one_line_error(code, err, "--bits")
+
+
+def test_missing_data_file_says_where_it_looked(tmp_path):
+    code, _, err = run_cli("train", "--dataset", "mnist", "--data-dir", str(tmp_path),
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, str(tmp_path / "mnist.npz"))
+
+
+def write_npz(path, **overrides):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 255, (20, 8, 8), dtype=np.uint8),
+        "y_train": rng.integers(0, 2, 20),
+        "x_test": rng.integers(0, 255, (6, 8, 8), dtype=np.uint8),
+        "y_test": rng.integers(0, 2, 6),
+    }
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"y_test": None}, "lacks keys ['y_test']"),
+        ({"x_train": np.zeros((20, 8, 8), np.float32)}, "images must be uint8"),
+        ({"y_train": np.zeros((20, 2), np.int64)}, "labels must be integer class ids"),
+        ({"y_train": np.zeros(19, np.int64)}, "20 images but 19 labels"),
+        ({"x_train": np.zeros((20, 8), np.uint8)}, "images must be uint8"),
+    ],
+)
+def test_bad_data_file(tmp_path, overrides, fragment):
+    write_npz(tmp_path / "mnist.npz", **overrides)
+    code, _, err = run_cli("train", "--dataset", "mnist", "--data-dir", str(tmp_path),
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, fragment)
+
+
+def test_bad_hparams_file(tmp_path):
+    (tmp_path / "h.json").write_text(json.dumps({"margn": 0.5}))
+    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--hparams", str(tmp_path / "h.json"),
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "--hparams")
+
+
+def test_evaluate_missing_model(tmp_path):
+    code, _, err = run_cli("evaluate", str(tmp_path / "nope.keras"), "--dataset", "mnist-5k")
+    assert_one_line_error(code, err, "does not exist")

@@ -1,0 +1,40 @@
+"""tfhash: deep hashing for image search in Keras 3.
+
+Learns compact binary image signatures with the joint approach of Mu and Liu (AAAI 2017):
+a `HashingHead` on any backbone, trained with the `ExponentiatedHashingLoss` after
+classification pre-training. Submodules load on first use, so the command line starts
+without importing TensorFlow until it needs it.
+
+Example:
+
+>>> import tfhash
+>>> codes = tfhash.HashingHead(48)(backbone.output)
+>>> model.compile(optimizer="adam", loss=tfhash.ExponentiatedHashingLoss(temperature=0.5))
+"""
+
+import importlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "HashingHead": "tfhash.layers",
+    "ExponentiatedHashingLoss": "tfhash.losses",
+    "ExactHashingLoss": "tfhash.losses",
+    "TfhashError": "tfhash.errors",
+}
+_SUBMODULES = (
+    "artifacts", "backbones", "callbacks", "codes", "data", "evaluation", "export", "index",
+    "losses", "layers", "metrics", "model", "pipeline", "plots", "tuning",
+)
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"tfhash.{name}")
+    raise AttributeError(f"module 'tfhash' has no attribute {name!r}")

@@ -1,0 +1,99 @@
+"""Feature extractors a hashing head sits on: two built-in CNNs and any Keras model.
+
+Every backbone takes float images in [0, 255] of shape ``(h, w, c)`` and returns a feature
+vector; the scaling to [0, 1] happens inside the model, so exported encoders take raw pixels.
+
+Example:
+
+>>> backbone = get_backbone("mnist_cnn", (28, 28, 1))
+>>> backbone.output_shape
+(None, 256)
+>>> backbone = get_backbone("applications.MobileNetV3Small", (96, 96, 3))  # weights=None
+"""
+
+import keras
+from keras import layers
+
+from tfhash.errors import check
+
+
+def mnist_cnn(input_shape=(28, 28, 1), width=32, features=256):
+    """A LeNet-style CNN for small grayscale images: 4 convolutions, 2 poolings, one dense."""
+    inputs = keras.Input(input_shape, name="images")
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    for filters in (width, 2 * width):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization(momentum=0.9)(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.25)(x)
+    x = layers.Dense(features, activation="relu")(x)
+    return keras.Model(inputs, x, name="mnist_cnn")
+
+
+def cifar_resnet(input_shape=(32, 32, 3), width=32):
+    """A residual CNN for 32x32 colour images (the ResNet-9 layout at reduced width).
+
+    Stem conv, then three stages at 2w, 4w, 8w channels, each a conv + max-pool, with a
+    two-conv residual block after the first and third; global max-pool gives 8w features.
+    """
+    inputs = keras.Input(input_shape, name="images")
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    x = _conv_bn(x, width)
+    for stage, filters in enumerate((2 * width, 4 * width, 8 * width)):
+        x = _conv_bn(x, filters)
+        x = layers.MaxPooling2D()(x)
+        if stage != 1:
+            shortcut = x
+            x = _conv_bn(_conv_bn(x, filters), filters)
+            x = layers.Add()([shortcut, x])
+    x = layers.GlobalMaxPooling2D()(x)
+    return keras.Model(inputs, x, name="cifar_resnet")
+
+
+def _conv_bn(x, filters):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    return layers.ReLU()(x)
+
+
+BACKBONES = {"mnist_cnn": mnist_cnn, "cifar_resnet": cifar_resnet}
+DEFAULT_BACKBONE = {1: "mnist_cnn", 3: "cifar_resnet"}
+
+
+def get_backbone(backbone, input_shape, weights=None, **kwargs):
+    """Returns a backbone model for ``input_shape``.
+
+    Args:
+        backbone: a built-in name (``"mnist_cnn"``, ``"cifar_resnet"``),
+            ``"applications.<Name>"`` for any `keras.applications` model (top removed,
+            global average pooling), ``None`` for the default by channel count, or a
+            `keras.Model` (returned as it is).
+        input_shape: ``(h, w, c)`` of the images.
+        weights: for `keras.applications` only: ``None`` (random) or a weights file path.
+        **kwargs: passed to the built-in builder (e.g. ``width``).
+    """
+    if isinstance(backbone, keras.Model):
+        return backbone
+    check(
+        len(input_shape) == 3,
+        f"`input_shape` must be (height, width, channels), got {tuple(input_shape)}",
+    )
+    if backbone is None:
+        backbone = DEFAULT_BACKBONE.get(input_shape[-1], "cifar_resnet")
+    check(isinstance(backbone, str), f"`backbone` must be a name or keras.Model, got {backbone!r}")
+    if backbone.startswith("applications."):
+        app_name = backbone.split(".", 1)[1]
+        app = getattr(keras.applications, app_name, None)
+        check(callable(app), f"`backbone`: keras.applications has no model {app_name!r}")
+        model = app(include_top=False, weights=weights, input_shape=tuple(input_shape),
+                    pooling="avg")
+        return keras.Model(model.inputs, model.outputs, name=app_name.lower())
+    check(
+        backbone in BACKBONES,
+        f"unknown backbone {backbone!r}; expected one of {sorted(BACKBONES)}, "
+        "'applications.<Name>' or a keras.Model",
+    )
+    return BACKBONES[backbone](tuple(input_shape), **kwargs)

@@ -1,0 +1,262 @@
+"""The ``tfhash`` command: train, evaluate, export, index, search, tune, demo.
+
+Bad arguments end with one line on stderr (``tfhash: error: ...``) and exit status 2.
+"""
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from tfhash.codes import MAX_BITS
+from tfhash.errors import TfhashError
+
+COMMANDS = {}
+
+
+def command(name, help_text):
+    """Registers ``func(args)`` as a subcommand, with ``configure(parser)`` for its flags."""
+
+    def wrap(configure):
+        COMMANDS[name] = (help_text, configure)
+        return configure
+
+    return wrap
+
+
+def bits_arg(value):
+    try:
+        bits = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if not 1 <= bits <= MAX_BITS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_BITS}, got {bits}")
+    return bits
+
+
+def positive_int(value):
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def add_data_args(parser, dataset_required=True):
+    parser.add_argument("--dataset", required=dataset_required,
+                        help="mnist-5k, mnist, cifar10, fashion_mnist or folder:PATH")
+    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of training images held out for model selection")
+
+
+def add_train_args(parser):
+    parser.add_argument("--bits", type=bits_arg, nargs="+", default=[12],
+                        help="code length(s); phase 1 is shared by all")
+    parser.add_argument("--backbone", default=None,
+                        help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
+    parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
+    parser.add_argument("--hash-epochs", type=positive_int, default=10)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--no-pretrain", action="store_true",
+                        help="skip classification pre-training (the ablation)")
+    parser.add_argument("--margin", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--quantization", type=float, default=None)
+    parser.add_argument("--hparams", default=None,
+                        help="JSON of hyperparameters (e.g. from `tfhash tune`)")
+
+
+def load_split(args):
+    from tfhash.data import load_dataset, make_split
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    return dataset, make_split(dataset, args.protocol, args.seed, args.val_fraction)
+
+
+def train_config(args):
+    from tfhash.model import TrainConfig
+
+    values = {}
+    if args.hparams:
+        values.update(read_hparams(args.hparams))
+    for name in ("margin", "temperature", "quantization"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return TrainConfig(
+        bits=tuple(args.bits),
+        backbone=args.backbone,
+        pretrain=not args.no_pretrain,
+        pretrain_epochs=args.pretrain_epochs,
+        hash_epochs=args.hash_epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        **values,
+    )
+
+
+def read_hparams(path):
+    from tfhash.model import TrainConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise TfhashError(f"--hparams file {path} does not exist")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise TfhashError(f"--hparams file {path} is not valid JSON: {error}") from None
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"bits", "seed"}
+    if not isinstance(values, dict) or set(values) - known:
+        raise TfhashError(
+            f"--hparams file {path} must be an object with keys from {sorted(known)}"
+        )
+    return values
+
+
+def run_and_report(dataset, split, config, out, work_dir=None, grid=True):
+    """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs."""
+    from tfhash.artifacts import save_encoder
+    from tfhash.evaluation import evaluate_encoder, format_table, summary_row
+    from tfhash.io import write_json
+    from tfhash.model import fit_two_phase
+    from tfhash.plots import plot_pr_curves
+
+    out = Path(out)
+    result = fit_two_phase(split, config, dataset.num_classes,
+                           work_dir=work_dir or out / "work")
+    rows, curves, reports = [], {}, {}
+    for bits, hasher in result.hashers.items():
+        meta = {"dataset": dataset.name, "class_names": list(dataset.class_names),
+                **split.record(), "config": dataclasses.asdict(config)}
+        save_encoder(hasher, out / f"model-{bits}.keras", meta)
+        report = evaluate_encoder(hasher, split)
+        reports[bits] = report
+        rows.append(summary_row(report, bits=bits, pretrain=config.pretrain))
+        curves[f"{bits} bits"] = (report["pr_curve"]["precision"], report["pr_curve"]["recall"])
+    plot_pr_curves(curves, out / "pr_curve.png", title=f"{dataset.name} {split.protocol}")
+    if grid:
+        write_grid(split, reports[max(reports)], out / "retrieval_grid.png")
+    write_json(out / "run.json", {
+        "dataset": dataset.name, **split.record(), "config": dataclasses.asdict(config),
+        "wall_s": result.wall_s, "rows": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "python": platform.python_version(),
+    })
+    print(format_table(rows, ["bits", "pretrain", "map", "map_index", "precision_r2"]))
+    print(f"wrote {out}/model-*.keras, pr_curve.png, run.json")
+    return rows
+
+
+def write_grid(split, report, path, n_queries=8, k=10):
+    import numpy as np
+
+    from tfhash.evaluation import top_hits
+    from tfhash.plots import plot_retrieval_grid
+
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(split.query), size=min(n_queries, len(split.query)), replace=False)
+    hits, dist = top_hits(report["query_codes"][picks], report["database_codes"], k)
+    relevant = split.database.labels[hits] == split.query.labels[picks][:, None]
+    plot_retrieval_grid(split.query.images[picks], split.database.images[hits], relevant, path,
+                        distances=dist)
+
+
+@command("train", "two-phase training: classification pre-training, then hash learning")
+def configure_train(parser):
+    add_data_args(parser)
+    add_train_args(parser)
+    parser.add_argument("--out", required=True, help="output folder for models and results")
+
+    def run(args):
+        config = train_config(args)
+        dataset, split = load_split(args)
+        run_and_report(dataset, split, config, args.out)
+
+    return run
+
+
+@command("evaluate", "mAP table and PR curve of a saved encoder on a dataset protocol")
+def configure_evaluate(parser):
+    parser.add_argument("model", help="a .keras file written by `tfhash train`")
+    add_data_args(parser, dataset_required=False)
+    parser.add_argument("--out", default=None, help="folder for evaluation.json and PR curve")
+
+    def run(args):
+        from tfhash.artifacts import load_encoder
+        from tfhash.evaluation import evaluate_encoder, format_table, summary_row
+        from tfhash.io import write_json
+        from tfhash.plots import plot_pr_curves
+
+        model, meta = load_encoder(args.model)
+        args.dataset = args.dataset or meta.get("dataset")
+        if not args.dataset:
+            raise TfhashError("--dataset is required: the model has no recorded dataset")
+        _, split = load_split(args)
+        report = evaluate_encoder(model, split)
+        row = summary_row(report, dataset=args.dataset, protocol=args.protocol,
+                          bits=meta["bits"])
+        print(format_table([row], ["dataset", "protocol", "bits", "map", "map_index",
+                                   "precision_r2", "recall_r2"]))
+        out = Path(args.out) if args.out else Path(args.model).parent
+        curve = report["pr_curve"]
+        plot_pr_curves({f"{meta['bits']} bits": (curve["precision"], curve["recall"])},
+                       out / "eval_pr_curve.png", title=f"{args.dataset} {args.protocol}")
+        write_json(out / "evaluation.json", {"rows": [row], **split.record()})
+        print(f"wrote {out}/evaluation.json, eval_pr_curve.png")
+
+    return run
+
+
+@command("demo", "the quick start: train on the bundled mnist-5k, print mAP at 12 and 32 bits")
+def configure_demo(parser):
+    parser.add_argument("--out", default="demo-output")
+    parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
+    parser.add_argument("--hash-epochs", type=positive_int, default=8)
+
+    def run(args):
+        from tfhash.data import load_dataset, make_split
+        from tfhash.model import TrainConfig
+
+        dataset = load_dataset("mnist-5k")
+        split = make_split(dataset, "cnnh", seed=0, val_fraction=0.0)
+        print(f"mnist-5k, cnnh split: {split.record()}")
+        config = TrainConfig(bits=(12, 32), pretrain_epochs=args.pretrain_epochs,
+                             hash_epochs=args.hash_epochs)
+        run_and_report(dataset, split, config, args.out)
+
+    return run
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tfhash", description="Deep hashing for image search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, configure) in COMMANDS.items():
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        child.set_defaults(run=configure(child))
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (TfhashError, FileNotFoundError, ValueError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"tfhash: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tfhash: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

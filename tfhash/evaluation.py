@@ -1,0 +1,58 @@
+"""Encode a protocol's queries and database with a trained encoder and score the ranking.
+
+Example:
+
+>>> report = evaluate_encoder(hasher, split)
+>>> report["map"], report["precision_r2"]
+"""
+
+import numpy as np
+
+from tfhash.metrics import retrieval_report
+from tfhash.model import encode
+
+
+def evaluate_encoder(model, split, batch_size=256, verbose="auto"):
+    """mAP (both tie modes), precision/recall at radius 2 and the PR curve on ``split``.
+
+    Returns the `retrieval_report` dict plus ``query_codes`` and ``database_codes``.
+    """
+    q_codes = encode(model, split.query.images, batch_size, verbose)
+    db_codes = encode(model, split.database.images, batch_size, verbose)
+    report = retrieval_report(q_codes, split.query.labels, db_codes, split.database.labels)
+    report["query_codes"] = q_codes
+    report["database_codes"] = db_codes
+    return report
+
+
+def top_hits(q_codes, db_codes, k):
+    """Indices and Hamming distances of the ``k`` nearest database codes (ties by index)."""
+    q = q_codes.astype(np.float32)
+    d = np.rint((q.shape[1] - q @ db_codes.astype(np.float32).T) / 2).astype(np.int32)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(d, order, axis=1)
+
+
+def summary_row(report, **fields):
+    """A results row (DESIGN.md shape) from a report: headline figures only."""
+    row = dict(fields)
+    row.update({k: round(float(report[k]), 6) for k in ("map", "map_index", "precision_r2",
+                                                         "recall_r2")})
+    return row
+
+
+def format_table(rows, columns):
+    """A plain-text table of ``rows`` (dicts) over ``columns``."""
+    cells = [[str(c) for c in columns]]
+    for row in rows:
+        cells.append([_fmt(row.get(c, "")) for c in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

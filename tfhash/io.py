@@ -1,0 +1,58 @@
+"""Crash-safe files: write to a temporary name in the same folder, then rename.
+
+Example:
+
+>>> with atomic_path("runs/model.keras") as tmp:
+...     model.save(tmp)          # a crash here leaves any earlier runs/model.keras intact
+"""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside ``path`` (same suffix); renames it on success.
+
+    Works for files and folders. On error the temporary is removed and ``path`` keeps its
+    previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
+    try:
+        yield tmp
+        if tmp.is_dir() and path.is_dir():
+            old = path.with_name(f".old-{secrets.token_hex(4)}-{path.name}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path, obj):
+    """Writes ``obj`` as indented JSON, atomically; numpy scalars and arrays are converted."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_to_builtin) + "\n")
+
+
+def _to_builtin(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,92 @@
+"""The hashing head: a dense projection to ``bits`` outputs followed by tanh."""
+
+import keras
+from keras import ops
+
+from tfhash.codes import check_bits
+from tfhash.errors import check
+
+OUTPUT_MODES = ("relaxed", "binary")
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class HashingHead(keras.layers.Layer):
+    """Maps a feature tensor to hash codes of ``bits`` bits.
+
+    The head computes ``z = dense(features)`` and emits the relaxed codes
+    ``u = tanh(z)`` in ``(-1, 1)^bits`` (what the hashing losses train on), or with
+    ``output_mode="binary"`` the binary codes ``sign(z)`` as float +-1 with sign(0) = +1
+    (what an index stores). Features of rank > 2 are flattened first, so the head can sit
+    on any backbone's output.
+
+    Args:
+        bits: Code length, 1 to 1024.
+        output_mode: ``"relaxed"`` (default) or ``"binary"``.
+        use_bias: Whether the projection has a bias.
+        kernel_initializer: Initializer of the projection matrix.
+        kernel_regularizer: Optional regularizer of the projection matrix.
+        **kwargs: Base layer arguments (``name``, ``dtype``, ...).
+
+    Example:
+
+    >>> features = keras.Input((128,))
+    >>> codes = HashingHead(48)(features)
+    >>> model = keras.Model(features, codes)
+    >>> model.output_shape
+    (None, 48)
+    """
+
+    def __init__(
+        self,
+        bits,
+        output_mode="relaxed",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.bits = check_bits(bits)
+        check(
+            output_mode in OUTPUT_MODES,
+            f"`output_mode` must be one of {OUTPUT_MODES}, got {output_mode!r}",
+        )
+        self.output_mode = output_mode
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.flatten = keras.layers.Flatten()
+        self.projection = keras.layers.Dense(
+            self.bits,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            name="projection",
+        )
+
+    def build(self, input_shape):
+        flat_shape = self.flatten.compute_output_shape(input_shape)
+        self.projection.build(flat_shape)
+        self.built = True
+
+    def call(self, inputs):
+        z = self.projection(self.flatten(inputs))
+        if self.output_mode == "binary":
+            return ops.where(z >= 0, 1.0, -1.0)
+        return ops.tanh(z)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bits)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "bits": self.bits,
+                "output_mode": self.output_mode,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            }
+        )
+        return config

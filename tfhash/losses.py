@@ -1,0 +1,215 @@
+"""Pairwise hashing losses on relaxed codes, labels as class ids or multi-hot.
+
+All losses here compare every pair of items in a batch. Two items are similar
+(``s_ij = +1``) when they share a label, else dissimilar (``s_ij = -1``); pairs of an item
+with itself are left out. Positive and negative pairs are weighted to equal total weight, so
+the batch's class balance does not decide the loss. Each loss returns one value per sample
+whose batch mean is the pair-weighted loss, so Keras' reductions, sample weights and
+`tf.distribute` loss scaling behave as for any per-sample loss.
+"""
+
+import keras
+from keras import ops
+
+from tfhash.errors import check
+
+LABEL_MODES = ("auto", "sparse", "multi_hot")
+FORMS = ("bilinear", "exact")
+MIN_TEMPERATURE = 0.02  # exp(1 / T) must stay finite in float32
+
+
+def pair_similarity(y_true, label_mode="auto"):
+    """Similarity matrix ``s_ij`` in {-1, +1} from class ids ``(n,)``/``(n, 1)`` or multi-hot."""
+    y_true = ops.convert_to_tensor(y_true)
+    sparse = label_mode == "sparse" or (
+        label_mode == "auto" and (len(y_true.shape) == 1 or y_true.shape[-1] == 1)
+    )
+    if sparse:
+        ids = ops.reshape(y_true, (-1,))
+        same = ops.equal(ids[:, None], ids[None, :])
+    else:
+        hot = ops.cast(y_true > 0, "float32")
+        same = ops.matmul(hot, ops.transpose(hot)) > 0
+    return ops.where(same, 1.0, -1.0)
+
+
+def balanced_pair_weights(similarity):
+    """Pair weights: positives and negatives each get half of the total weight 1.
+
+    The diagonal (an item with itself) gets 0. When a batch has only one kind of pair, that
+    kind gets all of the weight; a batch with no pairs gets weight 0 everywhere.
+    """
+    n = ops.shape(similarity)[0]
+    off_diagonal = 1.0 - ops.eye(n, dtype="float32")
+    positive = ops.cast(similarity > 0, "float32") * off_diagonal
+    negative = ops.cast(similarity < 0, "float32") * off_diagonal
+    n_pos = ops.sum(positive)
+    n_neg = ops.sum(negative)
+    both = ops.logical_and(n_pos > 0, n_neg > 0)
+    share = ops.where(both, 0.5, 1.0)
+    w_pos = ops.where(n_pos > 0, share / ops.maximum(n_pos, 1.0), 0.0)
+    w_neg = ops.where(n_neg > 0, share / ops.maximum(n_neg, 1.0), 0.0)
+    return positive * w_pos + negative * w_neg
+
+
+def per_sample(pair_loss, weights):
+    """Turns weighted pair losses into per-sample values whose mean is the weighted sum."""
+    n = ops.cast(ops.shape(weights)[0], "float32")
+    return ops.sum(weights * pair_loss, axis=1) * n
+
+
+def code_affinity(u, binary=False):
+    """``a_ij = u_i . u_j / bits`` in [-1, 1]; with ``binary`` the codes are signed first."""
+    u = ops.convert_to_tensor(u, "float32")
+    if binary:
+        u = ops.stop_gradient(ops.where(u >= 0, 1.0, -1.0))
+    bits = ops.cast(ops.shape(u)[-1], "float32")
+    return ops.clip(ops.matmul(u, ops.transpose(u)) / bits, -1.0, 1.0)
+
+
+def quantization_penalty(u):
+    """Per-sample ``mean_k (|u_k| - 1)^2``: distance of relaxed codes from the cube corners."""
+    return ops.mean(ops.square(ops.abs(u) - 1.0), axis=-1)
+
+
+def exponentiated_hashing_loss(
+    y_true, y_pred, margin=1.0, temperature=0.5, form="bilinear", label_mode="auto"
+):
+    """Per-sample exponentiated hashing loss ``exp(-min(s_ij a_ij, m) / T)``, pair-balanced.
+
+    ``form="bilinear"`` uses the smooth affinity ``u_i . u_j / bits`` (gradients flow);
+    ``form="exact"`` the discrete affinity of the signed codes (a measurement, no gradient).
+    """
+    similarity = pair_similarity(y_true, label_mode)
+    affinity = code_affinity(y_pred, binary=form == "exact")
+    pair_loss = ops.exp(-ops.minimum(similarity * affinity, margin) / temperature)
+    return per_sample(pair_loss, balanced_pair_weights(similarity))
+
+
+def _check_unit_interval(value, name):
+    check(
+        isinstance(value, (int, float)) and 0 < value <= 1,
+        f"`{name}` must be a number in (0, 1], got {value!r}",
+    )
+    return float(value)
+
+
+def _check_non_negative(value, name):
+    check(
+        isinstance(value, (int, float)) and value >= 0,
+        f"`{name}` must be a number >= 0, got {value!r}",
+    )
+    return float(value)
+
+
+def _check_choice(value, choices, name):
+    check(value in choices, f"`{name}` must be one of {choices}, got {value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class ExponentiatedHashingLoss(keras.losses.Loss):
+    """The exponentiated hashing loss of Mu and Liu (AAAI 2017), as tfhash reads it.
+
+    With code affinity ``a_ij = b_i . b_j / bits`` (``= 1 - 2 Hamming / bits``), similarity
+    ``s_ij`` in {-1, +1}, temperature ``T`` and margin ``m``, each pair costs
+    ``exp(-min(s_ij a_ij, m) / T)``; positive and negative pairs get equal total weight.
+    Each bit acts as a weak learner voting on the pair, as in AdaBoost's exponential loss.
+    The binary codes are replaced by the relaxed codes ``u = tanh(z)`` in the bilinear form
+    ``u_i . u_j`` (the smooth approximation gradients flow through); ``quantization``
+    adds ``lambda * mean((|u| - 1)^2)`` to pull codes to the cube's corners.
+
+    Args:
+        margin: ``m`` in (0, 1]; 1 is the plain exponentiated loss, m < 1 stops pulling a
+            pair once it is m inside its own side.
+        temperature: ``T`` >= 0.02; smaller values focus on the hardest pairs.
+        quantization: Weight ``lambda`` >= 0 of the quantization term.
+        label_mode: ``"auto"`` (rank 1 or one column: class ids, else multi-hot),
+            ``"sparse"`` or ``"multi_hot"``.
+        reduction, name, dtype: As for any `keras.losses.Loss`.
+
+    Example:
+
+    >>> model.compile(optimizer="adam",
+    ...               loss=ExponentiatedHashingLoss(margin=1.0, temperature=0.5),
+    ...               metrics=[ExactHashingLoss()])
+    >>> model.fit(images, class_ids, batch_size=128)
+    """
+
+    def __init__(
+        self,
+        margin=1.0,
+        temperature=0.5,
+        quantization=0.0,
+        label_mode="auto",
+        reduction="sum_over_batch_size",
+        name="exponentiated_hashing_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.margin = _check_unit_interval(margin, "margin")
+        check(
+            isinstance(temperature, (int, float)) and temperature >= MIN_TEMPERATURE,
+            f"`temperature` must be a number >= {MIN_TEMPERATURE}, got {temperature!r}",
+        )
+        self.temperature = float(temperature)
+        self.quantization = _check_non_negative(quantization, "quantization")
+        self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
+
+    def call(self, y_true, y_pred):
+        loss = exponentiated_hashing_loss(
+            y_true, y_pred, self.margin, self.temperature, "bilinear", self.label_mode
+        )
+        if self.quantization:
+            loss = loss + self.quantization * quantization_penalty(y_pred)
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "margin": self.margin,
+                "temperature": self.temperature,
+                "quantization": self.quantization,
+                "label_mode": self.label_mode,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class ExactHashingLoss(keras.metrics.Mean):
+    """Metric: the exponentiated loss on the binary codes ``sign(u)`` (the discrete objective).
+
+    Reported beside the trained (bilinear) loss, it shows the gap between the surrogate and
+    the objective it stands for.
+
+    Example:
+
+    >>> model.compile(loss=ExponentiatedHashingLoss(), metrics=[ExactHashingLoss()])
+    """
+
+    def __init__(
+        self, margin=1.0, temperature=0.5, label_mode="auto", name="exact_loss", dtype=None
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.margin = _check_unit_interval(margin, "margin")
+        self.temperature = float(temperature)
+        self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = exponentiated_hashing_loss(
+            y_true, y_pred, self.margin, self.temperature, "exact", self.label_mode
+        )
+        return super().update_state(values, sample_weight=sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "margin": self.margin,
+                "temperature": self.temperature,
+                "label_mode": self.label_mode,
+            }
+        )
+        return config

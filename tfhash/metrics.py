@@ -1,0 +1,316 @@
+"""Hamming-ranking retrieval metrics: mAP (two tie modes), precision@k, radius metrics, PR curve.
+
+Every function takes query codes and labels and database codes and labels. Codes are +-1
+arrays, or packed uint8 with an explicit ``bits``; labels are integer class ids ``(n,)`` or
+multi-hot ``(n, classes)``. Two items are relevant when they share at least one label.
+
+Ties. Items at equal Hamming distance tie, and the order inside a tie group changes AP:
+
+* ``ties="expected"`` (default): the exact expectation over uniformly random orders within
+  each tie group, in closed form from per-distance counts. No sort is needed and the value
+  does not depend on the database order.
+* ``ties="index"``: ties broken by ascending database index, as published code does.
+
+The work is vectorized over blocks of queries (no per-query Python loop).
+
+Example:
+
+>>> import numpy as np
+>>> from tfhash.metrics import mean_average_precision
+>>> q = np.array([[1, 1], [-1, -1]]); ql = np.array([0, 1])
+>>> db = np.array([[1, 1], [1, -1], [-1, -1]]); dbl = np.array([0, 0, 1])
+>>> float(mean_average_precision(q, ql, db, dbl))
+1.0
+"""
+
+import numpy as np
+
+from tfhash.codes import as_packed
+from tfhash.errors import check
+
+TIE_MODES = ("expected", "index")
+_BLOCK_ELEMENTS = 1 << 23  # queries x database entries handled at once
+
+
+def mean_average_precision(
+    q_codes, q_labels, db_codes, db_labels, top_k=None, ties="expected", bits=None
+):
+    """Mean average precision of Hamming ranking (mAP@all, or mAP@k with ``top_k``).
+
+    Args:
+        q_codes, db_codes: +-1 codes ``(n, bits)`` or packed uint8 codes with ``bits``.
+        q_labels, db_labels: class ids ``(n,)`` or multi-hot ``(n, classes)``.
+        top_k: ``None`` for mAP@all, else the rank cut-off k >= 1.
+        ties: ``"expected"`` or ``"index"`` (see the module docstring).
+        bits: code length, required for packed codes.
+
+    Returns:
+        The mean of AP over queries that have at least one relevant database item.
+    """
+    ties = _check_ties(ties)
+    scores, has_relevant = [], []
+    for block in _blocks(q_codes, q_labels, db_codes, db_labels, bits, top_k):
+        if ties == "expected":
+            ap = _expected_ap(block)
+        else:
+            ap = _index_ap(block)
+        scores.append(ap)
+        has_relevant.append(block.rel_hist.sum(axis=1) > 0)
+    scores = np.concatenate(scores)
+    has_relevant = np.concatenate(has_relevant)
+    if not has_relevant.any():
+        return 0.0
+    return float(scores[has_relevant].mean())
+
+
+def precision_at_k(q_codes, q_labels, db_codes, db_labels, k, ties="expected", bits=None):
+    """Mean precision of the top ``k`` of the Hamming ranking over all queries."""
+    ties = _check_ties(ties)
+    values = []
+    for block in _blocks(q_codes, q_labels, db_codes, db_labels, bits, k):
+        kk = block.top_k
+        if ties == "index":
+            values.append(block.sorted_relevance()[:, :kk].sum(axis=1) / kk)
+            continue
+        before = _exclusive_cumsum(block.hist)
+        taken = np.clip(kk - before, 0, block.hist)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected_rel = np.where(block.hist > 0, taken * block.rel_hist / block.hist, 0.0)
+        values.append(expected_rel.sum(axis=1) / kk)
+    return float(np.concatenate(values).mean())
+
+
+def precision_recall_curve(q_codes, q_labels, db_codes, db_labels, bits=None):
+    """Precision and recall within Hamming radius r, for every r from 0 to ``bits``.
+
+    Precision of a query with an empty ball is 0; recall is averaged over queries with at
+    least one relevant database item.
+
+    Returns:
+        ``(radii, precision, recall)``: three arrays of length ``bits + 1``.
+    """
+    prec_sum, rec_sum, n_queries, n_with_rel = 0.0, 0.0, 0, 0
+    code_bits = None
+    for block in _blocks(q_codes, q_labels, db_codes, db_labels, bits, None):
+        code_bits = block.bits
+        in_ball = np.cumsum(block.hist, axis=1)
+        rel_in_ball = np.cumsum(block.rel_hist, axis=1)
+        total_rel = rel_in_ball[:, -1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prec_sum = prec_sum + np.where(in_ball > 0, rel_in_ball / in_ball, 0.0).sum(axis=0)
+            rec = np.where(total_rel > 0, rel_in_ball / total_rel, 0.0)
+        rec_sum = rec_sum + rec.sum(axis=0)
+        n_queries += block.hist.shape[0]
+        n_with_rel += int((total_rel > 0).sum())
+    radii = np.arange(code_bits + 1)
+    return radii, prec_sum / n_queries, rec_sum / max(n_with_rel, 1)
+
+
+def precision_recall_at_radius(q_codes, q_labels, db_codes, db_labels, radius=2, bits=None):
+    """Mean precision and recall within Hamming radius ``radius`` (default 2)."""
+    check(
+        isinstance(radius, (int, np.integer)) and radius >= 0,
+        f"`radius` must be an integer >= 0, got {radius!r}",
+    )
+    radii, precision, recall = precision_recall_curve(
+        q_codes, q_labels, db_codes, db_labels, bits=bits
+    )
+    r = min(int(radius), len(radii) - 1)
+    return float(precision[r]), float(recall[r])
+
+
+def retrieval_report(q_codes, q_labels, db_codes, db_labels, bits=None, radius=2):
+    """All headline figures at once: mAP (both tie modes), precision/recall at ``radius``.
+
+    Returns a dict with ``map``, ``map_index``, ``precision_r2``, ``recall_r2`` (the suffix
+    follows ``radius``) and the PR curve arrays under ``pr_curve``.
+    """
+    args = (q_codes, q_labels, db_codes, db_labels)
+    radii, precision, recall = precision_recall_curve(*args, bits=bits)
+    r = min(int(radius), len(radii) - 1)
+    return {
+        "map": mean_average_precision(*args, bits=bits),
+        "map_index": mean_average_precision(*args, ties="index", bits=bits),
+        f"precision_r{radius}": float(precision[r]),
+        f"recall_r{radius}": float(recall[r]),
+        "pr_curve": {"radius": radii, "precision": precision, "recall": recall},
+    }
+
+
+class _Block:
+    """Distances and relevance of one block of queries against the whole database."""
+
+    def __init__(self, distances, relevant, bits, top_k):
+        self.distances = distances
+        self.relevant = relevant
+        self.bits = bits
+        self.top_k = top_k
+        n = distances.shape[0]
+        offsets = distances + (bits + 1) * np.arange(n, dtype=np.int64)[:, None]
+        size = n * (bits + 1)
+        self.hist = np.bincount(offsets.ravel(), minlength=size).reshape(n, bits + 1)
+        self.rel_hist = np.bincount(offsets[relevant], minlength=size).reshape(n, bits + 1)
+
+    def sorted_relevance(self):
+        """Relevance in ranking order with ties broken by database index."""
+        order = np.argsort(self.distances, axis=1, kind="stable")
+        return np.take_along_axis(self.relevant, order, axis=1)
+
+
+def _check_ties(ties):
+    check(ties in TIE_MODES, f"`ties` must be one of {TIE_MODES}, got {ties!r}")
+    return ties
+
+
+def _check_labels(labels, n, name):
+    labels = np.asarray(labels)
+    check(
+        labels.ndim in (1, 2) and labels.shape[0] == n,
+        f"`{name}` must have shape ({n},) or ({n}, classes) to match its codes, "
+        f"got {labels.shape}",
+    )
+    check(
+        np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)
+        or (labels.ndim == 2 and np.issubdtype(labels.dtype, np.floating)),
+        f"`{name}` must be integer class ids or multi-hot, got dtype {labels.dtype}",
+    )
+    return labels
+
+
+def _relevance(q_labels, db_labels):
+    if q_labels.ndim == 1:
+        return q_labels[:, None] == db_labels[None, :]
+    return (q_labels.astype(np.float32) @ db_labels.astype(np.float32).T) > 0
+
+
+def _distances(q_packed, db_unpacked, n_bits):
+    q = np.unpackbits(q_packed, axis=1).astype(np.float32) * 2 - 1
+    dot = q @ db_unpacked.T
+    return np.rint((n_bits - dot) * 0.5).astype(np.int32)
+
+
+def _blocks(q_codes, q_labels, db_codes, db_labels, bits, top_k):
+    q_packed, q_bits = as_packed(q_codes, bits, "q_codes")
+    db_packed, db_bits = as_packed(db_codes, bits, "db_codes")
+    check(q_bits == db_bits, f"query codes have {q_bits} bits, database codes {db_bits}")
+    q_labels = _check_labels(q_labels, len(q_packed), "q_labels")
+    db_labels = _check_labels(db_labels, len(db_packed), "db_labels")
+    check(
+        q_labels.ndim == db_labels.ndim and q_labels.shape[1:] == db_labels.shape[1:],
+        f"`q_labels` {q_labels.shape} and `db_labels` {db_labels.shape} must be the same kind",
+    )
+    check(len(db_packed) > 0, "`db_codes` must hold at least one code")
+    check(len(q_packed) > 0, "`q_codes` must hold at least one code")
+    if top_k is not None:
+        check(
+            isinstance(top_k, (int, np.integer)) and top_k >= 1,
+            f"`top_k` must be an integer >= 1 or None, got {top_k!r}",
+        )
+        top_k = min(int(top_k), len(db_packed))
+    db_unpacked = np.unpackbits(db_packed, axis=1).astype(np.float32) * 2 - 1
+    n_bits = db_unpacked.shape[1]  # padding bits agree, so they cancel in the distance
+    step = max(1, _BLOCK_ELEMENTS // len(db_packed))
+    for start in range(0, len(q_packed), step):
+        stop = start + step
+        dist = _distances(q_packed[start:stop], db_unpacked, n_bits)
+        relevant = _relevance(q_labels[start:stop], db_labels)
+        yield _Block(dist, relevant, q_bits, top_k)
+
+
+def _exclusive_cumsum(x):
+    out = np.zeros_like(x)
+    np.cumsum(x[:, :-1], axis=1, out=out[:, 1:])
+    return out
+
+
+def _harmonic(n):
+    """Table of harmonic numbers H[0..n]."""
+    h = np.zeros(n + 1)
+    np.cumsum(1.0 / np.arange(1, n + 1), out=h[1:])
+    return h
+
+
+def _expected_precision_sum(n, r, before, rel_before, m, harmonic):
+    """Expected sum of precision over relevant items in the first ``m`` slots of a tie group.
+
+    A tie group of ``n`` items, ``r`` relevant, follows ``before`` items of which
+    ``rel_before`` are relevant. Slot j (1-based) holds a relevant item with probability
+    r / n and then has, on average, (j - 1)(r - 1)/(n - 1) relevant items ahead of it in the
+    group, so E = (r/n) * sum_j (rel_before + 1 + (j-1)(r-1)/(n-1)) / (before + j), which
+    the harmonic numbers give in closed form.
+    """
+    h = harmonic[before + m] - harmonic[before]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(n > 1, (r - 1) / np.maximum(n - 1, 1), 0.0)
+        value = (r / n) * ((rel_before + 1) * h + share * (m - (before + 1) * h))
+    return np.where((n > 0) & (r > 0) & (m > 0), value, 0.0)
+
+
+def _expected_ap(block):
+    hist = block.hist.astype(np.int64)
+    rel = block.rel_hist.astype(np.int64)
+    before = _exclusive_cumsum(hist)
+    rel_before = _exclusive_cumsum(rel)
+    n_db = block.distances.shape[1]
+    harmonic = _harmonic(n_db)
+    k = n_db if block.top_k is None else block.top_k
+    full = before + hist <= k
+    sums = _expected_precision_sum(hist, rel, before, rel_before, hist, harmonic)
+    full_sum = np.where(full, sums, 0.0).sum(axis=1)
+    full_rel = np.where(full, rel, 0).sum(axis=1)
+    if block.top_k is None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(full_rel > 0, full_sum / full_rel, 0.0)
+    return _expected_ap_with_cut(hist, rel, before, rel_before, k, full_sum, full_rel, harmonic)
+
+
+def _expected_ap_with_cut(hist, rel, before, rel_before, k, full_sum, full_rel, harmonic):
+    """AP@k with the tie group cut by rank k summed over its hypergeometric split."""
+    rows = np.arange(hist.shape[0])
+    is_cut = (before < k) & (before + hist > k)
+    has_cut = is_cut.any(axis=1)
+    g = np.argmax(is_cut, axis=1)
+    n = np.where(has_cut, hist[rows, g], 0)
+    r = np.where(has_cut, rel[rows, g], 0)
+    nb = before[rows, g]
+    rb = rel_before[rows, g]
+    m = np.where(has_cut, k - nb, 0)
+    x_max = int(np.minimum(r, m).max(initial=0))
+    x = np.arange(x_max + 1)[None, :]
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, hist.sum(axis=1).max() + 1)))])
+
+    def log_choose(a, b):
+        valid = (b >= 0) & (b <= a)
+        return np.where(valid, log_fact[a] - log_fact[np.clip(b, 0, None)]
+                        - log_fact[np.clip(a - b, 0, None)], -np.inf), valid
+
+    n_, r_, m_ = n[:, None], r[:, None], m[:, None]
+    lc1, v1 = log_choose(r_, x)
+    lc2, v2 = log_choose(n_ - r_, m_ - x)
+    lc3, _ = log_choose(n_, m_)
+    with np.errstate(invalid="ignore"):
+        pmf = np.where(v1 & v2, np.exp(lc1 + lc2 - lc3), 0.0)
+    h = harmonic[nb + m] - harmonic[nb]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(m_ > 1, (x - 1) / np.maximum(m_ - 1, 1), 0.0)
+        cut_sum = (x / np.maximum(m_, 1)) * (
+            (rb[:, None] + 1) * h[:, None] + share * (m_ - (nb[:, None] + 1) * h[:, None])
+        )
+        denom = full_rel[:, None] + x
+        ap_x = np.where(denom > 0, (full_sum[:, None] + np.where(x > 0, cut_sum, 0.0)) / denom, 0.0)
+    ap_cut = (pmf * ap_x).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap_plain = np.where(full_rel > 0, full_sum / full_rel, 0.0)
+    return np.where(has_cut, ap_cut, ap_plain)
+
+
+def _index_ap(block):
+    relevant = block.sorted_relevance()
+    if block.top_k is not None:
+        relevant = relevant[:, : block.top_k]
+    hits = np.cumsum(relevant, axis=1)
+    ranks = np.arange(1, relevant.shape[1] + 1)
+    precision_sum = np.where(relevant, hits / ranks, 0.0).sum(axis=1)
+    n_rel = hits[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_rel > 0, precision_sum / n_rel, 0.0)

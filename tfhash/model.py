@@ -1,0 +1,232 @@
+"""Model assembly and the two-phase training scheme, both phases through `model.fit`.
+
+Phase 1 (classification pre-training) trains backbone + softmax classifier on the labels.
+Phase 2 (hash learning) puts a `HashingHead` on the pre-trained backbone and trains with the
+exponentiated hashing loss. ``pretrain=False`` skips phase 1 (the ablation).
+
+Example:
+
+>>> from tfhash import data, model
+>>> split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0)
+>>> config = model.TrainConfig(bits=(12, 32), pretrain_epochs=8, hash_epochs=6)
+>>> result = model.fit_two_phase(split, config)
+>>> codes = model.encode(result.hashers[12], split.query.images)
+"""
+
+import dataclasses
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfhash.backbones import get_backbone
+from tfhash.callbacks import RetrievalMAP
+from tfhash.codes import binarize, check_bits
+from tfhash.errors import check
+from tfhash.io import atomic_path
+from tfhash.layers import HashingHead
+from tfhash.losses import ExactHashingLoss, ExponentiatedHashingLoss
+from tfhash.pipeline import make_dataset
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a two-phase training run.
+
+    Attributes:
+        bits: one code length or several; phase 1 is shared by all of them.
+        backbone: backbone name (see `get_backbone`), ``None`` for the default.
+        backbone_width: base width of the built-in backbones (``None``: builder default).
+        pretrain: run phase 1; ``False`` is the no-pre-training ablation.
+        pretrain_epochs, hash_epochs: epochs of each phase.
+        batch_size: batch size of both phases (phase 2 compares all pairs in a batch).
+        pretrain_lr, hash_lr: peak learning rates (Adam with cosine decay).
+        weight_decay: decoupled weight decay of both phases.
+        label_smoothing: label smoothing of the phase-1 cross-entropy.
+        margin, temperature, quantization: the exponentiated loss (see
+            `ExponentiatedHashingLoss`).
+        augment: ``"auto"``, ``"crop_flip"``, ``"shift"`` or ``"none"``.
+        seed: seed of weights, shuffling and augmentation.
+    """
+
+    bits: tuple = (12,)
+    backbone: str | None = None
+    backbone_width: int | None = None
+    pretrain: bool = True
+    pretrain_epochs: int = 10
+    hash_epochs: int = 10
+    batch_size: int = 128
+    pretrain_lr: float = 2e-3
+    hash_lr: float = 1e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    margin: float = 1.0
+    temperature: float = 0.5
+    quantization: float = 0.0
+    augment: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        bits = (self.bits,) if isinstance(self.bits, (int, np.integer)) else tuple(self.bits)
+        check(bits, "`bits` must name at least one code length")
+        self.bits = tuple(check_bits(b) for b in bits)
+        for name in ("pretrain_epochs", "hash_epochs", "batch_size"):
+            value = getattr(self, name)
+            low = 0 if name == "pretrain_epochs" else 1
+            check(
+                isinstance(value, int) and value >= low,
+                f"`{name}` must be an integer >= {low}, got {value!r}",
+            )
+        for name in ("pretrain_lr", "hash_lr"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
+
+    def hash_loss(self):
+        return ExponentiatedHashingLoss(
+            margin=self.margin, temperature=self.temperature, quantization=self.quantization
+        )
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """The trained models of a run, their histories and the wall time of each phase."""
+
+    hashers: dict
+    classifier: keras.Model | None
+    histories: dict
+    wall_s: dict
+
+
+def build_classifier(backbone, num_classes):
+    """Backbone + softmax classifier: the phase-1 model."""
+    inputs = keras.Input(backbone.input_shape[1:], name="images")
+    features = backbone(inputs)
+    probs = keras.layers.Dense(num_classes, activation="softmax", name="classes")(features)
+    return keras.Model(inputs, probs, name="classifier")
+
+
+def build_hasher(backbone, bits, **head_kwargs):
+    """Backbone + `HashingHead`: the phase-2 model; outputs relaxed codes ``(batch, bits)``."""
+    inputs = keras.Input(backbone.input_shape[1:], name="images")
+    codes = HashingHead(bits, name="codes", **head_kwargs)(backbone(inputs))
+    return keras.Model(inputs, codes, name=f"hasher_{bits}")
+
+
+def copy_model(model):
+    """A new model of the same architecture holding a copy of the weights."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def encode(model, images, batch_size=256, verbose="auto"):
+    """Binary +-1 codes (int8) of ``images`` under a hashing model, with a progress bar."""
+    relaxed = model.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
+    return binarize(relaxed)
+
+
+def _optimizer(lr, steps, weight_decay):
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1))
+    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+
+
+def _fit_callbacks(work_dir, phase, extra):
+    callbacks = list(extra)
+    if work_dir is not None:
+        backup = Path(work_dir) / "backup" / phase
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True))
+    return callbacks
+
+
+def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), verbose="auto"):
+    """Phase 1: fits backbone + classifier on the training labels; returns the classifier."""
+    train = make_dataset(split.train.images, split.train.labels, config.batch_size,
+                         training=True, augment=config.augment, seed=config.seed)
+    val = None
+    if len(split.val):
+        val = make_dataset(split.val.images, split.val.labels, 256)
+    classifier = build_classifier(backbone, num_classes)
+    steps = config.pretrain_epochs * int(np.ceil(len(split.train) / config.batch_size))
+    classifier.compile(
+        optimizer=_optimizer(config.pretrain_lr, steps, config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    history = classifier.fit(
+        train.map(lambda x, y: (x, _one_hot(y, num_classes))),
+        validation_data=None if val is None else val.map(lambda x, y: (x, _one_hot(y, num_classes))),
+        epochs=config.pretrain_epochs,
+        callbacks=_fit_callbacks(work_dir, "phase1", callbacks),
+        verbose=verbose,
+    )
+    return classifier, history
+
+
+def _one_hot(labels, num_classes):
+    return tf.one_hot(labels, num_classes)
+
+
+def train_hasher(backbone, split, bits, config, work_dir=None, callbacks=(), verbose="auto"):
+    """Phase 2: fits backbone + `HashingHead` with the exponentiated loss; returns the hasher."""
+    train = make_dataset(split.train.images, split.train.labels, config.batch_size,
+                         training=True, augment=config.augment, seed=config.seed)
+    hasher = build_hasher(backbone, bits)
+    steps = config.hash_epochs * int(np.ceil(len(split.train) / config.batch_size))
+    hasher.compile(
+        optimizer=_optimizer(config.hash_lr, steps, config.weight_decay),
+        loss=config.hash_loss(),
+        metrics=[ExactHashingLoss(config.margin, config.temperature)],
+    )
+    callbacks = list(callbacks)
+    if len(split.val):
+        callbacks.insert(0, RetrievalMAP((split.val.images, split.val.labels),
+                                         (split.train.images, split.train.labels)))
+    history = hasher.fit(
+        train,
+        epochs=config.hash_epochs,
+        callbacks=_fit_callbacks(work_dir, f"phase2-{bits}", callbacks),
+        verbose=verbose,
+    )
+    return hasher, history
+
+
+def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto"):
+    """Runs phase 1 once (unless ``config.pretrain`` is off), then phase 2 per code length.
+
+    With ``work_dir``, each fit is backed up every epoch (`BackupAndRestore`) and the
+    pre-trained backbone is kept, so an interrupted run resumes where it stopped.
+    """
+    keras.utils.set_random_seed(config.seed)
+    num_classes = num_classes or int(split.train.labels.max()) + 1
+    kwargs = {} if config.backbone_width is None else {"width": config.backbone_width}
+    backbone = get_backbone(config.backbone, split.train.images.shape[1:], **kwargs)
+    histories, wall = {}, {}
+    classifier = None
+    if config.pretrain and config.pretrain_epochs:
+        pretrained = None if work_dir is None else Path(work_dir) / "pretrained.weights.h5"
+        start = time.perf_counter()
+        if pretrained is not None and pretrained.exists():
+            classifier = build_classifier(backbone, num_classes)
+            classifier.load_weights(pretrained)
+        else:
+            classifier, histories["pretrain"] = pretrain(
+                backbone, split, num_classes, config, work_dir, callbacks, verbose
+            )
+            if pretrained is not None:
+                _save_weights_atomic(classifier, pretrained)
+        wall["pretrain"] = time.perf_counter() - start
+    hashers = {}
+    for bits in config.bits:
+        start = time.perf_counter()
+        hashers[bits], histories[f"hash_{bits}"] = train_hasher(
+            copy_model(backbone), split, bits, config, work_dir, callbacks, verbose
+        )
+        wall[f"hash_{bits}"] = time.perf_counter() - start
+    return TrainResult(hashers, classifier, histories, wall)
+
+
+def _save_weights_atomic(model, path):
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
