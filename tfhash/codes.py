@@ -78,7 +78,7 @@ def as_packed(codes, bits=None, name="codes"):
 def hamming(a, b):
     """All-pairs Hamming distances between packed codes: ``(n, m)`` int32.
 
-    Computed as the popcount of XOR, one row block at a time to bound memory.
+    Computed as the popcount of XOR on 64-bit words, one row block at a time.
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -91,12 +91,30 @@ def hamming(a, b):
         a.shape[1] == b.shape[1],
         f"`a` and `b` must have the same bytes per code, got {a.shape[1]} and {b.shape[1]}",
     )
+    a_words, b_words = to_words(a), to_words(b)
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
-    block = max(1, (1 << 24) // max(1, b.shape[0] * a.shape[1]))
+    block = max(1, (1 << 20) // max(1, b.shape[0]))
     for start in range(0, a.shape[0], block):
-        xor = np.bitwise_xor(a[start : start + block, None, :], b[None, :, :])
-        out[start : start + block] = np.bitwise_count(xor).sum(axis=2, dtype=np.int32)
+        out[start : start + block] = hamming_words(a_words[start : start + block], b_words)
     return out
+
+
+def to_words(packed):
+    """Packed uint8 codes as rows of uint64 words (zero-padded), for fast popcount."""
+    n, n_bytes = packed.shape
+    n_words = (n_bytes + 7) // 8
+    padded = np.zeros((n, n_words * 8), dtype=np.uint8)
+    padded[:, :n_bytes] = packed
+    return padded.view(np.uint64)
+
+
+def hamming_words(a_words, b_words):
+    """Hamming distances between two sets of word rows: uint8 up to 255 bits, else uint16."""
+    dist = None
+    for w in range(a_words.shape[1]):
+        count = np.bitwise_count(a_words[:, w, None] ^ b_words[None, :, w])
+        dist = count if dist is None else dist + count.astype(np.uint16)
+    return dist
 
 
 def _check_packed(packed, bits, name):

@@ -25,11 +25,11 @@ Example:
 
 import numpy as np
 
-from tfhash.codes import as_packed
+from tfhash.codes import as_packed, hamming_words, to_words
 from tfhash.errors import check
 
 TIE_MODES = ("expected", "index")
-_BLOCK_ELEMENTS = 1 << 23  # queries x database entries handled at once
+_BLOCK_ELEMENTS = 1 << 20  # queries x database entries per block: cache-sized
 
 
 def mean_average_precision(
@@ -55,7 +55,7 @@ def mean_average_precision(
         else:
             ap = _index_ap(block)
         scores.append(ap)
-        has_relevant.append(block.rel_hist.sum(axis=1) > 0)
+        has_relevant.append(block.n_relevant > 0)
     scores = np.concatenate(scores)
     has_relevant = np.concatenate(has_relevant)
     if not has_relevant.any():
@@ -145,15 +145,37 @@ class _Block:
         self.relevant = relevant
         self.bits = bits
         self.top_k = top_k
-        n = distances.shape[0]
-        offsets = distances + (bits + 1) * np.arange(n, dtype=np.int64)[:, None]
-        size = n * (bits + 1)
-        self.hist = np.bincount(offsets.ravel(), minlength=size).reshape(n, bits + 1)
-        self.rel_hist = np.bincount(offsets[relevant], minlength=size).reshape(n, bits + 1)
+        self._hist = None
+
+    def _histograms(self):
+        if self._hist is None:
+            n, bits = self.distances.shape[0], self.bits
+            width = 2 * (bits + 1)
+            # one bincount over (row, distance, relevant) keys gives both histograms
+            keys = self.distances.astype(np.int32) * 2
+            keys += self.relevant
+            keys += (np.arange(n, dtype=np.int32) * width)[:, None]
+            counts = np.bincount(keys.ravel(), minlength=n * width).reshape(n, bits + 1, 2)
+            self._hist = (counts[:, :, 0] + counts[:, :, 1], counts[:, :, 1])
+        return self._hist
+
+    @property
+    def hist(self):
+        """Per query, the number of database items at each distance 0..bits."""
+        return self._histograms()[0]
+
+    @property
+    def rel_hist(self):
+        """Per query, the number of relevant database items at each distance."""
+        return self._histograms()[1]
+
+    @property
+    def n_relevant(self):
+        return self.relevant.sum(axis=1)
 
     def sorted_relevance(self):
         """Relevance in ranking order with ties broken by database index."""
-        order = np.argsort(self.distances, axis=1, kind="stable")
+        order = np.argsort(self.distances, axis=1, kind="stable")  # radix sort on uint8/16
         return np.take_along_axis(self.relevant, order, axis=1)
 
 
@@ -183,12 +205,6 @@ def _relevance(q_labels, db_labels):
     return (q_labels.astype(np.float32) @ db_labels.astype(np.float32).T) > 0
 
 
-def _distances(q_packed, db_unpacked, n_bits):
-    q = np.unpackbits(q_packed, axis=1).astype(np.float32) * 2 - 1
-    dot = q @ db_unpacked.T
-    return np.rint((n_bits - dot) * 0.5).astype(np.int32)
-
-
 def _blocks(q_codes, q_labels, db_codes, db_labels, bits, top_k):
     q_packed, q_bits = as_packed(q_codes, bits, "q_codes")
     db_packed, db_bits = as_packed(db_codes, bits, "db_codes")
@@ -207,12 +223,11 @@ def _blocks(q_codes, q_labels, db_codes, db_labels, bits, top_k):
             f"`top_k` must be an integer >= 1 or None, got {top_k!r}",
         )
         top_k = min(int(top_k), len(db_packed))
-    db_unpacked = np.unpackbits(db_packed, axis=1).astype(np.float32) * 2 - 1
-    n_bits = db_unpacked.shape[1]  # padding bits agree, so they cancel in the distance
+    q_words, db_words = to_words(q_packed), to_words(db_packed)
     step = max(1, _BLOCK_ELEMENTS // len(db_packed))
     for start in range(0, len(q_packed), step):
         stop = start + step
-        dist = _distances(q_packed[start:stop], db_unpacked, n_bits)
+        dist = hamming_words(q_words[start:stop], db_words)
         relevant = _relevance(q_labels[start:stop], db_labels)
         yield _Block(dist, relevant, q_bits, top_k)
 
@@ -305,12 +320,14 @@ def _expected_ap_with_cut(hist, rel, before, rel_before, k, full_sum, full_rel, 
 
 
 def _index_ap(block):
+    """AP with ties by index: (1 / R) sum over the k-th relevant item of k / its rank."""
     relevant = block.sorted_relevance()
     if block.top_k is not None:
         relevant = relevant[:, : block.top_k]
-    hits = np.cumsum(relevant, axis=1)
-    ranks = np.arange(1, relevant.shape[1] + 1)
-    precision_sum = np.where(relevant, hits / ranks, 0.0).sum(axis=1)
-    n_rel = hits[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_rel > 0, precision_sum / n_rel, 0.0)
+    n = relevant.shape[0]
+    rows, cols = np.nonzero(relevant)
+    n_rel = np.bincount(rows, minlength=n)
+    first = np.concatenate([[0], np.cumsum(n_rel)[:-1]])
+    kth = np.arange(1, len(rows) + 1) - first[rows]
+    precision_sum = np.bincount(rows, weights=kth / (cols + 1.0), minlength=n)
+    return np.where(n_rel > 0, precision_sum / np.maximum(n_rel, 1), 0.0)

@@ -47,6 +47,8 @@ class TrainConfig:
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
+        classification_weight: weight of a softmax classifier on the relaxed codes kept
+            during phase 2 (0: the paper's pure hashing phase).
         augment: ``"auto"``, ``"crop_flip"``, ``"shift"`` or ``"none"``.
         seed: seed of weights, shuffling and augmentation.
     """
@@ -65,6 +67,7 @@ class TrainConfig:
     margin: float = 1.0
     temperature: float = 0.5
     quantization: float = 0.0
+    classification_weight: float = 0.0
     augment: str = "auto"
     seed: int = 0
 
@@ -168,22 +171,40 @@ def _one_hot(labels, num_classes):
     return tf.one_hot(labels, num_classes)
 
 
-def train_hasher(backbone, split, bits, config, work_dir=None, callbacks=(), verbose="auto"):
-    """Phase 2: fits backbone + `HashingHead` with the exponentiated loss; returns the hasher."""
+def train_hasher(backbone, split, bits, config, num_classes=None, work_dir=None, callbacks=(),
+                 verbose="auto"):
+    """Phase 2: fits backbone + `HashingHead` with the exponentiated loss; returns the hasher.
+
+    With ``config.classification_weight > 0`` a softmax classifier on the codes is trained
+    alongside (a second output), and the returned hasher is the codes branch alone.
+    """
     train = make_dataset(split.train.images, split.train.labels, config.batch_size,
                          training=True, augment=config.augment, seed=config.seed)
     hasher = build_hasher(backbone, bits)
+    trainee, loss, metrics = hasher, config.hash_loss(), [
+        ExactHashingLoss(config.margin, config.temperature)]
+    if config.classification_weight:
+        num_classes = num_classes or int(split.train.labels.max()) + 1
+        classes = keras.layers.Dense(num_classes, activation="softmax", name="classes")(
+            hasher.output)
+        trainee = keras.Model(hasher.input, {"codes": hasher.output, "classes": classes})
+        loss = {"codes": loss, "classes": keras.losses.SparseCategoricalCrossentropy()}
+        metrics = {"codes": metrics}
+        train = train.map(lambda x, y: (x, {"codes": y, "classes": y}))
     steps = config.hash_epochs * int(np.ceil(len(split.train) / config.batch_size))
-    hasher.compile(
+    trainee.compile(
         optimizer=_optimizer(config.hash_lr, steps, config.weight_decay),
-        loss=config.hash_loss(),
-        metrics=[ExactHashingLoss(config.margin, config.temperature)],
+        loss=loss,
+        loss_weights=(None if not config.classification_weight
+                      else {"codes": 1.0, "classes": config.classification_weight}),
+        metrics=metrics,
     )
     callbacks = list(callbacks)
     if len(split.val):
         callbacks.insert(0, RetrievalMAP((split.val.images, split.val.labels),
-                                         (split.train.images, split.train.labels)))
-    history = hasher.fit(
+                                         (split.train.images, split.train.labels),
+                                         output="codes" if trainee is not hasher else None))
+    history = trainee.fit(
         train,
         epochs=config.hash_epochs,
         callbacks=_fit_callbacks(work_dir, f"phase2-{bits}", callbacks),
@@ -221,7 +242,7 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
     for bits in config.bits:
         start = time.perf_counter()
         hashers[bits], histories[f"hash_{bits}"] = train_hasher(
-            copy_model(backbone), split, bits, config, work_dir, callbacks, verbose
+            copy_model(backbone), split, bits, config, num_classes, work_dir, callbacks, verbose
         )
         wall[f"hash_{bits}"] = time.perf_counter() - start
     return TrainResult(hashers, classifier, histories, wall)

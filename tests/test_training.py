@@ -1,0 +1,79 @@
+"""A short real training on the bundled mnist-5k digits, end to end through `model.fit`."""
+
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from tfhash import data, metrics, model
+from tfhash.artifacts import load_encoder, save_encoder
+
+
+@pytest.fixture(scope="module")
+def split():
+    return data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
+
+
+def test_cnnh_split_is_seeded_and_disjoint(split):
+    again = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
+    np.testing.assert_array_equal(split.query.labels, again.query.labels)
+    rec = split.record()
+    assert rec["n_query"] == 500 and rec["n_database"] == 4500
+    assert rec["n_train"] + rec["n_val"] == 2500
+    assert np.bincount(split.query.labels).tolist() == [50] * 10
+    other = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=1)
+    assert not np.array_equal(split.query.images, other.query.images)
+
+
+@pytest.fixture(scope="module")
+def trained(split, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    config = model.TrainConfig(bits=(12,), **model.DEMO_RECIPE)
+    start = time.perf_counter()
+    result = model.fit_two_phase(split, config, work_dir=work, verbose=0)
+    return result, time.perf_counter() - start, work
+
+
+def test_short_training_reaches_map_090_at_12_bits(split, trained):
+    result, wall, _ = trained
+    hasher = result.hashers[12]
+    q = model.encode(hasher, split.query.images, verbose=0)
+    db = model.encode(hasher, split.database.images, verbose=0)
+    score = metrics.mean_average_precision(q, split.query.labels, db, split.database.labels)
+    assert score >= 0.90, f"mAP@all {score:.3f} after {wall:.0f}s"
+    assert wall < 240
+    history = result.histories["hash_12"].history
+    assert "val_map" in history and "exact_loss" in history
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_saved_encoder_round_trip(split, trained, tmp_path):
+    result, _, work = trained
+    assert (work / "pretrained.weights.h5").is_file()  # phase 1 is kept for resuming
+    hasher = result.hashers[12]
+    path = tmp_path / "model-12.keras"
+    save_encoder(hasher, path, {"dataset": "mnist-5k"})
+    loaded, meta = load_encoder(path)
+    assert meta["bits"] == 12 and meta["dataset"] == "mnist-5k"
+    x = split.query.images[:32]
+    np.testing.assert_array_equal(model.encode(loaded, x, verbose=0),
+                                  model.encode(hasher, x, verbose=0))
+
+
+def test_no_pretrain_skips_phase_one(split):
+    config = model.TrainConfig(bits=8, pretrain=False, hash_epochs=1)
+    small = data.Split("cnnh", 0, split.train.take(slice(0, 256)), split.val.take(slice(0, 0)),
+                       split.query, split.database)
+    result = model.fit_two_phase(small, config, verbose=0)
+    assert "pretrain" not in result.histories and result.classifier is None
+
+
+def test_any_keras_backbone_takes_the_head():
+    backbone = model.get_backbone("applications.MobileNetV3Small", (32, 32, 3))
+    hasher = model.build_hasher(backbone, 16)
+    out = hasher.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    assert out.shape == (2, 16)
+    custom = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                               keras.layers.Dense(4)])
+    assert model.build_hasher(custom, 5).output_shape == (None, 5)
