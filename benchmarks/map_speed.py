@@ -11,8 +11,8 @@ import argparse
 import time
 
 import numpy as np
-
 from common import write_results
+
 from tfhash.metrics import mean_average_precision
 
 

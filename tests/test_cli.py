@@ -28,7 +28,7 @@ def assert_one_line_error(code, err, *fragments):
         assert fragment in errors[0], err
 
 
-@pytest.mark.parametrize("name", ["train", "evaluate", "demo"])
+@pytest.mark.parametrize("name", ["train", "evaluate", "export", "index", "search", "demo"])
 def test_every_command_has_help(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([name, "--help"])
@@ -92,3 +92,75 @@ def test_bad_hparams_file(tmp_path):
 def test_evaluate_missing_model(tmp_path):
     code, _, err = run_cli("evaluate", str(tmp_path / "nope.keras"), "--dataset", "mnist-5k")
     assert_one_line_error(code, err, "does not exist")
+
+
+@pytest.fixture(scope="module")
+def saved_encoder(tmp_path_factory):
+    import keras
+
+    from tfhash.artifacts import save_encoder
+    from tfhash.model import build_hasher, get_backbone
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("enc") / "model-16.keras"
+    save_encoder(build_hasher(get_backbone("mnist_cnn", (28, 28, 1)), 16), path,
+                 {"dataset": "mnist-5k"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    from PIL import Image
+
+    from tfhash.data import load_dataset
+
+    root = tmp_path_factory.mktemp("images")
+    part = load_dataset("mnist-5k").train
+    for label in (3, 7):
+        (root / f"digit{label}").mkdir()
+        for i in np.flatnonzero(part.labels == label)[:6]:
+            Image.fromarray(part.images[i, ..., 0]).save(root / f"digit{label}" / f"{i}.png")
+    return root
+
+
+def test_index_build_search_and_grid(saved_encoder, image_folder, tmp_path, capsys):
+    index_dir = tmp_path / "ix"
+    assert cli.main(["index", "build", str(saved_encoder), "--images", str(image_folder),
+                     "--out", str(index_dir)]) == 0
+    assert "12 codes of 16 bits" in capsys.readouterr().out
+    query = sorted((image_folder / "digit3").iterdir())[0]
+    grid = tmp_path / "grid.png"
+    assert cli.main(["search", str(index_dir), str(query), "--model", str(saved_encoder),
+                     "--k", "3", "--grid", str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert f"query {query}" in out and "distance=0" in out and str(query) in out.split("\n")[1]
+    assert grid.stat().st_size > 1000
+    assert cli.main(["index", "add", str(index_dir), "--model", str(saved_encoder),
+                     "--images", str(image_folder)]) == 0
+    assert "24 codes" in capsys.readouterr().out
+
+
+def test_search_refuses_another_encoder(saved_encoder, image_folder, tmp_path, capsys):
+    import keras
+
+    from tfhash.artifacts import save_encoder
+    from tfhash.model import build_hasher, get_backbone
+
+    index_dir = tmp_path / "ix"
+    cli.main(["index", "build", str(saved_encoder), "--images", str(image_folder),
+              "--out", str(index_dir)])
+    keras.utils.set_random_seed(1)
+    other = tmp_path / "other-16.keras"
+    save_encoder(build_hasher(get_backbone("mnist_cnn", (28, 28, 1)), 16), other)
+    query = sorted((image_folder / "digit7").iterdir())[0]
+    assert cli.main(["search", str(index_dir), str(query), "--model", str(other)]) == 2
+    assert "not the one that built the index" in capsys.readouterr().err
+
+
+def test_export_command(saved_encoder, tmp_path, capsys):
+    assert cli.main(["export", str(saved_encoder), "--out", str(tmp_path), "--name", "digits",
+                     "--format", "savedmodel"]) == 0
+    assert (tmp_path / "digits/1/saved_model.pb").is_file()
+    assert cli.main(["export", str(saved_encoder), "--out", str(tmp_path),
+                     "--format", "tflite"]) == 2
+    assert "--format" in capsys.readouterr().err

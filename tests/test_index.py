@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from reference import hamming_bruteforce
+
 from tfhash import codes
 from tfhash.errors import TfhashError
 from tfhash.index import HammingIndex

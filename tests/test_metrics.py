@@ -2,8 +2,8 @@ import itertools
 
 import numpy as np
 import pytest
-
 from reference import ap_of_order, hamming_bruteforce, map_index, map_random_ties, relevance
+
 from tfhash import codes, metrics
 from tfhash.errors import TfhashError
 

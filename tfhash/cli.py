@@ -214,6 +214,155 @@ def configure_evaluate(parser):
     return run
 
 
+@command("export", "export an encoder as a TF Serving SavedModel and/or ONNX")
+def configure_export(parser):
+    parser.add_argument("model", help="a .keras file written by `tfhash train`")
+    parser.add_argument("--out", required=True, help="serving folder (gets <name>/<version>/)")
+    parser.add_argument("--name", default="tfhash", help="model name TF Serving serves")
+    parser.add_argument("--version", type=int, default=None, help="default: next free")
+    parser.add_argument("--format", default="savedmodel,onnx",
+                        help="comma-separated: savedmodel, onnx")
+
+    def run(args):
+        from tfhash.artifacts import load_encoder
+        from tfhash.export import export
+
+        formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+        unknown = set(formats) - {"savedmodel", "onnx"}
+        if not formats or unknown:
+            raise TfhashError(f"--format must list savedmodel and/or onnx, got {args.format!r}")
+        model, _ = load_encoder(args.model)
+        for fmt, path in export(model, args.out, args.name, args.version, formats).items():
+            print(f"{fmt}: {path}")
+
+    return run
+
+
+def encode_images_arg(model, meta, args):
+    """Images to index: a folder (--images) or a dataset's database part (--dataset)."""
+    from tfhash.data import load_dataset, make_split
+
+    if args.images:
+        h, w, _ = meta["image_shape"]
+        part = load_dataset(f"folder:{args.images}", image_size=h if h == w else None).train
+        images = part.images
+        if meta["image_shape"][-1] == 1 and images.shape[-1] == 3:
+            images = images.mean(axis=-1, keepdims=True).astype(images.dtype)
+        return images, part.labels, part.paths
+    dataset = load_dataset(args.dataset, args.data_dir)
+    split = make_split(dataset, args.protocol, args.seed, 0.0)
+    return split.database.images, split.database.labels, None
+
+
+def add_index_source_args(parser):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder with one sub-folder of images per class")
+    source.add_argument("--dataset", help="index this dataset's database part")
+    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+
+
+@command("index", "build or extend a Hamming index of images: index build | index add")
+def configure_index(parser):
+    actions = parser.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", help="encode images and write a new index")
+    build.add_argument("model", help="a .keras encoder")
+    add_index_source_args(build)
+    build.add_argument("--out", required=True, help="index folder to write")
+    build.add_argument("--kind", default="flat", choices=("flat", "ivf", "multihash"))
+    add = actions.add_parser("add", help="encode more images into an existing index")
+    add.add_argument("index", help="index folder")
+    add.add_argument("--model", required=True, help="the encoder that built the index")
+    add_index_source_args(add)
+
+    def run(args):
+        from tfhash.artifacts import load_encoder
+        from tfhash.index import HammingIndex
+        from tfhash.model import encode
+
+        model_path = args.model
+        model, meta = load_encoder(model_path)
+        if args.action == "build":
+            if Path(args.out).exists():
+                raise TfhashError(f"--out {args.out} exists; use `tfhash index add` to extend it")
+            index = HammingIndex(meta["bits"], kind=args.kind, fingerprint=meta["fingerprint"])
+            target = args.out
+        else:
+            index = HammingIndex.load(args.index, bits=meta["bits"],
+                                      fingerprint=meta["fingerprint"])
+            target = args.index
+        images, labels, paths = encode_images_arg(model, meta, args)
+        codes = encode(model, images, args.batch_size)
+        index.add(codes, labels=labels, paths=paths)
+        index.save(target)
+        print(f"index {target}: {len(index)} codes of {index.bits} bits ({index.kind})")
+
+    return run
+
+
+@command("search", "search an index with query images; prints ranked ids and distances")
+def configure_search(parser):
+    parser.add_argument("index", help="index folder from `tfhash index build`")
+    parser.add_argument("images", nargs="+", help="query image files")
+    parser.add_argument("--model", required=True, help="the encoder that built the index")
+    parser.add_argument("--k", type=positive_int, default=10)
+    parser.add_argument("--grid", default=None, help="write a PNG of queries and hits")
+
+    def run(args):
+        import numpy as np
+
+        from tfhash.artifacts import load_encoder
+        from tfhash.index import HammingIndex
+        from tfhash.model import encode
+
+        if args.k < 1:
+            raise TfhashError("--k must be >= 1")
+        model, meta = load_encoder(args.model)
+        index = HammingIndex.load(args.index, bits=meta["bits"], fingerprint=meta["fingerprint"])
+        queries = np.stack([read_image(p, meta["image_shape"]) for p in args.images])
+        ids, distances = index.search(encode(model, queries, verbose=0), args.k)
+        paths = index.paths_of(ids.ravel())
+        for q, path in enumerate(args.images):
+            print(f"query {path}")
+            for rank, (i, d) in enumerate(zip(ids[q], distances[q]), start=1):
+                where = "" if paths is None else f"  {paths[q * ids.shape[1] + rank - 1]}"
+                print(f"  {rank:>3}  id={i}  distance={d}{where}")
+        if args.grid:
+            write_search_grid(queries, ids, distances, paths, meta["image_shape"], args.grid)
+            print(f"wrote {args.grid}")
+
+    return run
+
+
+def read_image(path, image_shape):
+    import numpy as np
+    from PIL import Image
+
+    h, w, c = image_shape
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if c == 1 else "RGB").resize((w, h))
+            array = np.asarray(image, np.float32)
+    except (OSError, ValueError) as error:
+        raise TfhashError(f"cannot read image {path}: {error}") from None
+    return array.reshape(h, w, c)
+
+
+def write_search_grid(queries, ids, distances, paths, image_shape, out):
+    import numpy as np
+
+    from tfhash.plots import plot_retrieval_grid
+
+    if paths is None:
+        raise TfhashError("--grid needs an index built from --images (it stores paths)")
+    paths = paths.reshape(ids.shape)
+    hits = [[read_image(p, image_shape) for p in row] for row in paths]
+    plot_retrieval_grid(queries.astype(np.uint8), np.array(hits).astype(np.uint8), None,
+                        out, distances=distances, n_hits=ids.shape[1])
+
+
 @command("demo", "the quick start: train on the bundled mnist-5k, print mAP at 12 and 32 bits")
 def configure_demo(parser):
     parser.add_argument("--out", default="demo-output")

@@ -41,16 +41,18 @@ CNNH_DEFAULT = (100, 500)
 
 @dataclasses.dataclass
 class Images:
-    """Images (uint8, ``(n, h, w, c)``) with their integer labels ``(n,)``."""
+    """Images (uint8, ``(n, h, w, c)``), integer labels ``(n,)``, file paths when known."""
 
     images: np.ndarray
     labels: np.ndarray
+    paths: np.ndarray | None = None
 
     def __len__(self):
         return len(self.labels)
 
     def take(self, index):
-        return Images(self.images[index], self.labels[index])
+        paths = None if self.paths is None else self.paths[index]
+        return Images(self.images[index], self.labels[index], paths)
 
 
 @dataclasses.dataclass
@@ -204,7 +206,8 @@ def _validate_part(images, labels, where):
     )
     check(
         np.issubdtype(labels.dtype, np.integer) and labels.ndim == 1,
-        f"{where}: labels must be integer class ids of shape (n,), got {labels.dtype} {labels.shape}",
+        f"{where}: labels must be integer class ids of shape (n,), "
+        f"got {labels.dtype} {labels.shape}",
     )
     check(
         len(images) == len(labels),
@@ -217,7 +220,9 @@ def _validate_part(images, labels, where):
 
 
 def _concat(a, b):
-    return Images(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]))
+    paths = None if a.paths is None or b.paths is None else np.concatenate([a.paths, b.paths])
+    return Images(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]),
+                  paths)
 
 
 def _load_mnist_5k():
@@ -268,7 +273,7 @@ def _load_folder(root, image_size):
     check(root.is_dir(), f"image folder {root} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     check(classes, f"image folder {root} has no class sub-folders")
-    images, labels = [], []
+    images, labels, paths = [], [], []
     for label, name in enumerate(classes):
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
@@ -279,8 +284,10 @@ def _load_folder(root, image_size):
                     img = img.resize((image_size, image_size))
                 images.append(np.asarray(img, dtype=np.uint8))
             labels.append(label)
+            paths.append(str(file))
     check(images, f"image folder {root} holds no images")
     shapes = {im.shape for im in images}
-    check(len(shapes) == 1, f"images in {root} differ in size {sorted(shapes)[:3]}; pass image_size")
-    return Dataset(f"folder:{root}", Images(np.stack(images), np.array(labels)), None,
-                   tuple(classes))
+    check(len(shapes) == 1,
+          f"images in {root} differ in size {sorted(shapes)[:3]}; pass image_size")
+    part = Images(np.stack(images), np.array(labels), np.array(paths))
+    return Dataset(f"folder:{root}", part, None, tuple(classes))

@@ -128,7 +128,8 @@ class HammingIndex:
         Rows are sorted by distance, then id (exact for ``kind="flat"``).
         """
         packed = self._packed(codes, "codes")
-        check(isinstance(k, (int, np.integer)) and k >= 1, f"`k` must be an integer >= 1, got {k!r}")
+        check(isinstance(k, (int, np.integer)) and k >= 1,
+              f"`k` must be an integer >= 1, got {k!r}")
         k = min(int(k), len(self))
         if k == 0 or len(packed) == 0:
             return np.zeros((len(packed), k), np.int64), np.zeros((len(packed), k), np.int32)

@@ -157,18 +157,17 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
+    def one_hot(x, y):
+        return x, tf.one_hot(y, num_classes)
+
     history = classifier.fit(
-        train.map(lambda x, y: (x, _one_hot(y, num_classes))),
-        validation_data=None if val is None else val.map(lambda x, y: (x, _one_hot(y, num_classes))),
+        train.map(one_hot),
+        validation_data=None if val is None else val.map(one_hot),
         epochs=config.pretrain_epochs,
         callbacks=_fit_callbacks(work_dir, "phase1", callbacks),
         verbose=verbose,
     )
     return classifier, history
-
-
-def _one_hot(labels, num_classes):
-    return tf.one_hot(labels, num_classes)
 
 
 def train_hasher(backbone, split, bits, config, num_classes=None, work_dir=None, callbacks=(),

@@ -32,7 +32,8 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     images = np.asarray(images)
     labels = np.asarray(labels)
     check(len(images) == len(labels), f"{len(images)} images but {len(labels)} labels")
-    check(isinstance(batch_size, int) and batch_size >= 1, f"`batch_size` must be >= 1, got {batch_size!r}")
+    check(isinstance(batch_size, int) and batch_size >= 1,
+          f"`batch_size` must be an integer >= 1, got {batch_size!r}")
     augment = resolve_augment(augment, images.shape[1:]) if training else "none"
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:

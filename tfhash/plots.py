@@ -42,15 +42,22 @@ def plot_map_vs_bits(series, path, title="mAP against code length"):
     _save(fig, path)
 
 
-def plot_retrieval_grid(query_images, hit_images, relevant, path, distances=None):
-    """A row per query: the query, then its hits (green frame: relevant, red: not)."""
-    n_rows, n_hits = relevant.shape
+def plot_retrieval_grid(query_images, hit_images, relevant, path, distances=None, n_hits=None):
+    """A row per query: the query, then its hits (green frame: relevant, red: not).
+
+    With ``relevant=None`` (labels unknown) the hits get neutral frames.
+    """
+    n_rows = len(query_images)
+    n_hits = n_hits if relevant is None else relevant.shape[1]
     fig, axes = plt.subplots(n_rows, n_hits + 1, figsize=(1.1 * (n_hits + 1), 1.2 * n_rows),
                              squeeze=False)
     for r in range(n_rows):
         _show(axes[r, 0], query_images[r], "black", "query" if r == 0 else None)
         for c in range(n_hits):
-            colour = "tab:green" if relevant[r, c] else "tab:red"
+            if relevant is None:
+                colour = "tab:gray"
+            else:
+                colour = "tab:green" if relevant[r, c] else "tab:red"
             label = None if distances is None else f"d={int(distances[r, c])}"
             _show(axes[r, c + 1], hit_images[r][c], colour, label)
     _save(fig, path)

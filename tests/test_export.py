@@ -1,0 +1,165 @@
+"""Export contract: TF Serving layout, signatures, REST-shaped requests, ONNX parity."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tfhash import data, model
+from tfhash.export import export, export_onnx, export_savedmodel, next_version
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
+from rest_client import build_request  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    keras_seed = 3
+    tf.keras.utils.set_random_seed(keras_seed)
+    return model.build_hasher(model.get_backbone("mnist_cnn", (28, 28, 1)), 12)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_dataset("mnist-5k").train.images[:64].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(encoder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serving")
+    return out, export_savedmodel(encoder, out, name="digits")
+
+
+def packbits_reference(codes):
+    return np.packbits(codes > 0, axis=1)
+
+
+def test_layout_and_version_numbering(encoder, exported):
+    out, path = exported
+    assert path == out / "digits" / "1"
+    assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+    assert next_version(out / "digits") == 2
+    with pytest.raises(ValueError, match="already exists"):
+        export_savedmodel(encoder, out, name="digits", version=1)
+    assert export_savedmodel(encoder, out, name="digits", version=7).name == "7"
+    assert next_version(out / "digits") == 8
+
+
+def test_failed_export_leaves_nothing(encoder, tmp_path, monkeypatch):
+    real_save = tf.saved_model.save
+
+    def crash_midway(obj, path, signatures=None):
+        real_save(obj, path, signatures=signatures)  # files are written, then it dies
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(tf.saved_model, "save", crash_midway)
+    with pytest.raises(RuntimeError):
+        export_savedmodel(encoder, tmp_path, name="m")
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+SERVER_SIDE = r"""
+import base64, json, sys
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+body = json.loads(open(sys.argv[2]).read())
+fn = loaded.signatures[body["signature_name"]]
+spec = list(fn.structured_input_signature[1].values())[0]
+rows = body["instances"]
+if isinstance(rows[0], dict):  # TF Serving decodes {"b64": ...} to bytes
+    value = tf.constant([base64.b64decode(r["b64"]) for r in rows])
+else:
+    value = tf.constant(rows, dtype=spec.dtype)
+out = fn(**{spec.name: value})
+print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
+"""
+
+
+def serve_in_fresh_process(version_dir, body, tmp_path):
+    (tmp_path / "body.json").write_text(json.dumps(body))
+    (tmp_path / "server.py").write_text(SERVER_SIDE)
+    proc = subprocess.run([sys.executable, str(tmp_path / "server.py"), str(version_dir),
+                           str(tmp_path / "body.json")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {k: np.array(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+def test_rest_instances_request_in_fresh_process(encoder, exported, digits, tmp_path):
+    _, path = exported
+    out = serve_in_fresh_process(path, build_request(images=digits[:5]), tmp_path)
+    relaxed = encoder.predict(digits[:5], verbose=0)
+    np.testing.assert_allclose(out["relaxed"], relaxed, atol=1e-5)
+    codes = np.where(relaxed >= 0, 1, -1)
+    np.testing.assert_array_equal(out["codes"], codes)
+    np.testing.assert_array_equal(out["packed"], packbits_reference(codes))
+
+
+def test_rest_b64_request_in_fresh_process(encoder, exported, digits, tmp_path):
+    _, path = exported
+    files = []
+    for i, image in enumerate(digits[:3].astype(np.uint8)):
+        files.append(tmp_path / f"d{i}.png")
+        Image.fromarray(image[..., 0]).save(files[-1])
+    out = serve_in_fresh_process(path, build_request(image_files=files), tmp_path)
+    np.testing.assert_allclose(out["relaxed"], encoder.predict(digits[:3], verbose=0), atol=1e-5)
+
+
+def test_signatures_reject_bad_inputs(exported, digits):
+    _, path = exported
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["serving_default"]
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        fn(images=tf.constant(digits[:2], tf.float64))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        fn(images=tf.zeros((2, 32, 32, 3)))
+    decode = loaded.signatures["encode_images"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not a JPEG or PNG"):
+        decode(image_bytes=tf.constant([b"this is not an image"]))
+    buffer = io.BytesIO()
+    Image.fromarray(digits[0, ..., 0].astype(np.uint8)).save(buffer, format="PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        decode(image_bytes=tf.constant([buffer.getvalue()[:40]]))  # truncated PNG
+
+
+def test_saved_model_cli_shows_signatures(exported):
+    _, path = exported
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    proc = subprocess.run([str(cli), "show", "--dir", str(path), "--all"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    assert "signature_def['serving_default']" in text and "signature_def['encode_images']" in text
+    assert "dtype: DT_FLOAT" in text and "shape: (-1, 28, 28, 1)" in text
+    assert "dtype: DT_INT8" in text and "shape: (-1, 12)" in text
+    assert "dtype: DT_UINT8" in text and "shape: (-1, 2)" in text
+    assert "dtype: DT_STRING" in text
+
+
+def test_onnx_parity_on_real_images(encoder, digits, tmp_path):
+    import onnxruntime as ort
+
+    path = export_onnx(encoder, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, {"images": digits})))
+    relaxed = encoder.predict(digits, verbose=0)
+    assert np.abs(out["relaxed"] - relaxed).max() <= 1e-4
+    codes = np.where(relaxed >= 0, 1, -1)
+    confident = np.abs(relaxed) >= 1e-4
+    np.testing.assert_array_equal(out["codes"][confident], codes[confident])
+    np.testing.assert_array_equal(out["packed"], packbits_reference(out["codes"]))
+    assert out["codes"].dtype == np.int8 and out["packed"].dtype == np.uint8
+
+
+def test_export_both_formats(encoder, tmp_path):
+    paths = export(encoder, tmp_path, name="both")
+    assert paths["savedmodel"].name == "1" and paths["onnx"].name == "both-1.onnx"
+    with pytest.raises(ValueError, match="formats"):
+        export(encoder, tmp_path, formats=("tflite",))
