@@ -363,21 +363,67 @@ def write_search_grid(queries, ids, distances, paths, image_shape, out):
                         out, distances=distances, n_hits=ids.shape[1])
 
 
+@command("tune", "KerasTuner search of margin and temperature (objective: validation mAP)")
+def configure_tune(parser):
+    add_data_args(parser)
+    parser.add_argument("--bits", type=bits_arg, required=True)
+    parser.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"))
+    parser.add_argument("--max-trials", type=positive_int, default=10)
+    parser.add_argument("--space", default=None, help="search-space JSON (see tuning/)")
+    parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
+    parser.add_argument("--hash-epochs", type=positive_int, default=8)
+    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--out", required=True, help="tuning folder; re-running resumes it")
+
+    def run(args):
+        from tfhash.evaluation import format_table
+        from tfhash.io import write_json
+        from tfhash.model import TrainConfig
+        from tfhash.plots import plot_tuning
+        from tfhash.tuning import (HashingHyperModel, ensure_pretrained, load_space,
+                                   make_tuner, trial_table)
+
+        if args.max_trials < 1:
+            raise TfhashError("--max-trials must be >= 1")
+        space = load_space(args.space) if args.space else None
+        dataset, split = load_split(args)
+        config = TrainConfig(bits=args.bits, backbone=args.backbone, seed=args.seed,
+                             pretrain_epochs=args.pretrain_epochs, hash_epochs=args.hash_epochs)
+        out = Path(args.out)
+        weights = ensure_pretrained(split, config, out, dataset.num_classes)
+        hypermodel = HashingHyperModel(split, args.bits, weights, config, space,
+                                       dataset.num_classes)
+        tuner = make_tuner(args.tuner, hypermodel, args.max_trials, out,
+                           f"{dataset.name}-{args.protocol}-{args.bits}", args.seed)
+        tuner.search(verbose=0)
+        rows = trial_table(tuner)
+        if not rows:
+            raise TfhashError("no trial produced a score")
+        names = list(hypermodel.space)
+        print(format_table(rows, ["trial", "val_map", *names]))
+        best = {name: rows[0][name] for name in names}
+        write_json(out / "best_hparams.json", best)
+        write_json(out / "trials.json", {"dataset": dataset.name, "bits": args.bits,
+                                         **split.record(), "rows": rows})
+        plot_tuning(rows, [n for n in ("margin", "temperature") if n in names] or names,
+                    out / "tuning.png")
+        print(f"best {best}: wrote {out}/best_hparams.json (use with --hparams), tuning.png")
+
+    return run
+
+
 @command("demo", "the quick start: train on the bundled mnist-5k, print mAP at 12 and 32 bits")
 def configure_demo(parser):
     parser.add_argument("--out", default="demo-output")
-    parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
-    parser.add_argument("--hash-epochs", type=positive_int, default=8)
 
     def run(args):
         from tfhash.data import load_dataset, make_split
-        from tfhash.model import TrainConfig
+        from tfhash.model import DEMO_RECIPE, TrainConfig
 
         dataset = load_dataset("mnist-5k")
-        split = make_split(dataset, "cnnh", seed=0, val_fraction=0.0)
+        split = make_split(dataset, "cnnh", seed=0, val_fraction=0.1)
         print(f"mnist-5k, cnnh split: {split.record()}")
-        config = TrainConfig(bits=(12, 32), pretrain_epochs=args.pretrain_epochs,
-                             hash_epochs=args.hash_epochs)
+        config = TrainConfig(bits=(12, 32), **DEMO_RECIPE)
         run_and_report(dataset, split, config, args.out)
 
     return run

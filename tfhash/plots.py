@@ -42,6 +42,20 @@ def plot_map_vs_bits(series, path, title="mAP against code length"):
     _save(fig, path)
 
 
+def plot_tuning(rows, names, path, objective="val_map"):
+    """Objective against each hyperparameter in ``names``, one panel each (log x if wide)."""
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
+    scores = np.array([row[objective] for row in rows])
+    for ax, name in zip(axes[0], names):
+        values = np.array([row[name] for row in rows])
+        ax.scatter(values, scores, c=scores, cmap="viridis")
+        if values.min() > 0 and values.max() / values.min() > 20:
+            ax.set_xscale("log")
+        ax.set(xlabel=name, ylabel=objective)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def plot_retrieval_grid(query_images, hit_images, relevant, path, distances=None, n_hits=None):
     """A row per query: the query, then its hits (green frame: relevant, red: not).
 

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from tfhash import cli
+from tfhash.errors import TfhashError
+from tfhash.tuning import load_space, validate_space
+
+
+def run_tune(out, trials, capsys):
+    code = cli.main(["tune", "--dataset", "mnist-5k", "--bits", "8", "--max-trials", str(trials),
+                     "--pretrain-epochs", "1", "--hash-epochs", "1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads((out / "trials.json").read_text())["rows"]
+
+
+def test_two_trials_then_resume(tmp_path, capsys):
+    rows = run_tune(tmp_path, 2, capsys)
+    assert len(rows) == 2
+    assert all(isinstance(r["val_map"], float) and 0 < r["val_map"] <= 1 for r in rows)
+    best = json.loads((tmp_path / "best_hparams.json").read_text())
+    assert set(best) == {"margin", "temperature"}
+    assert (tmp_path / "tuning.png").stat().st_size > 1000
+    weights = tmp_path / "pretrained.weights.h5"
+    stamp = weights.stat().st_mtime_ns
+    first = {r["trial"]: r["val_map"] for r in rows}
+    rows = run_tune(tmp_path, 3, capsys)  # resumes: one new trial, phase 1 not redone
+    assert len(rows) == 3
+    assert weights.stat().st_mtime_ns == stamp
+    again = {r["trial"]: r["val_map"] for r in rows}
+    assert all(again[t] == s for t, s in first.items())
+    # the best file feeds `tfhash train --hparams`
+    from tfhash.cli import read_hparams
+
+    assert read_hparams(tmp_path / "best_hparams.json") == best
+
+
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        ({"margn": {"min": 0.1, "max": 1}}, "unknown hyperparameter 'margn'"),
+        ({"margin": {"min": 0.9, "max": 0.1}}, "min < max"),
+        ({"temperature": {"min": 0.1, "max": 1, "sampling": "exp"}}, "sampling"),
+        ({"margin": [0.1, 1]}, "needs an object"),
+        ({}, "non-empty"),
+    ],
+)
+def test_bad_search_spaces(space, match):
+    with pytest.raises(TfhashError, match=match):
+        validate_space(space)
+
+
+def test_space_files(tmp_path):
+    (tmp_path / "bad.json").write_text("{margin: 1")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_space(tmp_path / "bad.json")
+    from pathlib import Path
+
+    for shipped in (Path(__file__).parents[1] / "tuning").glob("*.json"):
+        assert load_space(shipped)

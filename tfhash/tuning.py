@@ -1,0 +1,182 @@
+"""KerasTuner search of the exponentiated loss: margin, temperature, learning rate, quantization.
+
+The objective is validation mAP (``val_map``, maximized), computed with `tfhash.metrics` on
+a validation split carved from the training images, never the queries. Phase 1 is trained
+once and every trial starts phase 2 from the same pre-trained weights.
+
+Search spaces are JSON objects, one entry per hyperparameter:
+
+    {"margin": {"min": 0.2, "max": 1.0},
+     "temperature": {"min": 0.1, "max": 2.0, "sampling": "log"},
+     "hash_lr": {"min": 1e-4, "max": 3e-3, "sampling": "log"}}
+
+Example:
+
+>>> hypermodel = HashingHyperModel(split, bits=12, pretrained_weights="p.weights.h5",
+...                                config=TrainConfig(bits=12))
+>>> tuner = keras_tuner.RandomSearch(hypermodel, objective=OBJECTIVE, max_trials=10)
+>>> tuner.search()
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import keras_tuner
+
+from tfhash.backbones import get_backbone
+from tfhash.errors import check
+from tfhash.metrics import mean_average_precision
+from tfhash.model import build_classifier, build_hasher, encode, make_optimizer, pretrain
+from tfhash.pipeline import make_dataset
+
+OBJECTIVE = keras_tuner.Objective("val_map", direction="max")
+TUNABLE = {
+    "margin": (1e-3, 1.0),
+    "temperature": (0.02, 100.0),
+    "hash_lr": (1e-6, 1.0),
+    "quantization": (0.0, 10.0),
+}
+DEFAULT_SPACE = {
+    "margin": {"min": 0.2, "max": 1.0},
+    "temperature": {"min": 0.1, "max": 2.0, "sampling": "log"},
+}
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+def load_space(path):
+    """Reads and validates a search-space JSON file."""
+    path = Path(path)
+    check(path.is_file(), f"search space file {path} does not exist")
+    try:
+        space = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"search space file {path} is not valid JSON: {error}") from None
+    return validate_space(space, str(path))
+
+
+def validate_space(space, where="search space"):
+    """Checks names, bounds and sampling of every entry; returns the space."""
+    check(isinstance(space, dict) and space, f"{where}: expected a non-empty JSON object")
+    for name, entry in space.items():
+        check(name in TUNABLE, f"{where}: unknown hyperparameter {name!r}; "
+                               f"expected some of {sorted(TUNABLE)}")
+        check(isinstance(entry, dict) and {"min", "max"} <= set(entry),
+              f"{where}: {name!r} needs an object with 'min' and 'max'")
+        extra = set(entry) - {"min", "max", "sampling", "default"}
+        check(not extra, f"{where}: {name!r} has unknown keys {sorted(extra)}")
+        low, high = entry["min"], entry["max"]
+        lo_ok, hi_ok = TUNABLE[name]
+        check(
+            all(isinstance(v, (int, float)) for v in (low, high)) and lo_ok <= low < high <= hi_ok,
+            f"{where}: {name!r} needs {lo_ok} <= min < max <= {hi_ok}, got {low}..{high}",
+        )
+        sampling = entry.get("sampling", "linear")
+        check(sampling in ("linear", "log"),
+              f"{where}: {name!r} sampling must be 'linear' or 'log', got {sampling!r}")
+        check(sampling != "log" or low > 0, f"{where}: {name!r} with log sampling needs min > 0")
+    return space
+
+
+class HashingHyperModel(keras_tuner.HyperModel):
+    """Builds and fits the phase-2 hasher for one set of hyperparameters.
+
+    Args:
+        split: a `tfhash.data.Split` with a non-empty ``val`` part.
+        bits: code length.
+        pretrained_weights: phase-1 classifier weights (``.weights.h5``) every trial starts
+            from, or ``None`` to start from a random backbone.
+        config: a `TrainConfig` for everything not tuned.
+        space: the search space (see `validate_space`); default margin and temperature.
+    """
+
+    def __init__(self, split, bits, pretrained_weights, config, space=None, num_classes=None):
+        super().__init__(name=f"hasher_{bits}", tunable=True)
+        check(len(split.val) > 0, "tuning needs a validation split: set val_fraction > 0")
+        self.split = split
+        self.bits = bits
+        self.pretrained_weights = pretrained_weights
+        self.config = config
+        self.space = validate_space(space or DEFAULT_SPACE)
+        self.num_classes = num_classes or int(split.train.labels.max()) + 1
+
+    def values(self, hp):
+        """The trial's config: tuned entries from ``hp``, the rest from ``self.config``."""
+        chosen = {}
+        for name, entry in self.space.items():
+            chosen[name] = hp.Float(name, entry["min"], entry["max"],
+                                    sampling=entry.get("sampling", "linear"),
+                                    default=entry.get("default"))
+        return dataclasses.replace(self.config, bits=(self.bits,), **chosen)
+
+    def build(self, hp):
+        config = self.values(hp)
+        backbone = get_backbone(config.backbone, self.split.train.images.shape[1:])
+        if self.pretrained_weights is not None:
+            build_classifier(backbone, self.num_classes).load_weights(self.pretrained_weights)
+        hasher = build_hasher(backbone, self.bits)
+        steps = config.steps(len(self.split.train), config.hash_epochs)
+        hasher.compile(
+            optimizer=make_optimizer(config.hash_lr, steps, config.weight_decay),
+            loss=config.hash_loss(),
+            metrics=config.hash_metrics(),
+        )
+        return hasher
+
+    def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
+        config = self.values(hp)
+        train = make_dataset(self.split.train.images, self.split.train.labels,
+                             config.batch_size, training=True, augment=config.augment,
+                             seed=config.seed)
+        kept = [c for c in callbacks or [] if not isinstance(c, keras.callbacks.TensorBoard)]
+        epochs = kwargs.get("epochs", config.hash_epochs)  # Hyperband sets its own budget
+        model.fit(train, epochs=epochs, initial_epoch=kwargs.get("initial_epoch", 0),
+                  callbacks=kept, verbose=verbose)
+        return {"val_map": validation_map(model, self.split)}
+
+
+def validation_map(hasher, split):
+    """mAP of validation queries against the training images as database."""
+    q = encode(hasher, split.val.images, verbose=0)
+    db = encode(hasher, split.train.images, verbose=0)
+    return mean_average_precision(q, split.val.labels, db, split.train.labels)
+
+
+def make_tuner(kind, hypermodel, max_trials, directory, project_name, seed=0):
+    """A KerasTuner tuner that resumes ``directory/project_name`` when it exists."""
+    check(kind in TUNERS, f"`tuner` must be one of {TUNERS}, got {kind!r}")
+    check(isinstance(max_trials, int) and max_trials >= 1, "`max_trials` must be >= 1")
+    common = {"objective": OBJECTIVE, "directory": str(directory),
+              "project_name": project_name, "overwrite": False, "seed": seed}
+    if kind == "random":
+        return keras_tuner.RandomSearch(hypermodel, max_trials=max_trials, **common)
+    if kind == "bayesian":
+        return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
+    return keras_tuner.Hyperband(hypermodel, max_epochs=hypermodel.config.hash_epochs,
+                                 hyperband_iterations=1, **common)
+
+
+def ensure_pretrained(split, config, out_dir, num_classes=None, verbose="auto"):
+    """Runs phase 1 once per tuning folder; later calls reuse the saved weights."""
+    from tfhash.io import atomic_path
+
+    path = Path(out_dir) / "pretrained.weights.h5"
+    if not path.exists():
+        num_classes = num_classes or int(split.train.labels.max()) + 1
+        backbone = get_backbone(config.backbone, split.train.images.shape[1:])
+        classifier, _ = pretrain(backbone, split, num_classes, config, verbose=verbose)
+        with atomic_path(path) as tmp:
+            classifier.save_weights(tmp)
+    return path
+
+
+def trial_table(tuner):
+    """Rows of every finished trial: id, score and hyperparameter values."""
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        if trial.score is None:
+            continue
+        rows.append({"trial": trial.trial_id, "val_map": float(trial.score),
+                     **trial.hyperparameters.values})
+    return sorted(rows, key=lambda r: -r["val_map"])
