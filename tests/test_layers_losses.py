@@ -143,3 +143,35 @@ def test_loss_bad_arguments(kwargs, match):
 def test_head_bad_bits(bits):
     with pytest.raises(TfhashError, match="bits"):
         HashingHead(bits)
+
+
+def balanced_mean(labels, pair):
+    s = labels[:, None] == labels[None, :]
+    off = ~np.eye(len(labels), dtype=bool)
+    return 0.5 * pair[s & off].mean() + 0.5 * pair[~s & off].mean()
+
+
+def test_peer_losses_match_numpy_definitions(tmp_path):
+    from tfhash.losses import ContrastiveHashingLoss, OrthoHashLoss, PairwiseLikelihoodLoss
+
+    rng = np.random.default_rng(0)
+    u = np.tanh(rng.normal(size=(12, 16))).astype(np.float32)
+    y = rng.integers(0, 3, 12)
+    s01 = (y[:, None] == y[None, :]).astype(np.float64)
+    theta = 0.5 * u @ u.T
+    want = balanced_mean(y, np.log1p(np.exp(theta)) - s01 * theta)
+    want += 0.1 * np.mean((np.abs(u) - 1) ** 2)
+    assert float(PairwiseLikelihoodLoss(quantization=0.1)(y, u)) == pytest.approx(want, rel=1e-5)
+
+    d = ((u[:, None, :] - u[None, :, :]) ** 2).sum(-1) / 16
+    pair = np.where(s01 > 0, d / 2, np.maximum(2.0 - d, 0) / 2)
+    want = balanced_mean(y, pair) + 0.01 * np.mean(np.abs(np.abs(u) - 1))
+    assert float(ContrastiveHashingLoss()(y, u)) == pytest.approx(want, rel=1e-5)
+
+    loss = OrthoHashLoss(num_classes=3, bits=16, scale=8, margin=0.2, quantization=0.0)
+    cos = (u / np.linalg.norm(u, axis=1, keepdims=True)) @ loss.codewords.T
+    logits = 8 * (cos - 0.2 * np.eye(3)[y])
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    assert float(loss(y, u)) == pytest.approx(-logp[np.arange(12), y].mean(), rel=1e-5)
+    restored = OrthoHashLoss.from_config(loss.get_config())
+    np.testing.assert_array_equal(restored.codewords, loss.codewords)

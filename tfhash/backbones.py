@@ -88,9 +88,8 @@ def get_backbone(backbone, input_shape, weights=None, **kwargs):
         app_name = backbone.split(".", 1)[1]
         app = getattr(keras.applications, app_name, None)
         check(callable(app), f"`backbone`: keras.applications has no model {app_name!r}")
-        model = app(include_top=False, weights=weights, input_shape=tuple(input_shape),
-                    pooling="avg")
-        return keras.Model(model.inputs, model.outputs, name=app_name.lower())
+        return app(include_top=False, weights=weights, input_shape=tuple(input_shape),
+                   pooling="avg")
     check(
         backbone in BACKBONES,
         f"unknown backbone {backbone!r}; expected one of {sorted(BACKBONES)}, "

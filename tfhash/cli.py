@@ -380,8 +380,13 @@ def configure_tune(parser):
         from tfhash.io import write_json
         from tfhash.model import TrainConfig
         from tfhash.plots import plot_tuning
-        from tfhash.tuning import (HashingHyperModel, ensure_pretrained, load_space,
-                                   make_tuner, trial_table)
+        from tfhash.tuning import (
+            HashingHyperModel,
+            ensure_pretrained,
+            load_space,
+            make_tuner,
+            trial_table,
+        )
 
         if args.max_trials < 1:
             raise TfhashError("--max-trials must be >= 1")

@@ -8,6 +8,7 @@ Example:
 
 import numpy as np
 
+from tfhash.codes import binarize
 from tfhash.metrics import retrieval_report
 from tfhash.model import encode
 
@@ -19,10 +20,28 @@ def evaluate_encoder(model, split, batch_size=256, verbose="auto"):
     """
     q_codes = encode(model, split.query.images, batch_size, verbose)
     db_codes = encode(model, split.database.images, batch_size, verbose)
+    return evaluate_codes(q_codes, db_codes, split)
+
+
+def evaluate_codes(q_codes, db_codes, split):
+    """The report of `evaluate_encoder` from codes already computed."""
     report = retrieval_report(q_codes, split.query.labels, db_codes, split.database.labels)
     report["query_codes"] = q_codes
     report["database_codes"] = db_codes
     return report
+
+
+def encode_heads(hashers, images, batch_size=256, verbose=0):
+    """Codes of every hasher in ``{bits: hasher}`` from one forward pass.
+
+    The hashers must share their input (heads on one backbone, as `train_hashers` makes).
+    """
+    import keras
+
+    first = next(iter(hashers.values()))
+    joint = keras.Model(first.inputs, {str(b): h.outputs[0] for b, h in hashers.items()})
+    relaxed = joint.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
+    return {b: binarize(relaxed[str(b)]) for b in hashers}
 
 
 def top_hits(q_codes, db_codes, k):

@@ -213,3 +213,125 @@ class ExactHashingLoss(keras.metrics.Mean):
             }
         )
         return config
+
+
+def _sparse_ids(y_true):
+    return ops.cast(ops.reshape(y_true, (-1,)), "int32")
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class PairwiseLikelihoodLoss(keras.losses.Loss):
+    """DPSH-style pairwise likelihood on relaxed codes (a peer for comparison).
+
+    With ``theta_ij = 0.5 * u_i . u_j`` and ``s01_ij`` in {0, 1}, each pair costs the negative
+    log-likelihood ``log(1 + exp(theta_ij)) - s01_ij * theta_ij``; pairs are balanced as in
+    `ExponentiatedHashingLoss`, plus ``quantization * mean((|u| - 1)^2)``.
+
+    Example:
+
+    >>> hasher.compile(optimizer="adam", loss=PairwiseLikelihoodLoss(quantization=0.1))
+    """
+
+    def __init__(self, quantization=0.1, label_mode="auto", reduction="sum_over_batch_size",
+                 name="pairwise_likelihood_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.quantization = _check_non_negative(quantization, "quantization")
+        self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
+
+    def call(self, y_true, y_pred):
+        similarity = pair_similarity(y_true, self.label_mode)
+        theta = 0.5 * ops.matmul(y_pred, ops.transpose(y_pred))
+        pair_loss = ops.softplus(theta) - 0.5 * (similarity + 1.0) * theta
+        loss = per_sample(pair_loss, balanced_pair_weights(similarity))
+        return loss + self.quantization * quantization_penalty(y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"quantization": self.quantization, "label_mode": self.label_mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class ContrastiveHashingLoss(keras.losses.Loss):
+    """DSH-style contrastive loss on relaxed codes (a peer for comparison).
+
+    With ``d_ij = |u_i - u_j|^2 / bits`` in [0, 4], similar pairs cost ``d_ij / 2`` and
+    dissimilar ones ``max(margin - d_ij, 0) / 2`` (DSH's margin 2 * bits, scaled by bits);
+    plus ``quantization * mean(| |u| - 1 |)``, DSH's L1 regularizer. Pairs are balanced.
+
+    Example:
+
+    >>> hasher.compile(optimizer="adam", loss=ContrastiveHashingLoss(margin=2.0))
+    """
+
+    def __init__(self, margin=2.0, quantization=0.01, label_mode="auto",
+                 reduction="sum_over_batch_size", name="contrastive_hashing_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        check(isinstance(margin, (int, float)) and 0 < margin <= 4,
+              f"`margin` must be a number in (0, 4], got {margin!r}")
+        self.margin = float(margin)
+        self.quantization = _check_non_negative(quantization, "quantization")
+        self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
+
+    def call(self, y_true, y_pred):
+        similarity = pair_similarity(y_true, self.label_mode)
+        bits = ops.cast(ops.shape(y_pred)[-1], "float32")
+        sq = ops.sum(ops.square(y_pred), axis=-1)
+        dist = (sq[:, None] + sq[None, :] - 2.0 * ops.matmul(y_pred, ops.transpose(y_pred)))
+        dist = ops.maximum(dist, 0.0) / bits
+        pair_loss = ops.where(similarity > 0, 0.5 * dist,
+                              0.5 * ops.maximum(self.margin - dist, 0.0))
+        loss = per_sample(pair_loss, balanced_pair_weights(similarity))
+        return loss + self.quantization * ops.mean(ops.abs(ops.abs(y_pred) - 1.0), axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"margin": self.margin, "quantization": self.quantization,
+                       "label_mode": self.label_mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class OrthoHashLoss(keras.losses.Loss):
+    """OrthoHash-style loss: cosine softmax against fixed +-1 class codewords (a peer).
+
+    Each class gets a random +-1 codeword (seeded); logits are
+    ``scale * (cos(u, c_k) - margin * [k == y])`` and the loss is their cross-entropy, plus
+    ``quantization * mean((|u| - 1)^2)``. Single-label (class id) targets only.
+
+    Example:
+
+    >>> hasher.compile(optimizer="adam", loss=OrthoHashLoss(num_classes=10, bits=32))
+    """
+
+    def __init__(self, num_classes, bits, scale=8.0, margin=0.2, quantization=0.1, seed=0,
+                 reduction="sum_over_batch_size", name="orthohash_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        check(isinstance(num_classes, int) and num_classes >= 2, "`num_classes` must be >= 2")
+        check(isinstance(bits, int) and bits >= 1, "`bits` must be an integer >= 1")
+        check(isinstance(scale, (int, float)) and scale > 0, "`scale` must be > 0")
+        check(isinstance(margin, (int, float)) and 0 <= margin < 1, "`margin` must be in [0, 1)")
+        self.num_classes, self.bits, self.seed = num_classes, bits, int(seed)
+        self.scale, self.margin = float(scale), float(margin)
+        self.quantization = _check_non_negative(quantization, "quantization")
+        import numpy as np
+
+        rng = np.random.default_rng(self.seed)
+        codewords = rng.choice(np.array([-1.0, 1.0], np.float32), (num_classes, bits))
+        self.codewords = (codewords / np.sqrt(bits)).astype(np.float32)
+
+    def call(self, y_true, y_pred):
+        ids = _sparse_ids(y_true)
+        unit = y_pred / (ops.norm(y_pred, axis=-1, keepdims=True) + 1e-7)
+        cosine = ops.matmul(unit, ops.transpose(ops.convert_to_tensor(self.codewords)))
+        target = ops.one_hot(ids, self.num_classes)
+        logits = self.scale * (cosine - self.margin * target)
+        loss = keras.losses.categorical_crossentropy(target, logits, from_logits=True)
+        return loss + self.quantization * quantization_penalty(y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "bits": self.bits, "scale": self.scale,
+                       "margin": self.margin, "quantization": self.quantization,
+                       "seed": self.seed})
+        return config

@@ -27,8 +27,21 @@ from tfhash.codes import binarize, check_bits
 from tfhash.errors import check
 from tfhash.io import atomic_path
 from tfhash.layers import HashingHead
-from tfhash.losses import ExactHashingLoss, ExponentiatedHashingLoss
+from tfhash.losses import (
+    ContrastiveHashingLoss,
+    ExactHashingLoss,
+    ExponentiatedHashingLoss,
+    OrthoHashLoss,
+    PairwiseLikelihoodLoss,
+)
 from tfhash.pipeline import make_dataset
+
+METHODS = {
+    "exponentiated": ExponentiatedHashingLoss,
+    "dpsh": PairwiseLikelihoodLoss,
+    "dsh": ContrastiveHashingLoss,
+    "orthohash": OrthoHashLoss,
+}
 
 
 @dataclasses.dataclass
@@ -49,6 +62,10 @@ class TrainConfig:
             `ExponentiatedHashingLoss`).
         classification_weight: weight of a softmax classifier on the relaxed codes kept
             during phase 2 (0: the paper's pure hashing phase).
+        method: the phase-2 loss: ``"exponentiated"`` (the paper's) or a peer for
+            comparison, ``"dpsh"``, ``"dsh"`` or ``"orthohash"``.
+        shared_heads: train all code lengths at once, as heads on one backbone, in one
+            phase-2 run (otherwise each length fine-tunes its own copy of the backbone).
         augment: ``"auto"``, ``"crop_flip"``, ``"shift"`` or ``"none"``.
         seed: seed of weights, shuffling and augmentation.
     """
@@ -68,6 +85,8 @@ class TrainConfig:
     temperature: float = 0.5
     quantization: float = 0.0
     classification_weight: float = 0.0
+    method: str = "exponentiated"
+    shared_heads: bool = False
     augment: str = "auto"
     seed: int = 0
 
@@ -82,15 +101,21 @@ class TrainConfig:
                 isinstance(value, int) and value >= low,
                 f"`{name}` must be an integer >= {low}, got {value!r}",
             )
+        check(self.method in METHODS,
+              f"`method` must be one of {tuple(METHODS)}, got {self.method!r}")
         for name in ("pretrain_lr", "hash_lr"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
 
-    def hash_loss(self):
-        """The phase-2 loss this config defines."""
-        return ExponentiatedHashingLoss(
-            margin=self.margin, temperature=self.temperature, quantization=self.quantization
-        )
+    def hash_loss(self, num_classes=None, bits=None):
+        """The phase-2 loss this config defines (``num_classes``, ``bits``: for orthohash)."""
+        if self.method == "exponentiated":
+            return ExponentiatedHashingLoss(
+                margin=self.margin, temperature=self.temperature, quantization=self.quantization
+            )
+        if self.method == "orthohash":
+            return OrthoHashLoss(num_classes, bits, seed=self.seed)
+        return METHODS[self.method]()
 
     def hash_metrics(self):
         """The phase-2 metrics: the exact (discrete) form of the loss."""
@@ -192,45 +217,53 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
     return classifier, history
 
 
-def train_hasher(backbone, split, bits, config, num_classes=None, work_dir=None, callbacks=(),
-                 verbose="auto"):
-    """Phase 2: fits backbone + `HashingHead` with the exponentiated loss; returns the hasher.
+def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir=None,
+                  callbacks=(), verbose="auto"):
+    """Phase 2: fits backbone + one `HashingHead` per code length in ``bits_list`` together.
 
-    With ``config.classification_weight > 0`` a softmax classifier on the codes is trained
-    alongside (a second output), and the returned hasher is the codes branch alone.
+    Each head gets the phase-2 loss; with ``config.classification_weight > 0`` a softmax
+    classifier on each head's codes is trained alongside. Returns ``({bits: hasher},
+    history)``, each hasher the images -> relaxed codes branch of the trained model.
     """
+    num_classes = num_classes or int(split.train.labels.max()) + 1
+    inputs = keras.Input(backbone.input_shape[1:], name="images")
+    features = backbone(inputs)
+    hashers, outputs, losses, weights, metrics = {}, {}, {}, {}, {}
+    for bits in bits_list:
+        codes = HashingHead(bits, name=f"codes_{bits}")(features)
+        hashers[bits] = keras.Model(inputs, codes, name=f"hasher_{bits}")
+        outputs[f"codes_{bits}"] = codes
+        losses[f"codes_{bits}"] = config.hash_loss(num_classes, bits)
+        metrics[f"codes_{bits}"] = config.hash_metrics()
+        weights[f"codes_{bits}"] = 1.0
+        if config.classification_weight:
+            outputs[f"classes_{bits}"] = keras.layers.Dense(
+                num_classes, activation="softmax", name=f"classes_{bits}")(codes)
+            losses[f"classes_{bits}"] = keras.losses.SparseCategoricalCrossentropy()
+            weights[f"classes_{bits}"] = config.classification_weight
+    trainee = keras.Model(inputs, outputs, name="hash_trainer")
+    trainee.compile(
+        optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
+                                                              config.hash_epochs),
+                                 config.weight_decay),
+        loss=losses, loss_weights=weights, metrics=metrics,
+    )
     train = make_dataset(split.train.images, split.train.labels, config.batch_size,
                          training=True, augment=config.augment, seed=config.seed)
-    hasher = build_hasher(backbone, bits)
-    trainee, loss, metrics = hasher, config.hash_loss(), config.hash_metrics()
-    if config.classification_weight:
-        num_classes = num_classes or int(split.train.labels.max()) + 1
-        classes = keras.layers.Dense(num_classes, activation="softmax", name="classes")(
-            hasher.output)
-        trainee = keras.Model(hasher.input, {"codes": hasher.output, "classes": classes})
-        loss = {"codes": loss, "classes": keras.losses.SparseCategoricalCrossentropy()}
-        metrics = {"codes": metrics}
-        train = train.map(lambda x, y: (x, {"codes": y, "classes": y}))
-    steps = config.steps(len(split.train), config.hash_epochs)
-    trainee.compile(
-        optimizer=make_optimizer(config.hash_lr, steps, config.weight_decay),
-        loss=loss,
-        loss_weights=(None if not config.classification_weight
-                      else {"codes": 1.0, "classes": config.classification_weight}),
-        metrics=metrics,
-    )
+    train = train.map(lambda x, y: (x, {name: y for name in outputs}))
     callbacks = list(callbacks)
     if len(split.val):
         callbacks.insert(0, RetrievalMAP((split.val.images, split.val.labels),
                                          (split.train.images, split.train.labels),
-                                         output="codes" if trainee is not hasher else None))
+                                         output=f"codes_{bits_list[0]}"))
+    tag = "-".join(str(b) for b in bits_list)
     history = trainee.fit(
         train,
         epochs=config.hash_epochs,
-        callbacks=_fit_callbacks(work_dir, f"phase2-{bits}", callbacks),
+        callbacks=_fit_callbacks(work_dir, f"phase2-{tag}", callbacks),
         verbose=verbose,
     )
-    return hasher, history
+    return hashers, history
 
 
 def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto"):
@@ -259,12 +292,15 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
                 _save_weights_atomic(classifier, pretrained)
         wall["pretrain"] = time.perf_counter() - start
     hashers = {}
-    for bits in config.bits:
+    groups = [config.bits] if config.shared_heads else [(bits,) for bits in config.bits]
+    for group in groups:
         start = time.perf_counter()
-        hashers[bits], histories[f"hash_{bits}"] = train_hasher(
-            copy_model(backbone), split, bits, config, num_classes, work_dir, callbacks, verbose
+        tag = "_".join(str(b) for b in group)
+        trained, histories[f"hash_{tag}"] = train_hashers(
+            copy_model(backbone), split, group, config, num_classes, work_dir, callbacks, verbose
         )
-        wall[f"hash_{bits}"] = time.perf_counter() - start
+        hashers.update(trained)
+        wall[f"hash_{tag}"] = time.perf_counter() - start
     return TrainResult(hashers, classifier, histories, wall)
 
 

@@ -1,0 +1,149 @@
+"""Writes benchmarks/RESULTS.md from the JSON files in benchmarks/results/ (no number typed by hand).
+
+    python benchmarks/report.py
+"""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+# The paper's abstract gives only these headline figures (Hamming-ranking mAP, 12 bits).
+PAPER = {("mnist", 12): 0.99, ("cifar10", 12): 0.74}
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def header(doc):
+    m = doc["machine"]
+    v = doc["versions"]
+    return (f"_{doc['benchmark']}: {doc['created']}, {m.get('cpus')} CPUs, "
+            f"{m.get('gpus', 0)} GPUs, TF {v.get('tensorflow', '?')}, "
+            f"Keras {v.get('keras', '?')}._\n")
+
+
+def mean_std(values):
+    values = np.asarray(values, float)
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def cnnh_section(doc):
+    rows = doc["rows"]
+    dataset = rows[0]["dataset"]
+    bits = sorted({r["bits"] for r in rows})
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], r["pretrain"])].append(r)
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"### {dataset}, cnnh protocol ({doc['benchmark']})\n", header(doc),
+             f"mAP@all (ties: expected), mean ± std over seeds {seeds}; "
+             "`map_index` = ties by index; P@r2 = precision within Hamming radius 2.\n",
+             "| method | pre-training | " + " | ".join(f"{b} bits" for b in bits)
+             + " | mAP (index ties) | P@r2 |",
+             "|---|---|" + "---|" * len(bits) + "---|---|"]
+    paper = [PAPER.get((dataset, b)) for b in bits]
+    if any(p is not None for p in paper):
+        lines.append("| Mu & Liu 2017 (paper, abstract) | yes | "
+                     + " | ".join("" if p is None else f"{p:.2f}" for p in paper) + " | | |")
+    order = sorted(groups, key=lambda k: (k[0] != "exponentiated", not k[1], k[0]))
+    for method, pre in order:
+        rs = groups[(method, pre)]
+        cells = [mean_std([r["map"] for r in rs if r["bits"] == b]) for b in bits]
+        idx = " / ".join(f"{np.mean([r['map_index'] for r in rs if r['bits'] == b]):.3f}"
+                         for b in bits)
+        pr2 = " / ".join(f"{np.mean([r['precision_r2'] for r in rs if r['bits'] == b]):.3f}"
+                         for b in bits)
+        lines.append(f"| {method} | {'yes' if pre else 'no'} | " + " | ".join(cells)
+                     + f" | {idx} | {pr2} |")
+    acc = sorted({(r["seed"], r["query_accuracy"]) for r in rows})
+    walls = defaultdict(list)
+    for r in rows:
+        walls[(r["method"], r["pretrain"])].append((r["seed"], r["wall_s_pretrain"],
+                                                   r["wall_s_hash"]))
+    lines.append("")
+    lines.append("Phase-1 classifier accuracy on the queries, per seed: "
+                 + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
+    pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
+    lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
+                 + "; phase 2 (all lengths at once) per method, first seed (s): "
+                 + ", ".join(f"{m}{'' if pre else ' (no pre-training)'} {v[0][2]:.0f}"
+                             for (m, pre), v in walls.items()) + ".")
+    png = f"results/{doc['benchmark']}-map_vs_bits.png"
+    if (HERE / png).exists():
+        lines.append(f"\n![mAP vs bits]({png}) ![PR curve](results/{doc['benchmark']}"
+                     "-pr_curve.png)")
+    return "\n".join(lines) + "\n"
+
+
+def map_speed_section(doc):
+    lines = ["### Evaluation speed: mean_average_precision\n", header(doc),
+             "| implementation | ties | queries x database | bits | wall s | speed-up | mAP |",
+             "|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        speed = f"{r['speedup_vs_naive']:.1f}x" if "speedup_vs_naive" in r else "1x"
+        lines.append(f"| {r['method']} | {r['ties']} | {r['queries']} x {r['database']} | "
+                     f"{r['bits']} | {r['wall_s']:.3f} | {speed} | {r['map']:.6f} |")
+    same = [r for r in doc["rows"] if "identical" in r]
+    if same:
+        lines.append(f"\nIndex-mode value equals the plain argsort loop's: "
+                     f"{same[0]['identical']} (|difference| = {same[0]['abs_diff']:.1e}).")
+    return "\n".join(lines) + "\n"
+
+
+def speed_section(doc):
+    lines = [f"### Training and encoding throughput ({doc['benchmark']})\n", header(doc),
+             f"Machine float32 matmul: {doc['matmul_gflops']} GFLOP/s; model forward "
+             f"{doc['flops_per_image'] / 1e6:.1f} MFLOP per image (training counted as 3x).\n",
+             "| case | images/s | speed-up vs naive Keras | fraction of matmul peak |",
+             "|---|---|---|---|"]
+    for r in doc["rows"]:
+        speed = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else ""
+        lines.append(f"| {r['benchmark_case']} | {r['images_per_s']:.0f} | {speed} | "
+                     f"{r['fraction_of_matmul_peak']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def generic_section(doc):
+    rows = doc["rows"]
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = [f"### {doc['benchmark']}\n", header(doc), "| " + " | ".join(keys) + " |",
+             "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(k, "")) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def main():
+    notes = (HERE / "notes.md").read_text() if (HERE / "notes.md").exists() else ""
+    sections = []
+    for path in sorted(RESULTS.glob("*.json")):
+        doc = load(path)
+        name = doc["benchmark"]
+        if "-cnnh" in name:
+            sections.append(cnnh_section(doc))
+        elif name == "map_speed":
+            sections.append(map_speed_section(doc))
+        elif name.startswith("speed"):
+            sections.append(speed_section(doc))
+        else:
+            sections.append(generic_section(doc))
+    text = ("# Benchmark results\n\nGenerated by `benchmarks/report.py` from "
+            "`benchmarks/results/*.json`; do not edit by hand.\n\n" + "\n".join(sections)
+            + ("\n" + notes if notes else ""))
+    (HERE / "RESULTS.md").write_text(text)
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

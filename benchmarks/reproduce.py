@@ -1,0 +1,135 @@
+"""Reproduces the paper's table under the cnnh protocol: mAP at 12/24/32/48 bits.
+
+Per seed: phase 1 (classification pre-training) runs once; every method then starts phase 2
+from those weights with all code lengths as heads on one backbone, same data, same epochs.
+The ablation row trains the exponentiated loss from a random backbone. Writes
+``benchmarks/results/<dataset>-cnnh.json``, a mAP-vs-bits PNG and a PR-curve PNG; run
+``benchmarks/report.py`` afterwards to refresh RESULTS.md.
+
+    TFHASH_DATA_DIR=../shared/datasets python benchmarks/reproduce.py --dataset mnist --seeds 0 1 2
+"""
+
+import argparse
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from common import RESULTS, write_results
+
+from tfhash import data, model
+from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
+from tfhash.io import atomic_path
+from tfhash.plots import plot_map_vs_bits, plot_pr_curves
+
+RECIPES = {
+    "mnist": {"pretrain_epochs": 20, "hash_epochs": 10},
+    "cifar10": {"pretrain_epochs": 40, "hash_epochs": 10, "backbone_width": 32},
+}
+
+
+def query_accuracy(classifier, split):
+    probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
+    return float((probs.argmax(axis=1) == split.query.labels).mean())
+
+
+def run_seed(args, dataset, seed, work_root, curves):
+    split = data.make_split(dataset, "cnnh", seed=seed, val_fraction=0.0)
+    recipe = dict(RECIPES.get(args.dataset, {}))
+    for key in ("pretrain_epochs", "hash_epochs"):
+        if getattr(args, key) is not None:
+            recipe[key] = getattr(args, key)
+    base = model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed,
+                             margin=args.margin, temperature=args.temperature,
+                             classification_weight=args.classification_weight, **recipe)
+    seed_dir = work_root / f"seed{seed}"
+    pretrained = seed_dir / "pretrained.weights.h5"
+    start = time.perf_counter()
+    backbone = model.get_backbone(base.backbone, split.train.images.shape[1:],
+                                  **({} if base.backbone_width is None
+                                     else {"width": base.backbone_width}))
+    if pretrained.exists():
+        classifier = model.build_classifier(backbone, dataset.num_classes)
+        classifier.load_weights(pretrained)
+    else:
+        keras.utils.set_random_seed(seed)
+        classifier, _ = model.pretrain(backbone, split, dataset.num_classes, base,
+                                       verbose=args.verbose)
+        with atomic_path(pretrained) as tmp:
+            classifier.save_weights(tmp)
+    pretrain_s = time.perf_counter() - start
+    accuracy = query_accuracy(classifier, split)
+    print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {accuracy:.4f}", flush=True)
+    rows = []
+    runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
+                                                  if not args.no_ablation else [])
+    for method, use_pretrain in runs:
+        config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
+        run_dir = seed_dir / f"{method}-{'pre' if use_pretrain else 'scratch'}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if use_pretrain:
+            shutil.copyfile(pretrained, run_dir / "pretrained.weights.h5")
+        result = model.fit_two_phase(split, config, dataset.num_classes, work_dir=run_dir,
+                                     verbose=args.verbose)
+        hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
+        q_codes = encode_heads(result.hashers, split.query.images)
+        db_codes = encode_heads(result.hashers, split.database.images)
+        for bits in result.hashers:
+            report = evaluate_codes(q_codes[bits], db_codes[bits], split)
+            row = summary_row(report, dataset=args.dataset, protocol="cnnh", method=method,
+                              bits=bits, pretrain=use_pretrain, seed=seed)
+            row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
+                        "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
+                        "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
+                        "hash_epochs": config.hash_epochs})
+            rows.append(row)
+            print(row, flush=True)
+            if seed == args.seeds[0] and method == "exponentiated" and use_pretrain:
+                curve = report["pr_curve"]
+                curves[f"{bits} bits"] = (curve["precision"], curve["recall"])
+    return rows, dataclasses.asdict(base)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10", "mnist-5k"))
+    parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=["exponentiated", "dpsh", "dsh",
+                                                         "orthohash"])
+    parser.add_argument("--pretrain-epochs", type=int, default=None)
+    parser.add_argument("--hash-epochs", type=int, default=None)
+    parser.add_argument("--margin", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--classification-weight", type=float, default=0.0)
+    parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--work-dir", default="runs/reproduce")
+    parser.add_argument("--verbose", type=int, default=2)
+    args = parser.parse_args()
+    dataset = data.load_dataset(args.dataset)
+    name = f"{args.dataset}-cnnh{args.tag}"
+    work_root = Path(args.work_dir) / name
+    rows, curves, config = [], {}, None
+    start = time.perf_counter()
+    for seed in args.seeds:
+        seed_rows, config = run_seed(args, dataset, seed, work_root, curves)
+        rows.extend(seed_rows)
+        write_results(name, rows, config=config, total_wall_s=time.perf_counter() - start)
+    series = {}
+    for method in args.methods + ([] if args.no_ablation else ["exponentiated-scratch"]):
+        plain = method.replace("-scratch", "")
+        pre = not method.endswith("-scratch")
+        means = [np.mean([r["map"] for r in rows if r["method"] == plain
+                          and r["pretrain"] == pre and r["bits"] == b]) for b in args.bits]
+        series[method] = (args.bits, means)
+    plot_map_vs_bits(series, RESULTS / f"{name}-map_vs_bits.png",
+                     title=f"{args.dataset} cnnh: mAP against bits")
+    plot_pr_curves(curves, RESULTS / f"{name}-pr_curve.png",
+                   title=f"{args.dataset} cnnh, exponentiated, seed {args.seeds[0]}")
+
+
+if __name__ == "__main__":
+    main()

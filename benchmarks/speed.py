@@ -1,0 +1,170 @@
+"""Training and encoding throughput, side by side in one run on the same data.
+
+Measures images/s (median of timed epochs after a warm-up epoch) of:
+  * ``keras_naive``: the plain Keras classifier of the backbone, `fit` on float numpy arrays,
+    default compile settings (the baseline every ratio is taken against);
+  * ``tfhash_phase1``: tfhash's phase-1 classifier (tf.data, uint8 until the batch, XLA);
+  * ``tfhash_phase2_<method>``: phase 2 with each loss (exponentiated and peers);
+  * encoding: Keras predict, the exported SavedModel, ONNX Runtime;
+and the machine's float32 matmul GFLOP/s, to state each model's achieved fraction of it.
+
+    python benchmarks/speed.py [--backbone cifar_resnet] [--steps 20] [--epochs 3]
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common import write_results
+from tfhash import model
+from tfhash.pipeline import make_dataset
+
+
+def matmul_gflops(n=2048, repeats=10):
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    fn = tf.function(lambda: tf.matmul(a, b))
+    fn().numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn().numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def forward_flops(net):
+    """Multiply-adds x 2 of the conv and dense layers for one image (nested models too)."""
+    total = 0
+    for layer in net.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
+            h, w, c_out = layer.output.shape[1:]
+            k = np.prod(layer.kernel_size)
+            total += 2 * h * w * c_out * k * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def timed_fit(net, data, steps, epochs):
+    """Median seconds per epoch of ``steps`` batches, after one warm-up epoch."""
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    kwargs = {"steps_per_epoch": steps} if isinstance(data, tf.data.Dataset) else {}
+    if isinstance(data, tuple):
+        x, y = data
+        net.fit(x, y, batch_size=BATCH, epochs=epochs + 1, verbose=0, callbacks=[Timer()])
+    else:
+        net.fit(data.repeat(), epochs=epochs + 1, verbose=0, callbacks=[Timer()], **kwargs)
+    return float(np.median(times[1:]))
+
+
+BATCH = 128
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="cifar_resnet")
+    parser.add_argument("--steps", type=int, default=20, help="batches per timed epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after warm-up)")
+    parser.add_argument("--methods", nargs="+", default=["exponentiated", "dpsh", "dsh",
+                                                         "orthohash"])
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    from tfhash import data
+
+    cifar = data.load_dataset("cifar10")
+    n = BATCH * args.steps
+    images, labels = cifar.train.images[:n], cifar.train.labels[:n]
+    shape = images.shape[1:]
+    peak = matmul_gflops()
+    print(f"matmul peak {peak:.1f} GFLOP/s on {os.cpu_count()} cpus")
+    rows = []
+
+    def record(name, seconds, flops_per_image, train=True, **extra):
+        ips = n / seconds
+        achieved = ips * flops_per_image * (3 if train else 1) / 1e9
+        row = {"benchmark_case": name, "backbone": args.backbone, "batch_size": BATCH,
+               "images_per_s": round(ips, 1), "gflops_per_s": round(achieved, 2),
+               "fraction_of_matmul_peak": round(achieved / peak, 4), **extra}
+        rows.append(row)
+        print(row, flush=True)
+        return ips
+
+    # (a) the naive Keras baseline: float arrays, default compile
+    keras.utils.set_random_seed(0)
+    naive = model.build_classifier(model.get_backbone(args.backbone, shape), 10)
+    naive.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False)
+    flops = forward_flops(naive)
+    base = record("keras_naive", timed_fit(naive, (images.astype("float32"), labels), args.steps,
+                                           args.epochs), flops)
+
+    def one_hot(x, y):
+        return x, tf.one_hot(y, 10)
+
+    train = make_dataset(images, labels, BATCH, training=True, augment="crop_flip")
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        clf = model.build_classifier(model.get_backbone(args.backbone, shape), 10)
+        clf.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=jit)
+        ips = record(f"tfhash_phase1{'_xla' if jit else ''}",
+                     timed_fit(clf, train.map(one_hot), args.steps, args.epochs), flops)
+        rows[-1]["speedup_vs_naive"] = round(ips / base, 3)
+    config = model.TrainConfig(bits=(48,))
+    for method in args.methods:
+        keras.utils.set_random_seed(0)
+        hasher = model.build_hasher(model.get_backbone(args.backbone, shape), 48)
+        cfg = model.dataclasses.replace(config, method=method)
+        hasher.compile(optimizer="adam", loss=cfg.hash_loss(10, 48), jit_compile=True)
+        ips = record(f"tfhash_phase2_{method}", timed_fit(hasher, train, args.steps, args.epochs),
+                     flops, method=method, bits=48)
+        rows[-1]["speedup_vs_naive"] = round(ips / base, 3)
+
+    # encoding: Keras predict vs SavedModel vs ONNX Runtime on the same batch
+    from tfhash.export import export_onnx, export_savedmodel
+
+    batch = images[:1024].astype("float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = export_savedmodel(hasher, tmp, name="speed")
+        onnx_path = export_onnx(hasher, os.path.join(tmp, "speed.onnx"))
+        import onnxruntime as ort
+
+        serving = tf.saved_model.load(str(saved)).signatures["serving_default"]
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        encoders = {
+            "encode_keras_predict": lambda: hasher.predict(batch, batch_size=256, verbose=0),
+            "encode_savedmodel": lambda: [serving(images=tf.constant(batch[i:i + 256]))
+                                          for i in range(0, len(batch), 256)],
+            "encode_onnxruntime": lambda: [session.run(None, {"images": batch[i:i + 256]})
+                                           for i in range(0, len(batch), 256)],
+        }
+        for name, fn in encoders.items():
+            fn()
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            ips = len(batch) / float(np.median(times))
+            rows.append({"benchmark_case": name, "backbone": args.backbone,
+                         "images_per_s": round(ips, 1),
+                         "fraction_of_matmul_peak": round(ips * flops / 1e9 / peak, 4)})
+            print(rows[-1], flush=True)
+    write_results(f"speed{args.tag}", rows, matmul_gflops=round(peak, 1),
+                  flops_per_image=flops, timed_images=n)
+
+
+if __name__ == "__main__":
+    main()
