@@ -1,4 +1,4 @@
-"""Writes benchmarks/RESULTS.md from the JSON files in benchmarks/results/ (no number typed by hand).
+"""Writes benchmarks/RESULTS.md from the JSON files in benchmarks/results/ (no hand-typed numbers).
 
     python benchmarks/report.py
 """

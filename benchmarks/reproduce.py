@@ -26,7 +26,8 @@ from tfhash.plots import plot_map_vs_bits, plot_pr_curves
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 20, "hash_epochs": 10},
-    "cifar10": {"pretrain_epochs": 40, "hash_epochs": 10, "backbone_width": 32},
+    "cifar10": {"pretrain_epochs": 40, "hash_epochs": 10, "backbone_width": 32,
+                "augment": "crop_flip_cutout", "classification_weight": 1.0},
 }
 
 
@@ -38,12 +39,11 @@ def query_accuracy(classifier, split):
 def run_seed(args, dataset, seed, work_root, curves):
     split = data.make_split(dataset, "cnnh", seed=seed, val_fraction=0.0)
     recipe = dict(RECIPES.get(args.dataset, {}))
-    for key in ("pretrain_epochs", "hash_epochs"):
+    for key in ("pretrain_epochs", "hash_epochs", "classification_weight"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     base = model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed,
-                             margin=args.margin, temperature=args.temperature,
-                             classification_weight=args.classification_weight, **recipe)
+                             margin=args.margin, temperature=args.temperature, **recipe)
     seed_dir = work_root / f"seed{seed}"
     pretrained = seed_dir / "pretrained.weights.h5"
     start = time.perf_counter()
@@ -103,7 +103,8 @@ def main():
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=0.5)
-    parser.add_argument("--classification-weight", type=float, default=0.0)
+    parser.add_argument("--classification-weight", type=float, default=None,
+                        help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--work-dir", default="runs/reproduce")

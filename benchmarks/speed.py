@@ -19,8 +19,8 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-
 from common import write_results
+
 from tfhash import model
 from tfhash.pipeline import make_dataset
 

@@ -41,6 +41,8 @@ def encode_heads(hashers, images, batch_size=256, verbose=0):
     first = next(iter(hashers.values()))
     joint = keras.Model(first.inputs, {str(b): h.outputs[0] for b, h in hashers.items()})
     relaxed = joint.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
+    if not isinstance(relaxed, dict):  # a single head comes back as a plain array
+        relaxed = {str(next(iter(hashers))): relaxed}
     return {b: binarize(relaxed[str(b)]) for b in hashers}
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfhash.errors import check
 
-AUGMENTATIONS = ("none", "crop_flip", "shift", "auto")
+AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "shift", "auto")
 
 
 def resolve_augment(augment, image_shape):
@@ -22,12 +22,26 @@ def resolve_augment(augment, image_shape):
     return augment
 
 
+def cutout(image, size):
+    """Sets one random ``size`` x ``size`` square (clipped at the borders) to grey 128."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    cy = tf.random.uniform([], 0, h, tf.int32)
+    cx = tf.random.uniform([], 0, w, tf.int32)
+    rows = tf.range(h)[:, None]
+    cols = tf.range(w)[None, :]
+    inside = (tf.abs(rows - cy) <= size // 2) & (tf.abs(cols - cx) <= size // 2)
+    grey = tf.cast(tf.fill(tf.shape(image), 128), image.dtype)
+    return tf.where(inside[:, :, None], grey, image)
+
+
 def make_dataset(images, labels, batch_size, training=False, augment="none", seed=0):
     """Batches ``(images, labels)`` into float32 images in [0, 255] and int labels.
 
     With ``training`` the data is shuffled each epoch and ``augment`` applied:
     ``"crop_flip"`` (pad 4, random 32x32 crop, horizontal flip: the standard CIFAR
-    recipe), ``"shift"`` (pad 2, random crop: small translations for digits) or ``"none"``.
+    recipe), ``"crop_flip_cutout"`` (the same, then one random square of half the image
+    side set to grey), ``"shift"`` (pad 2, random crop: small translations for digits) or
+    ``"none"``.
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -39,14 +53,16 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if augment != "none":
-        pad = 4 if augment == "crop_flip" else 2
+        pad = 2 if augment == "shift" else 4
         shape = images.shape[1:]
 
         def augment_one(image, label):
             padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
             image = tf.image.random_crop(padded, shape)
-            if augment == "crop_flip":
+            if augment != "shift":
                 image = tf.image.random_flip_left_right(image)
+            if augment == "crop_flip_cutout":
+                image = cutout(image, shape[0] // 2)
             return image, label
 
         ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
