@@ -180,3 +180,44 @@ def test_bad_constructor_arguments():
         HammingIndex(12, kind="hnsw")
     with pytest.raises(TfhashError, match="bits"):
         HammingIndex(0)
+
+
+@pytest.fixture(scope="module")
+def milvus_uri(tmp_path_factory):
+    """An embedded Milvus server on loopback (PyPI package `milvus`), stopped afterwards."""
+    server_module = pytest.importorskip(
+        "milvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'")
+    pytest.importorskip("pymilvus", reason="pymilvus is not installed")
+    server = server_module.default_server
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
+    server.start()
+    yield f"http://127.0.0.1:{server.listen_port}"
+    server.stop()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_milvus_backend_against_real_server(milvus_uri, problem, kind, tmp_path):
+    bits, q, db, ids, labels = problem
+    index = HammingIndex(bits, backend="milvus", kind=kind, nlist=4, nprobe=4, uri=milvus_uri,
+                         collection=f"test_{kind}")
+    index.add(db, ids=ids, labels=labels)
+    got_ids, got_d = index.search(q, 10)
+    want_ids, want_d = brute_force_topk(q, db, ids, 10)
+    if kind == "flat":
+        np.testing.assert_array_equal(got_ids, want_ids)
+        np.testing.assert_array_equal(got_d, want_d)
+        d = hamming_bruteforce(q, db)
+        for row, (r_ids, r_d) in enumerate(index.range_search(q, 2)):
+            mask = d[row] <= 2
+            assert sorted(r_ids.tolist()) == sorted(ids[mask].tolist())
+    else:  # approximate, but every returned distance is the true one
+        d = hamming_bruteforce(q, db)
+        pos = {int(i): j for j, i in enumerate(ids)}
+        for row in range(len(q)):
+            assert all(d[row, pos[int(i)]] == dd for i, dd in zip(got_ids[row], got_d[row]))
+    assert index.remove(ids[:50]) == 50
+    assert not np.isin(index.search(q, 10)[0], ids[:50]).any()
+    index.save(tmp_path / "mv")
+    loaded = HammingIndex.load(tmp_path / "mv")
+    assert loaded.backend == "milvus" and len(loaded) == 250
+    np.testing.assert_array_equal(loaded.labels_of(ids[50:53]), labels[50:53])

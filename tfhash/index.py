@@ -75,6 +75,7 @@ class HammingIndex:
         self._ids = np.zeros(0, np.int64)
         self._labels = None
         self._paths = None
+        self.location = {k: v for k, v in backend_kwargs.items() if k != "token"}
         if backend == "milvus":
             from tfhash.milvus import MilvusStore
 
@@ -185,8 +186,11 @@ class HammingIndex:
         )
 
     def save(self, path):
-        """Saves to folder ``path``; a crash midway leaves the previous save loadable."""
-        check(self.backend == "faiss", "only faiss indexes are saved to disk; Milvus persists")
+        """Saves to folder ``path``; a crash midway leaves the previous save loadable.
+
+        For Milvus the codes stay in the collection; the folder records where it is, with
+        the ids, labels and paths.
+        """
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"ids": self._ids}
@@ -200,7 +204,8 @@ class HammingIndex:
             files[name] = digest
         meta = {
             "format": FORMAT, "version": FORMAT_VERSION, "bits": self.bits,
-            "backend": self.backend, "kind": self.kind, "params": self.params,
+            "backend": self.backend, "location": self.location, "kind": self.kind,
+            "params": self.params,
             "fingerprint": self.fingerprint, "count": len(self), "files": files,
         }
         old = _read_meta(folder) if (folder / "meta.json").is_file() else None
@@ -222,8 +227,9 @@ class HammingIndex:
             f"index {folder} has format {meta.get('format')!r} version {meta.get('version')!r}; "
             f"this tfhash reads {FORMAT!r} version {FORMAT_VERSION}",
         )
-        index = cls(meta["bits"], kind=meta["kind"], fingerprint=meta.get("fingerprint"),
-                    **meta["params"])
+        index = cls(meta["bits"], backend=meta.get("backend", "faiss"), kind=meta["kind"],
+                    fingerprint=meta.get("fingerprint"), **meta["params"],
+                    **meta.get("location", {}))
         if bits is not None or fingerprint is not None:
             index.check_encoder(index.bits if bits is None else bits, fingerprint)
         data = {name: _read_verified(folder, entry) for name, entry in meta["files"].items()}

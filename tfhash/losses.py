@@ -18,33 +18,40 @@ FORMS = ("bilinear", "exact")
 MIN_TEMPERATURE = 0.02  # exp(1 / T) must stay finite in float32
 
 
-def pair_similarity(y_true, label_mode="auto"):
-    """Similarity matrix ``s_ij`` in {-1, +1} from class ids ``(n,)``/``(n, 1)`` or multi-hot."""
+def pair_similarity(y_true, label_mode="auto", y_other=None):
+    """Similarity ``s_ij`` in {-1, +1} of rows of ``y_true`` against rows of ``y_other``.
+
+    Labels are class ids ``(n,)`` / ``(n, 1)`` or multi-hot ``(n, classes)``; ``y_other``
+    defaults to ``y_true`` (all pairs within one batch).
+    """
     y_true = ops.convert_to_tensor(y_true)
+    y_other = y_true if y_other is None else ops.convert_to_tensor(y_other)
     sparse = label_mode == "sparse" or (
         label_mode == "auto" and (len(y_true.shape) == 1 or y_true.shape[-1] == 1)
     )
     if sparse:
-        ids = ops.reshape(y_true, (-1,))
-        same = ops.equal(ids[:, None], ids[None, :])
+        same = ops.equal(ops.reshape(y_true, (-1,))[:, None], ops.reshape(y_other, (-1,))[None, :])
     else:
         hot = ops.cast(y_true > 0, "float32")
-        same = ops.matmul(hot, ops.transpose(hot)) > 0
+        other = ops.cast(y_other > 0, "float32")
+        same = ops.matmul(hot, ops.transpose(other)) > 0
     return ops.where(same, 1.0, -1.0)
 
 
-def balanced_pair_weights(similarity):
+def balanced_pair_weights(similarity, self_pairs=None, total=None):
     """Pair weights: positives and negatives each get half of the total weight 1.
 
-    The diagonal (an item with itself) gets 0. When a batch has only one kind of pair, that
-    kind gets all of the weight; a batch with no pairs gets weight 0 everywhere.
+    ``self_pairs`` marks the pairs of an item with itself (weight 0; default the diagonal).
+    When a batch has only one kind of pair, that kind gets all of the weight; a batch with
+    no pairs gets weight 0 everywhere. ``total`` sums a count over replicas (default: none).
     """
-    n = ops.shape(similarity)[0]
-    off_diagonal = 1.0 - ops.eye(n, dtype="float32")
-    positive = ops.cast(similarity > 0, "float32") * off_diagonal
-    negative = ops.cast(similarity < 0, "float32") * off_diagonal
-    n_pos = ops.sum(positive)
-    n_neg = ops.sum(negative)
+    if self_pairs is None:
+        self_pairs = ops.eye(ops.shape(similarity)[0], dtype="float32")
+    total = total or (lambda x: x)
+    positive = ops.cast(similarity > 0, "float32") * (1.0 - self_pairs)
+    negative = ops.cast(similarity < 0, "float32") * (1.0 - self_pairs)
+    n_pos = total(ops.sum(positive))
+    n_neg = total(ops.sum(negative))
     both = ops.logical_and(n_pos > 0, n_neg > 0)
     share = ops.where(both, 0.5, 1.0)
     w_pos = ops.where(n_pos > 0, share / ops.maximum(n_pos, 1.0), 0.0)
@@ -52,19 +59,54 @@ def balanced_pair_weights(similarity):
     return positive * w_pos + negative * w_neg
 
 
-def per_sample(pair_loss, weights):
-    """Turns weighted pair losses into per-sample values whose mean is the weighted sum."""
-    n = ops.cast(ops.shape(weights)[0], "float32")
-    return ops.sum(weights * pair_loss, axis=1) * n
+class PairBatch:
+    """The pairs a loss compares: this batch's rows against all rows of the global batch.
 
+    Under a `tf.distribute` strategy with ``gather=True``, codes and labels are all-gathered
+    so each replica compares its rows with every replica's rows (the same pairs as one
+    device with the global batch); pair counts are summed over replicas and the per-sample
+    values are scaled so that Keras' division by the replica count gives the global mean.
+    Without the gather each replica only sees pairs inside its own slice.
+    """
 
-def code_affinity(u, binary=False):
-    """``a_ij = u_i . u_j / bits`` in [-1, 1]; with ``binary`` the codes are signed first."""
-    u = ops.convert_to_tensor(u, "float32")
-    if binary:
-        u = ops.stop_gradient(ops.where(u >= 0, 1.0, -1.0))
-    bits = ops.cast(ops.shape(u)[-1], "float32")
-    return ops.clip(ops.matmul(u, ops.transpose(u)) / bits, -1.0, 1.0)
+    def __init__(self, y_true, y_pred, label_mode="auto", gather=True):
+        import tensorflow as tf
+
+        self.rows = ops.convert_to_tensor(y_pred, "float32")
+        n = ops.shape(self.rows)[0]
+        context = tf.distribute.get_replica_context() if gather else None
+        if context is None or context.num_replicas_in_sync == 1:
+            self.columns, y_columns, self_pairs, total = self.rows, y_true, None, None
+            replicas = 1
+        else:
+            sizes = context.all_gather(tf.reshape(n, [1]), axis=0)
+            offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
+            self.columns = context.all_gather(self.rows, axis=0)
+            y_columns = context.all_gather(ops.convert_to_tensor(y_true), axis=0)
+            m = tf.shape(self.columns)[0]
+            self_pairs = tf.one_hot(offset + tf.range(n), m)
+
+            def total(x):
+                return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+            replicas = context.num_replicas_in_sync
+        # Keras averages per-sample values over the local rows, then divides by replicas.
+        self.scale = ops.cast(n, "float32") * replicas
+        self.similarity = pair_similarity(y_true, label_mode, y_columns)
+        self.weights = balanced_pair_weights(self.similarity, self_pairs, total)
+
+    def affinity(self, binary=False):
+        """``a_ij = u_i . u_j / bits`` in [-1, 1]; with ``binary`` the codes are signed first."""
+        rows, columns = self.rows, self.columns
+        if binary:
+            rows = ops.stop_gradient(ops.where(rows >= 0, 1.0, -1.0))
+            columns = ops.stop_gradient(ops.where(columns >= 0, 1.0, -1.0))
+        bits = ops.cast(ops.shape(rows)[-1], "float32")
+        return ops.clip(ops.matmul(rows, ops.transpose(columns)) / bits, -1.0, 1.0)
+
+    def per_sample(self, pair_loss):
+        """Per-row values whose mean (over rows and replicas) is the weighted pair loss."""
+        return ops.sum(self.weights * pair_loss, axis=1) * self.scale
 
 
 def quantization_penalty(u):
@@ -73,17 +115,18 @@ def quantization_penalty(u):
 
 
 def exponentiated_hashing_loss(
-    y_true, y_pred, margin=1.0, temperature=0.5, form="bilinear", label_mode="auto"
+    y_true, y_pred, margin=1.0, temperature=0.5, form="bilinear", label_mode="auto",
+    gather=True,
 ):
     """Per-sample exponentiated hashing loss ``exp(-min(s_ij a_ij, m) / T)``, pair-balanced.
 
     ``form="bilinear"`` uses the smooth affinity ``u_i . u_j / bits`` (gradients flow);
     ``form="exact"`` the discrete affinity of the signed codes (a measurement, no gradient).
     """
-    similarity = pair_similarity(y_true, label_mode)
-    affinity = code_affinity(y_pred, binary=form == "exact")
-    pair_loss = ops.exp(-ops.minimum(similarity * affinity, margin) / temperature)
-    return per_sample(pair_loss, balanced_pair_weights(similarity))
+    pairs = PairBatch(y_true, y_pred, label_mode, gather)
+    affinity = pairs.affinity(binary=form == "exact")
+    pair_loss = ops.exp(-ops.minimum(pairs.similarity * affinity, margin) / temperature)
+    return pairs.per_sample(pair_loss)
 
 
 def _check_unit_interval(value, name):
@@ -126,6 +169,8 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
         quantization: Weight ``lambda`` >= 0 of the quantization term.
         label_mode: ``"auto"`` (rank 1 or one column: class ids, else multi-hot),
             ``"sparse"`` or ``"multi_hot"``.
+        gather: under `tf.distribute`, compare each replica's codes with the whole global
+            batch (all-gather; see `PairBatch`). No effect on one device.
         reduction, name, dtype: As for any `keras.losses.Loss`.
 
     Example:
@@ -142,11 +187,13 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
         temperature=0.5,
         quantization=0.0,
         label_mode="auto",
+        gather=True,
         reduction="sum_over_batch_size",
         name="exponentiated_hashing_loss",
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gather = bool(gather)
         self.margin = _check_unit_interval(margin, "margin")
         check(
             isinstance(temperature, (int, float)) and temperature >= MIN_TEMPERATURE,
@@ -158,7 +205,8 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         loss = exponentiated_hashing_loss(
-            y_true, y_pred, self.margin, self.temperature, "bilinear", self.label_mode
+            y_true, y_pred, self.margin, self.temperature, "bilinear", self.label_mode,
+            self.gather,
         )
         if self.quantization:
             loss = loss + self.quantization * quantization_penalty(y_pred)
@@ -172,6 +220,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
                 "temperature": self.temperature,
                 "quantization": self.quantization,
                 "label_mode": self.label_mode,
+                "gather": self.gather,
             }
         )
         return config
@@ -232,22 +281,24 @@ class PairwiseLikelihoodLoss(keras.losses.Loss):
     >>> hasher.compile(optimizer="adam", loss=PairwiseLikelihoodLoss(quantization=0.1))
     """
 
-    def __init__(self, quantization=0.1, label_mode="auto", reduction="sum_over_batch_size",
-                 name="pairwise_likelihood_loss", dtype=None):
+    def __init__(self, quantization=0.1, label_mode="auto", gather=True,
+                 reduction="sum_over_batch_size", name="pairwise_likelihood_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gather = bool(gather)
         self.quantization = _check_non_negative(quantization, "quantization")
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
     def call(self, y_true, y_pred):
-        similarity = pair_similarity(y_true, self.label_mode)
-        theta = 0.5 * ops.matmul(y_pred, ops.transpose(y_pred))
-        pair_loss = ops.softplus(theta) - 0.5 * (similarity + 1.0) * theta
-        loss = per_sample(pair_loss, balanced_pair_weights(similarity))
+        pairs = PairBatch(y_true, y_pred, self.label_mode, self.gather)
+        theta = 0.5 * ops.matmul(pairs.rows, ops.transpose(pairs.columns))
+        pair_loss = ops.softplus(theta) - 0.5 * (pairs.similarity + 1.0) * theta
+        loss = pairs.per_sample(pair_loss)
         return loss + self.quantization * quantization_penalty(y_pred)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"quantization": self.quantization, "label_mode": self.label_mode})
+        config.update({"quantization": self.quantization, "label_mode": self.label_mode,
+                       "gather": self.gather})
         return config
 
 
@@ -264,9 +315,10 @@ class ContrastiveHashingLoss(keras.losses.Loss):
     >>> hasher.compile(optimizer="adam", loss=ContrastiveHashingLoss(margin=2.0))
     """
 
-    def __init__(self, margin=2.0, quantization=0.01, label_mode="auto",
+    def __init__(self, margin=2.0, quantization=0.01, label_mode="auto", gather=True,
                  reduction="sum_over_batch_size", name="contrastive_hashing_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gather = bool(gather)
         check(isinstance(margin, (int, float)) and 0 < margin <= 4,
               f"`margin` must be a number in (0, 4], got {margin!r}")
         self.margin = float(margin)
@@ -274,20 +326,22 @@ class ContrastiveHashingLoss(keras.losses.Loss):
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
     def call(self, y_true, y_pred):
-        similarity = pair_similarity(y_true, self.label_mode)
-        bits = ops.cast(ops.shape(y_pred)[-1], "float32")
-        sq = ops.sum(ops.square(y_pred), axis=-1)
-        dist = (sq[:, None] + sq[None, :] - 2.0 * ops.matmul(y_pred, ops.transpose(y_pred)))
+        pairs = PairBatch(y_true, y_pred, self.label_mode, self.gather)
+        rows, columns = pairs.rows, pairs.columns
+        bits = ops.cast(ops.shape(rows)[-1], "float32")
+        dist = (ops.sum(ops.square(rows), axis=-1)[:, None]
+                + ops.sum(ops.square(columns), axis=-1)[None, :]
+                - 2.0 * ops.matmul(rows, ops.transpose(columns)))
         dist = ops.maximum(dist, 0.0) / bits
-        pair_loss = ops.where(similarity > 0, 0.5 * dist,
+        pair_loss = ops.where(pairs.similarity > 0, 0.5 * dist,
                               0.5 * ops.maximum(self.margin - dist, 0.0))
-        loss = per_sample(pair_loss, balanced_pair_weights(similarity))
+        loss = pairs.per_sample(pair_loss)
         return loss + self.quantization * ops.mean(ops.abs(ops.abs(y_pred) - 1.0), axis=-1)
 
     def get_config(self):
         config = super().get_config()
         config.update({"margin": self.margin, "quantization": self.quantization,
-                       "label_mode": self.label_mode})
+                       "label_mode": self.label_mode, "gather": self.gather})
         return config
 
 
