@@ -12,9 +12,10 @@ import time
 
 import numpy as np
 
-from common import write_results
 from tfhash.codes import hamming_words, to_words
 from tfhash.index import HammingIndex
+
+from common import write_results
 
 
 def numpy_scan(q_packed, db_words, k):

@@ -11,9 +11,10 @@ import argparse
 import time
 
 import numpy as np
-from common import write_results
 
 from tfhash.metrics import mean_average_precision
+
+from common import write_results
 
 
 def plain_argsort_map(q, ql, db, dbl):

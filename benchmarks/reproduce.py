@@ -17,12 +17,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from common import RESULTS, write_results
 
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.io import atomic_path
 from tfhash.plots import plot_map_vs_bits, plot_pr_curves
+
+from common import RESULTS, write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 20, "hash_epochs": 10},

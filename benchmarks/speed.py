@@ -19,10 +19,11 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from common import write_results
 
 from tfhash import model
 from tfhash.pipeline import make_dataset
+
+from common import write_results
 
 
 def matmul_gflops(n=2048, repeats=10):

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
-from reference import hamming_bruteforce
 
 from tfhash import codes
 from tfhash.errors import TfhashError
+
+from reference import hamming_bruteforce
 
 
 def test_binarize_sign_zero_is_plus_one():

@@ -2,11 +2,12 @@ import json
 
 import numpy as np
 import pytest
-from reference import hamming_bruteforce
 
 from tfhash import codes
 from tfhash.errors import TfhashError
 from tfhash.index import HammingIndex
+
+from reference import hamming_bruteforce
 
 
 def brute_force_topk(q, db, ids, k):
@@ -209,7 +210,9 @@ def test_milvus_backend_against_real_server(milvus_uri, problem, kind, tmp_path)
         d = hamming_bruteforce(q, db)
         for row, (r_ids, r_d) in enumerate(index.range_search(q, 2)):
             mask = d[row] <= 2
-            assert sorted(r_ids.tolist()) == sorted(ids[mask].tolist())
+            order = np.lexsort((ids[mask], d[row][mask]))
+            np.testing.assert_array_equal(r_ids, ids[mask][order])
+            np.testing.assert_array_equal(r_d, d[row][mask][order])
     else:  # approximate, but every returned distance is the true one
         d = hamming_bruteforce(q, db)
         pos = {int(i): j for j, i in enumerate(ids)}

@@ -2,10 +2,11 @@ import itertools
 
 import numpy as np
 import pytest
-from reference import ap_of_order, hamming_bruteforce, map_index, map_random_ties, relevance
 
 from tfhash import codes, metrics
 from tfhash.errors import TfhashError
+
+from reference import ap_of_order, hamming_bruteforce, map_index, map_random_ties, relevance
 
 
 def random_problem(seed, bits=5, n_q=8, n_db=40, classes=3, multi_hot=False):
