@@ -73,6 +73,9 @@ def add_train_args(parser):
     parser.add_argument("--quantization", type=float, default=None)
     parser.add_argument("--hparams", default=None,
                         help="JSON of hyperparameters (e.g. from `tfhash tune`)")
+    parser.add_argument("--strategy", default="default",
+                        choices=("default", "mirrored", "multiworker"),
+                        help="tf.distribute strategy (multiworker reads TF_CONFIG)")
 
 
 def load_split(args):
@@ -121,9 +124,14 @@ def read_hparams(path):
     return values
 
 
-def run_and_report(dataset, split, config, out, work_dir=None, grid=True):
-    """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs."""
-    from tfhash.artifacts import save_encoder
+def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None):
+    """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
+
+    In a multi-worker run only the chief saves and evaluates; every worker prints the
+    fingerprint of its trained encoders (equal on all workers).
+    """
+    from tfhash.artifacts import fingerprint, save_encoder
+    from tfhash.distribute import is_chief
     from tfhash.evaluation import evaluate_encoder, format_table, summary_row
     from tfhash.io import write_json
     from tfhash.model import fit_two_phase
@@ -131,7 +139,11 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True):
 
     out = Path(out)
     result = fit_two_phase(split, config, dataset.num_classes,
-                           work_dir=work_dir or out / "work")
+                           work_dir=work_dir or out / "work", strategy=strategy)
+    for bits, hasher in result.hashers.items():
+        print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
+    if not is_chief(strategy):
+        return []
     rows, curves, reports = [], {}, {}
     for bits, hasher in result.hashers.items():
         meta = {"dataset": dataset.name, "class_names": list(dataset.class_names),
@@ -175,9 +187,12 @@ def configure_train(parser):
     parser.add_argument("--out", required=True, help="output folder for models and results")
 
     def run(args):
+        from tfhash.distribute import get_strategy
+
         config = train_config(args)
+        strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
-        run_and_report(dataset, split, config, args.out)
+        run_and_report(dataset, split, config, args.out, strategy=strategy)
 
     return run
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tfhash.backbones import get_backbone
 from tfhash.callbacks import RetrievalMAP
 from tfhash.codes import binarize, check_bits
+from tfhash.distribute import writable_dir
 from tfhash.errors import check
 from tfhash.io import atomic_path
 from tfhash.layers import HashingHead
@@ -266,12 +267,23 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     return hashers, history
 
 
-def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto"):
+def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
+                  strategy=None):
     """Runs phase 1 once (unless ``config.pretrain`` is off), then phase 2 per code length.
 
     With ``work_dir``, each fit is backed up every epoch (`BackupAndRestore`) and the
-    pre-trained backbone is kept, so an interrupted run resumes where it stopped.
+    pre-trained backbone is kept, so an interrupted run resumes where it stopped. With a
+    ``strategy`` (see `tfhash.distribute`), models, optimizers and metrics are created in its
+    scope and each batch is the global batch, split over the replicas.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    if work_dir is not None:
+        work_dir = writable_dir(work_dir, strategy)
+    with strategy.scope():
+        return _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose)
+
+
+def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
     keras.utils.set_random_seed(config.seed)
     num_classes = num_classes or int(split.train.labels.max()) + 1
     kwargs = {} if config.backbone_width is None else {"width": config.backbone_width}
