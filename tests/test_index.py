@@ -45,16 +45,20 @@ def test_flat_search_equals_bruteforce_with_ties_by_id(problem, k):
     np.testing.assert_array_equal(index.search(codes.pack(q), k)[0], want_ids)
 
 
+def assert_range_search_matches(index, q, db, ids, radius):
+    d = hamming_bruteforce(q, db)
+    for row, (got_ids, got_d) in enumerate(index.range_search(q, radius)):
+        mask = d[row] <= radius
+        order = np.lexsort((ids[mask], d[row][mask]))
+        np.testing.assert_array_equal(got_ids, ids[mask][order])
+        np.testing.assert_array_equal(got_d, d[row][mask][order])
+
+
 def test_range_search(problem):
     bits, q, db, ids, _ = problem
     index = HammingIndex(bits)
     index.add(db, ids=ids)
-    d = hamming_bruteforce(q, db)
-    for row, (got_ids, got_d) in enumerate(index.range_search(q, 3)):
-        mask = d[row] <= 3
-        order = np.lexsort((ids[mask], d[row][mask]))
-        np.testing.assert_array_equal(got_ids, ids[mask][order])
-        np.testing.assert_array_equal(got_d, d[row][mask][order])
+    assert_range_search_matches(index, q, db, ids, 3)
 
 
 def test_remove_and_k_larger_than_collection(problem):
@@ -207,12 +211,7 @@ def test_milvus_backend_against_real_server(milvus_uri, problem, kind, tmp_path)
     if kind == "flat":
         np.testing.assert_array_equal(got_ids, want_ids)
         np.testing.assert_array_equal(got_d, want_d)
-        d = hamming_bruteforce(q, db)
-        for row, (r_ids, r_d) in enumerate(index.range_search(q, 2)):
-            mask = d[row] <= 2
-            order = np.lexsort((ids[mask], d[row][mask]))
-            np.testing.assert_array_equal(r_ids, ids[mask][order])
-            np.testing.assert_array_equal(r_d, d[row][mask][order])
+        assert_range_search_matches(index, q, db, ids, 2)
     else:  # approximate, but every returned distance is the true one
         d = hamming_bruteforce(q, db)
         pos = {int(i): j for j, i in enumerate(ids)}

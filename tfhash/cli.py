@@ -27,24 +27,24 @@ def command(name, help_text):
     return wrap
 
 
-def bits_arg(value):
-    try:
-        bits = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if not 1 <= bits <= MAX_BITS:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_BITS}, got {bits}")
-    return bits
+def int_in_range(low, high=None):
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound if None)."""
+
+    def parse(value):
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < low or (high is not None and number > high):
+            bound = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {number}")
+        return number
+
+    return parse
 
 
-def positive_int(value):
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
+bits_arg = int_in_range(1, MAX_BITS)
+positive_int = int_in_range(0)
 
 
 def add_data_args(parser, dataset_required=True):
