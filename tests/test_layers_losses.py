@@ -53,8 +53,6 @@ def test_loss_matches_numpy_definition(margin, temperature):
 def test_multi_hot_labels_share_at_least_one_label():
     u = np.tanh(np.random.default_rng(1).normal(size=(5, 8))).astype(np.float32)
     multi = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], np.float32)
-    # for these rows "shares a label" is the same relation as these class ids? No: build ids
-    # that give the same similarity only where it holds, and compare with numpy directly.
     n = len(u)
     s = np.where(multi @ multi.T > 0, 1.0, -1.0)
     a = u @ u.T / 8

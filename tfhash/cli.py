@@ -169,12 +169,14 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
 def write_grid(split, report, path, n_queries=8, k=10):
     import numpy as np
 
-    from tfhash.evaluation import top_hits
+    from tfhash.index import HammingIndex
     from tfhash.plots import plot_retrieval_grid
 
     rng = np.random.default_rng(0)
     picks = rng.choice(len(split.query), size=min(n_queries, len(split.query)), replace=False)
-    hits, dist = top_hits(report["query_codes"][picks], report["database_codes"], k)
+    index = HammingIndex(report["database_codes"].shape[1])
+    index.add(report["database_codes"])  # ids are database positions
+    hits, dist = index.search(report["query_codes"][picks], k)
     relevant = split.database.labels[hits] == split.query.labels[picks][:, None]
     plot_retrieval_grid(split.query.images[picks], split.database.images[hits], relevant, path,
                         distances=dist)

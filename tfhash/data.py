@@ -96,7 +96,7 @@ class Split:
         }
 
 
-def data_dir(path=None):
+def resolve_data_dir(path=None):
     """The data directory: ``path``, else ``$TFHASH_DATA_DIR``, else ``./data``."""
     return Path(path or os.environ.get("TFHASH_DATA_DIR") or "data")
 
@@ -112,7 +112,7 @@ def load_dataset(name, data_dir=None, image_size=None):
     )
     if name == "mnist-5k":
         return _load_mnist_5k()
-    directory = globals()["data_dir"](data_dir)
+    directory = resolve_data_dir(data_dir)
     npz = directory / f"{name}.npz"
     if npz.exists():
         return load_npz(npz, name)

@@ -46,14 +46,6 @@ def encode_heads(hashers, images, batch_size=256, verbose=0):
     return {b: binarize(relaxed[str(b)]) for b in hashers}
 
 
-def top_hits(q_codes, db_codes, k):
-    """Indices and Hamming distances of the ``k`` nearest database codes (ties by index)."""
-    q = q_codes.astype(np.float32)
-    d = np.rint((q.shape[1] - q @ db_codes.astype(np.float32).T) / 2).astype(np.int32)
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(d, order, axis=1)
-
-
 def summary_row(report, **fields):
     """A results row (DESIGN.md shape) from a report: headline figures only."""
     row = dict(fields)
