@@ -4,10 +4,13 @@
 """
 
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -75,11 +78,29 @@ def cnnh_section(doc):
                  + "; phase 2 (all lengths at once) per method, first seed (s): "
                  + ", ".join(f"{m}{'' if pre else ' (no pre-training)'} {v[0][2]:.0f}"
                              for (m, pre), v in walls.items()) + ".")
-    png = f"results/{doc['benchmark']}-map_vs_bits.png"
-    if (HERE / png).exists():
-        lines.append(f"\n![mAP vs bits]({png}) ![PR curve](results/{doc['benchmark']}"
-                     "-pr_curve.png)")
+    lines.append("\n" + " ".join(f"![{alt}]({png})" for alt, png in cnnh_plots(doc, groups, bits)))
     return "\n".join(lines) + "\n"
+
+
+def cnnh_plots(doc, groups, bits):
+    """Draws mAP-vs-bits (mean over seeds, every method) and the PR curves; returns links."""
+    from tfhash.plots import plot_map_vs_bits, plot_pr_curves
+
+    name = doc["benchmark"]
+    dataset = doc["rows"][0]["dataset"]
+    series = {}
+    for (method, pre), rs in groups.items():
+        label = method if pre else f"{method} (no pre-training)"
+        series[label] = (bits, [np.mean([r["map"] for r in rs if r["bits"] == b]) for b in bits])
+    links = [("mAP vs bits", f"results/{name}-map_vs_bits.png")]
+    plot_map_vs_bits(series, HERE / links[0][1], title=f"{dataset} cnnh: mAP against bits")
+    pr = doc.get("pr_curves")
+    if pr and pr["curves"]:
+        curves = {f"{b} bits": (c["precision"], c["recall"]) for b, c in pr["curves"].items()}
+        links.append(("PR curves", f"results/{name}-pr_curve.png"))
+        plot_pr_curves(curves, HERE / links[1][1],
+                       title=f"{dataset} cnnh, {pr['method']}, seed {pr['seed']}")
+    return links
 
 
 def map_speed_section(doc):

@@ -3,8 +3,8 @@
 Per seed: phase 1 (classification pre-training) runs once; every method then starts phase 2
 from those weights with all code lengths as heads on one backbone, same data, same epochs.
 The ablation row trains the exponentiated loss from a random backbone. Writes
-``benchmarks/results/<dataset>-cnnh.json``, a mAP-vs-bits PNG and a PR-curve PNG; run
-``benchmarks/report.py`` afterwards to refresh RESULTS.md.
+``benchmarks/results/<dataset>-cnnh.json``, a mAP-vs-bits PNG and the PR curves; run
+``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/reproduce.py --dataset mnist --seeds 0 1 2
 """
@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.io import atomic_path
-from tfhash.plots import plot_map_vs_bits, plot_pr_curves
 
-from common import RESULTS, write_results
+from common import write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 20, "hash_epochs": 10},
@@ -89,7 +87,8 @@ def run_seed(args, dataset, seed, work_root, curves):
             print(row, flush=True)
             if seed == args.seeds[0] and method == "exponentiated" and use_pretrain:
                 curve = report["pr_curve"]
-                curves[f"{bits} bits"] = (curve["precision"], curve["recall"])
+                curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
+                                     "recall": curve["recall"].round(6).tolist()}
     return rows, dataclasses.asdict(base)
 
 
@@ -119,18 +118,10 @@ def main():
     for seed in args.seeds:
         seed_rows, config = run_seed(args, dataset, seed, work_root, curves)
         rows.extend(seed_rows)
-        write_results(name, rows, config=config, total_wall_s=time.perf_counter() - start)
-    series = {}
-    for method in args.methods + ([] if args.no_ablation else ["exponentiated-scratch"]):
-        plain = method.replace("-scratch", "")
-        pre = not method.endswith("-scratch")
-        means = [np.mean([r["map"] for r in rows if r["method"] == plain
-                          and r["pretrain"] == pre and r["bits"] == b]) for b in args.bits]
-        series[method] = (args.bits, means)
-    plot_map_vs_bits(series, RESULTS / f"{name}-map_vs_bits.png",
-                     title=f"{args.dataset} cnnh: mAP against bits")
-    plot_pr_curves(curves, RESULTS / f"{name}-pr_curve.png",
-                   title=f"{args.dataset} cnnh, exponentiated, seed {args.seeds[0]}")
+        write_results(name, rows, config=config, total_wall_s=time.perf_counter() - start,
+                      pr_curves={"method": "exponentiated", "seed": args.seeds[0],
+                                 "curves": curves})
+    print("run benchmarks/report.py to refresh RESULTS.md and the PNGs")
 
 
 if __name__ == "__main__":
