@@ -59,3 +59,12 @@ def test_space_files(tmp_path):
 
     for shipped in (Path(__file__).parents[1] / "tuning").glob("*.json"):
         assert load_space(shipped)
+
+
+def test_defaults_are_scored_once(tmp_path, capsys):
+    run_tune(tmp_path, 1, capsys)
+    doc = json.loads((tmp_path / "trials.json").read_text())
+    assert 0 < doc["defaults"]["val_map"] <= 1 and doc["wall_s"] > 0
+    stamp = (tmp_path / "defaults.json").stat().st_mtime_ns
+    run_tune(tmp_path, 1, capsys)
+    assert (tmp_path / "defaults.json").stat().st_mtime_ns == stamp

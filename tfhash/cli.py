@@ -399,6 +399,7 @@ def configure_tune(parser):
         from tfhash.plots import plot_tuning
         from tfhash.tuning import (
             HashingHyperModel,
+            default_objective,
             ensure_pretrained,
             load_space,
             make_tuner,
@@ -412,21 +413,27 @@ def configure_tune(parser):
         config = TrainConfig(bits=args.bits, backbone=args.backbone, seed=args.seed,
                              pretrain_epochs=args.pretrain_epochs, hash_epochs=args.hash_epochs)
         out = Path(args.out)
+        start = time.perf_counter()
         weights = ensure_pretrained(split, config, out, dataset.num_classes)
         hypermodel = HashingHyperModel(split, args.bits, weights, config, space,
                                        dataset.num_classes)
         tuner = make_tuner(args.tuner, hypermodel, args.max_trials, out,
                            f"{dataset.name}-{args.protocol}-{args.bits}", args.seed)
         tuner.search(verbose=0)
+        defaults = default_objective(hypermodel, out)
         rows = trial_table(tuner)
         if not rows:
             raise TfhashError("no trial produced a score")
         names = list(hypermodel.space)
         print(format_table(rows, ["trial", "val_map", *names]))
+        print(f"defaults {defaults}")
         best = {name: rows[0][name] for name in names}
         write_json(out / "best_hparams.json", best)
-        write_json(out / "trials.json", {"dataset": dataset.name, "bits": args.bits,
-                                         **split.record(), "rows": rows})
+        previous = out / "trials.json"
+        wall = json.loads(previous.read_text()).get("wall_s", 0.0) if previous.exists() else 0.0
+        write_json(previous, {"dataset": dataset.name, "bits": args.bits, "tuner": args.tuner,
+                              **split.record(), "defaults": defaults,
+                              "wall_s": wall + time.perf_counter() - start, "rows": rows})
         plot_tuning(rows, [n for n in ("margin", "temperature") if n in names] or names,
                     out / "tuning.png")
         print(f"best {best}: wrote {out}/best_hparams.json (use with --hparams), tuning.png")

@@ -171,6 +171,20 @@ def ensure_pretrained(split, config, out_dir, num_classes=None, verbose="auto"):
     return path
 
 
+def default_objective(hypermodel, out_dir):
+    """``val_map`` of the space's default values (cached in ``out_dir/defaults.json``)."""
+    from tfhash.io import write_json
+
+    path = Path(out_dir) / "defaults.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    result = {"val_map": hypermodel.fit(hp, model, verbose=0)["val_map"], **hp.values}
+    write_json(path, result)
+    return result
+
+
 def trial_table(tuner):
     """Rows of every finished trial: id, score and hyperparameter values."""
     rows = []
