@@ -24,7 +24,7 @@ from tfhash.io import atomic_path
 from common import write_results
 
 RECIPES = {
-    "mnist": {"pretrain_epochs": 20, "hash_epochs": 10},
+    "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "classification_weight": 1.0},
     "cifar10": {"pretrain_epochs": 40, "hash_epochs": 10, "backbone_width": 32,
                 "augment": "crop_flip_cutout", "classification_weight": 1.0},
 }
