@@ -71,6 +71,11 @@ def cnnh_section(doc):
         walls[(r["method"], r["pretrain"])].append((r["seed"], r["wall_s_pretrain"],
                                                    r["wall_s_hash"]))
     lines.append("")
+    config = doc.get("config", {})
+    recipe = ", ".join(f"{k}={config[k]}" for k in (
+        "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
+        "temperature", "classification_weight", "augment", "label_smoothing") if k in config)
+    lines.append(f"Recipe: {recipe}.")
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
@@ -122,11 +127,13 @@ def speed_section(doc):
     lines = [f"### Training and encoding throughput ({doc['benchmark']})\n", header(doc),
              f"Machine float32 matmul: {doc['matmul_gflops']} GFLOP/s; model forward "
              f"{doc['flops_per_image'] / 1e6:.1f} MFLOP per image (training counted as 3x).\n",
-             "| case | images/s | speed-up vs naive Keras | fraction of matmul peak |",
-             "|---|---|---|---|"]
+             "| case | images/s | speed-up vs naive Keras | step time vs phase 1 | "
+             "fraction of matmul peak |",
+             "|---|---|---|---|---|"]
     for r in doc["rows"]:
         speed = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else ""
-        lines.append(f"| {r['benchmark_case']} | {r['images_per_s']:.0f} | {speed} | "
+        step = f"{r['step_time_vs_phase1']:.3f}" if "step_time_vs_phase1" in r else ""
+        lines.append(f"| {r['benchmark_case']} | {r['images_per_s']:.0f} | {speed} | {step} | "
                      f"{r['fraction_of_matmul_peak']:.3f} |")
     return "\n".join(lines) + "\n"
 
