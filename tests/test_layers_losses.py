@@ -173,3 +173,16 @@ def test_peer_losses_match_numpy_definitions(tmp_path):
     assert float(loss(y, u)) == pytest.approx(-logp[np.arange(12), y].mean(), rel=1e-5)
     restored = OrthoHashLoss.from_config(loss.get_config())
     np.testing.assert_array_equal(restored.codewords, loss.codewords)
+
+
+def test_negative_margin_applies_to_dissimilar_pairs_only():
+    rng = np.random.default_rng(3)
+    u = np.tanh(rng.normal(size=(10, 8))).astype(np.float32)
+    y = rng.integers(0, 3, 10)
+    s = np.where(y[:, None] == y[None, :], 1.0, -1.0)
+    a = u @ u.T / 8
+    m = np.where(s > 0, 0.9, 0.1)
+    expected = balanced_mean(y, np.exp(-np.minimum(s * a, m) / 0.4))
+    loss = ExponentiatedHashingLoss(margin=0.9, negative_margin=0.1, temperature=0.4)
+    assert float(loss(y, u)) == pytest.approx(expected, rel=1e-5)
+    assert ExponentiatedHashingLoss.from_config(loss.get_config()).negative_margin == 0.1

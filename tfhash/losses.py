@@ -116,15 +116,18 @@ def quantization_penalty(u):
 
 def exponentiated_hashing_loss(
     y_true, y_pred, margin=1.0, temperature=0.5, form="bilinear", label_mode="auto",
-    gather=True,
+    gather=True, negative_margin=None,
 ):
     """Per-sample exponentiated hashing loss ``exp(-min(s_ij a_ij, m) / T)``, pair-balanced.
 
     ``form="bilinear"`` uses the smooth affinity ``u_i . u_j / bits`` (gradients flow);
     ``form="exact"`` the discrete affinity of the signed codes (a measurement, no gradient).
+    ``negative_margin`` (default: ``margin``) is the margin of dissimilar pairs.
     """
     pairs = PairBatch(y_true, y_pred, label_mode, gather)
     affinity = pairs.affinity(binary=form == "exact")
+    if negative_margin is not None:
+        margin = ops.where(pairs.similarity > 0, margin, negative_margin)
     pair_loss = ops.exp(-ops.minimum(pairs.similarity * affinity, margin) / temperature)
     return pairs.per_sample(pair_loss)
 
@@ -135,6 +138,14 @@ def _check_unit_interval(value, name):
         f"`{name}` must be a number in (0, 1], got {value!r}",
     )
     return float(value)
+
+
+def _check_negative_margin(value):
+    check(
+        value is None or (isinstance(value, (int, float)) and 0 <= value <= 1),
+        f"`negative_margin` must be None or a number in [0, 1], got {value!r}",
+    )
+    return None if value is None else float(value)
 
 
 def _check_non_negative(value, name):
@@ -171,6 +182,9 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
             ``"sparse"`` or ``"multi_hot"``.
         gather: under `tf.distribute`, compare each replica's codes with the whole global
             batch (all-gather; see `PairBatch`). No effect on one device.
+        negative_margin: margin of dissimilar pairs in [0, 1], ``None`` for ``margin``
+            (tfhash's extension: e.g. 0 stops pushing a dissimilar pair apart once its codes
+            are orthogonal, while similar pairs are still pulled all the way together).
         reduction, name, dtype: As for any `keras.losses.Loss`.
 
     Example:
@@ -188,6 +202,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
         quantization=0.0,
         label_mode="auto",
         gather=True,
+        negative_margin=None,
         reduction="sum_over_batch_size",
         name="exponentiated_hashing_loss",
         dtype=None,
@@ -195,6 +210,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gather = bool(gather)
         self.margin = _check_unit_interval(margin, "margin")
+        self.negative_margin = _check_negative_margin(negative_margin)
         check(
             isinstance(temperature, (int, float)) and temperature >= MIN_TEMPERATURE,
             f"`temperature` must be a number >= {MIN_TEMPERATURE}, got {temperature!r}",
@@ -206,7 +222,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         loss = exponentiated_hashing_loss(
             y_true, y_pred, self.margin, self.temperature, "bilinear", self.label_mode,
-            self.gather,
+            self.gather, self.negative_margin,
         )
         if self.quantization:
             loss = loss + self.quantization * quantization_penalty(y_pred)
@@ -221,6 +237,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
                 "quantization": self.quantization,
                 "label_mode": self.label_mode,
                 "gather": self.gather,
+                "negative_margin": self.negative_margin,
             }
         )
         return config
@@ -239,16 +256,19 @@ class ExactHashingLoss(keras.metrics.Mean):
     """
 
     def __init__(
-        self, margin=1.0, temperature=0.5, label_mode="auto", name="exact_loss", dtype=None
+        self, margin=1.0, temperature=0.5, label_mode="auto", negative_margin=None,
+        name="exact_loss", dtype=None
     ):
         super().__init__(name=name, dtype=dtype)
         self.margin = _check_unit_interval(margin, "margin")
+        self.negative_margin = _check_negative_margin(negative_margin)
         self.temperature = float(temperature)
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         values = exponentiated_hashing_loss(
-            y_true, y_pred, self.margin, self.temperature, "exact", self.label_mode
+            y_true, y_pred, self.margin, self.temperature, "exact", self.label_mode,
+            negative_margin=self.negative_margin,
         )
         return super().update_state(values, sample_weight=sample_weight)
 
@@ -259,6 +279,7 @@ class ExactHashingLoss(keras.metrics.Mean):
                 "margin": self.margin,
                 "temperature": self.temperature,
                 "label_mode": self.label_mode,
+                "negative_margin": self.negative_margin,
             }
         )
         return config

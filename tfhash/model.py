@@ -59,7 +59,7 @@ class TrainConfig:
         pretrain_lr, hash_lr: peak learning rates (Adam with cosine decay).
         weight_decay: decoupled weight decay of both phases.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
-        margin, temperature, quantization: the exponentiated loss (see
+        margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
         classification_weight: weight of a softmax classifier on the relaxed codes kept
             during phase 2 (0: the paper's pure hashing phase).
@@ -83,6 +83,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     margin: float = 1.0
+    negative_margin: float | None = None
     temperature: float = 0.5
     quantization: float = 0.0
     classification_weight: float = 0.0
@@ -112,7 +113,8 @@ class TrainConfig:
         """The phase-2 loss this config defines (``num_classes``, ``bits``: for orthohash)."""
         if self.method == "exponentiated":
             return ExponentiatedHashingLoss(
-                margin=self.margin, temperature=self.temperature, quantization=self.quantization
+                margin=self.margin, temperature=self.temperature, quantization=self.quantization,
+                negative_margin=self.negative_margin,
             )
         if self.method == "orthohash":
             return OrthoHashLoss(num_classes, bits, seed=self.seed)
@@ -120,7 +122,8 @@ class TrainConfig:
 
     def hash_metrics(self):
         """The phase-2 metrics: the exact (discrete) form of the loss."""
-        return [ExactHashingLoss(self.margin, self.temperature)]
+        return [ExactHashingLoss(self.margin, self.temperature,
+                                 negative_margin=self.negative_margin)]
 
     def steps(self, n_train, epochs):
         """Optimizer steps of ``epochs`` over ``n_train`` images."""

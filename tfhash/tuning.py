@@ -34,6 +34,7 @@ from tfhash.pipeline import make_dataset
 OBJECTIVE = keras_tuner.Objective("val_map", direction="max")
 TUNABLE = {
     "margin": (1e-3, 1.0),
+    "negative_margin": (0.0, 1.0),
     "temperature": (0.02, 100.0),
     "hash_lr": (1e-6, 1.0),
     "quantization": (0.0, 10.0),
