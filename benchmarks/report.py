@@ -74,7 +74,8 @@ def cnnh_section(doc):
     config = doc.get("config", {})
     recipe = ", ".join(f"{k}={config[k]}" for k in (
         "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
-        "temperature", "classification_weight", "augment", "label_smoothing") if k in config)
+        "negative_margin", "temperature", "classification_weight", "augment",
+        "label_smoothing") if k in config)
     lines.append(f"Recipe: {recipe}.")
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")

@@ -11,6 +11,7 @@ The ablation row trains the exponentiated loss from a random backbone. Writes
 
 import argparse
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
@@ -19,12 +20,12 @@ import keras
 
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
-from tfhash.io import atomic_path
+from tfhash.io import atomic_path, write_json
 
 from common import write_results
 
 RECIPES = {
-    "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "classification_weight": 1.0},
+    "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 40, "hash_epochs": 10, "backbone_width": 32,
                 "augment": "crop_flip_cutout", "classification_weight": 1.0},
 }
@@ -38,27 +39,30 @@ def query_accuracy(classifier, split):
 def run_seed(args, dataset, seed, work_root, curves):
     split = data.make_split(dataset, "cnnh", seed=seed, val_fraction=0.0)
     recipe = dict(RECIPES.get(args.dataset, {}))
-    for key in ("pretrain_epochs", "hash_epochs", "classification_weight"):
+    for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
+                "negative_margin", "temperature"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
-    base = model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed,
-                             margin=args.margin, temperature=args.temperature, **recipe)
+    base = model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
     seed_dir = work_root / f"seed{seed}"
     pretrained = seed_dir / "pretrained.weights.h5"
     start = time.perf_counter()
     backbone = model.get_backbone(base.backbone, split.train.images.shape[1:],
                                   **({} if base.backbone_width is None
                                      else {"width": base.backbone_width}))
-    if pretrained.exists():
+    timing = seed_dir / "pretrained.json"  # phase 1 of an interrupted run is reused
+    if pretrained.exists() and timing.exists():
         classifier = model.build_classifier(backbone, dataset.num_classes)
         classifier.load_weights(pretrained)
+        pretrain_s = json.loads(timing.read_text())["wall_s"]
     else:
         keras.utils.set_random_seed(seed)
         classifier, _ = model.pretrain(backbone, split, dataset.num_classes, base,
                                        verbose=args.verbose)
         with atomic_path(pretrained) as tmp:
             classifier.save_weights(tmp)
-    pretrain_s = time.perf_counter() - start
+        pretrain_s = time.perf_counter() - start
+        write_json(timing, {"wall_s": pretrain_s})
     accuracy = query_accuracy(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {accuracy:.4f}", flush=True)
     rows = []
@@ -101,8 +105,9 @@ def main():
                                                          "orthohash"])
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
-    parser.add_argument("--margin", type=float, default=0.5)
-    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--negative-margin", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--no-ablation", action="store_true")
