@@ -106,6 +106,8 @@ def cnnh_plots(doc, groups, bits):
         links.append(("PR curves", f"results/{name}-pr_curve.png"))
         plot_pr_curves(curves, HERE / links[1][1],
                        title=f"{dataset} cnnh, {pr['method']}, seed {pr['seed']}")
+    elif (HERE / f"results/{name}-pr_curve.png").exists():  # drawn by the run itself
+        links.append(("PR curves", f"results/{name}-pr_curve.png"))
     return links
 
 
