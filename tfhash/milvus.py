@@ -78,14 +78,14 @@ class MilvusStore:
         probe = {"nprobe": self.params["nprobe"]} if self.kind == "ivf" else {}
         first = self._search(packed, k, probe)
         if self.kind == "flat":  # complete the tie group cut by rank k: ties by id, exactly
-            first = [self._complete(row, result, k) for row, result in zip(packed, first)]
+            kth = np.array([int(d[-1]) for _, d in first])
+            for radius in np.unique(kth):  # one range search per distinct k-th distance
+                rows = np.flatnonzero(kth == radius)
+                found = self._search(packed[rows], MAX_TOPK,
+                                     {"radius": int(radius) + 1, "range_filter": -1})
+                for row, (ids, dist) in zip(rows, found):
+                    first[row] = (ids[:k], dist[:k])
         return (np.stack([ids for ids, _ in first]), np.stack([d for _, d in first]))
-
-    def _complete(self, code, result, k):
-        kth = int(result[1][-1])
-        ids, dist = self._search(code[None], MAX_TOPK, {"radius": kth + 1,
-                                                        "range_filter": -1})[0]
-        return ids[:k], dist[:k]
 
     def range_search(self, packed, radius):
         return self._search(packed, MAX_TOPK, {"radius": radius + 1, "range_filter": -1})
