@@ -26,7 +26,8 @@ _EXPORTS = {
     "TfhashError": "tfhash.errors",
 }
 _SUBMODULES = (
-    "artifacts", "backbones", "callbacks", "codes", "data", "evaluation", "export", "index",
+    "artifacts", "backbones", "callbacks", "codes", "data", "distribute", "evaluation", "export",
+    "index",
     "losses", "layers", "metrics", "model", "pipeline", "plots", "tuning",
 )
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

@@ -124,6 +124,7 @@ def exponentiated_hashing_loss(
     ``form="exact"`` the discrete affinity of the signed codes (a measurement, no gradient).
     ``negative_margin`` (default: ``margin``) is the margin of dissimilar pairs.
     """
+    _check_choice(form, FORMS, "form")
     pairs = PairBatch(y_true, y_pred, label_mode, gather)
     affinity = pairs.affinity(binary=form == "exact")
     if negative_margin is not None:
