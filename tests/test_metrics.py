@@ -126,3 +126,12 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(TfhashError, match=match):
         metrics.mean_average_precision(**args)
+
+
+def test_retrieval_report_matches_the_separate_metrics():
+    q, ql, db, dbl = random_problem(6, bits=7, n_db=80)
+    report = metrics.retrieval_report(q, ql, db, dbl)
+    assert report["map"] == metrics.mean_average_precision(q, ql, db, dbl)
+    assert report["map_index"] == pytest.approx(map_index(q, ql, db, dbl), abs=1e-12)
+    p, r = metrics.precision_recall_at_radius(q, ql, db, dbl, radius=2)
+    assert (report["precision_r2"], report["recall_r2"]) == (p, r)

@@ -56,11 +56,13 @@ def mean_average_precision(
             ap = _index_ap(block)
         scores.append(ap)
         has_relevant.append(block.n_relevant > 0)
-    scores = np.concatenate(scores)
-    has_relevant = np.concatenate(has_relevant)
-    if not has_relevant.any():
-        return 0.0
-    return float(scores[has_relevant].mean())
+    return _mean_over_relevant(scores, has_relevant)
+
+
+def _mean_over_relevant(scores, has_relevant):
+    """Mean AP over queries with at least one relevant database item (0 if none has)."""
+    scores, has_relevant = np.concatenate(scores), np.concatenate(has_relevant)
+    return float(scores[has_relevant].mean()) if has_relevant.any() else 0.0
 
 
 def precision_at_k(q_codes, q_labels, db_codes, db_labels, k, ties="expected", bits=None):
@@ -89,21 +91,35 @@ def precision_recall_curve(q_codes, q_labels, db_codes, db_labels, bits=None):
     Returns:
         ``(radii, precision, recall)``: three arrays of length ``bits + 1``.
     """
-    prec_sum, rec_sum, n_queries, n_with_rel = 0.0, 0.0, 0, 0
-    code_bits = None
+    curve = _CurveSums()
     for block in _blocks(q_codes, q_labels, db_codes, db_labels, bits, None):
-        code_bits = block.bits
+        curve.add(block)
+    return curve.result()
+
+
+class _CurveSums:
+    """Per-radius precision and recall sums, accumulated block by block."""
+
+    def __init__(self):
+        self.prec_sum, self.rec_sum, self.n_queries, self.n_with_rel = 0.0, 0.0, 0, 0
+        self.bits = None
+
+    def add(self, block):
+        self.bits = block.bits
         in_ball = np.cumsum(block.hist, axis=1)
         rel_in_ball = np.cumsum(block.rel_hist, axis=1)
         total_rel = rel_in_ball[:, -1:]
         with np.errstate(invalid="ignore", divide="ignore"):
-            prec_sum = prec_sum + np.where(in_ball > 0, rel_in_ball / in_ball, 0.0).sum(axis=0)
+            self.prec_sum = self.prec_sum + np.where(in_ball > 0, rel_in_ball / in_ball,
+                                                     0.0).sum(axis=0)
             rec = np.where(total_rel > 0, rel_in_ball / total_rel, 0.0)
-        rec_sum = rec_sum + rec.sum(axis=0)
-        n_queries += block.hist.shape[0]
-        n_with_rel += int((total_rel > 0).sum())
-    radii = np.arange(code_bits + 1)
-    return radii, prec_sum / n_queries, rec_sum / max(n_with_rel, 1)
+        self.rec_sum = self.rec_sum + rec.sum(axis=0)
+        self.n_queries += block.hist.shape[0]
+        self.n_with_rel += int((total_rel > 0).sum())
+
+    def result(self):
+        radii = np.arange(self.bits + 1)
+        return radii, self.prec_sum / self.n_queries, self.rec_sum / max(self.n_with_rel, 1)
 
 
 def precision_recall_at_radius(q_codes, q_labels, db_codes, db_labels, radius=2, bits=None):
@@ -125,12 +141,18 @@ def retrieval_report(q_codes, q_labels, db_codes, db_labels, bits=None, radius=2
     Returns a dict with ``map``, ``map_index``, ``precision_r2``, ``recall_r2`` (the suffix
     follows ``radius``) and the PR curve arrays under ``pr_curve``.
     """
-    args = (q_codes, q_labels, db_codes, db_labels)
-    radii, precision, recall = precision_recall_curve(*args, bits=bits)
+    curve = _CurveSums()
+    expected, by_index, has_relevant = [], [], []
+    for block in _blocks(q_codes, q_labels, db_codes, db_labels, bits, None):  # one pass
+        curve.add(block)
+        expected.append(_expected_ap(block))
+        by_index.append(_index_ap(block))
+        has_relevant.append(block.n_relevant > 0)
+    radii, precision, recall = curve.result()
     r = min(int(radius), len(radii) - 1)
     return {
-        "map": mean_average_precision(*args, bits=bits),
-        "map_index": mean_average_precision(*args, ties="index", bits=bits),
+        "map": _mean_over_relevant(expected, has_relevant),
+        "map_index": _mean_over_relevant(by_index, has_relevant),
         f"precision_r{radius}": float(precision[r]),
         f"recall_r{radius}": float(recall[r]),
         "pr_curve": {"radius": radii, "precision": precision, "recall": recall},
