@@ -46,14 +46,14 @@ def cnnh_section(doc):
         groups[(r["method"], r["pretrain"])].append(r)
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"### {dataset}, cnnh protocol ({doc['benchmark']})\n", header(doc),
-             f"mAP@all (ties: expected), mean ± std over seeds {seeds}; "
+             f"mAP@all (ties: expected), mean ± std over each row's seeds (all: {seeds}); "
              "`map_index` = ties by index; P@r2 = precision within Hamming radius 2.\n",
-             "| method | pre-training | " + " | ".join(f"{b} bits" for b in bits)
+             "| method | pre-training | seeds | " + " | ".join(f"{b} bits" for b in bits)
              + " | mAP (index ties) | P@r2 |",
-             "|---|---|" + "---|" * len(bits) + "---|---|"]
+             "|---|---|---|" + "---|" * len(bits) + "---|---|"]
     paper = [PAPER.get((dataset, b)) for b in bits]
     if any(p is not None for p in paper):
-        lines.append("| Mu & Liu 2017 (paper, abstract) | yes | "
+        lines.append("| Mu & Liu 2017 (paper, abstract) | yes | | "
                      + " | ".join("" if p is None else f"{p:.2f}" for p in paper) + " | | |")
     order = sorted(groups, key=lambda k: (k[0] != "exponentiated", not k[1], k[0]))
     for method, pre in order:
@@ -63,7 +63,8 @@ def cnnh_section(doc):
                          for b in bits)
         pr2 = " / ".join(f"{np.mean([r['precision_r2'] for r in rs if r['bits'] == b]):.3f}"
                          for b in bits)
-        lines.append(f"| {method} | {'yes' if pre else 'no'} | " + " | ".join(cells)
+        row_seeds = ", ".join(str(x) for x in sorted({r["seed"] for r in rs}))
+        lines.append(f"| {method} | {'yes' if pre else 'no'} | {row_seeds} | " + " | ".join(cells)
                      + f" | {idx} | {pr2} |")
     acc = sorted({(r["seed"], r["query_accuracy"]) for r in rows})
     walls = defaultdict(list)
@@ -75,7 +76,7 @@ def cnnh_section(doc):
     recipe = ", ".join(f"{k}={config[k]}" for k in (
         "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
         "negative_margin", "temperature", "classification_weight", "augment",
-        "label_smoothing") if k in config)
+        "label_smoothing", "precision") if k in config)
     lines.append(f"Recipe: {recipe}.")
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")

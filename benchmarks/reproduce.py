@@ -22,7 +22,7 @@ from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.io import atomic_path, write_json
 
-from common import write_results
+from common import RESULTS, write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
@@ -47,9 +47,7 @@ def run_seed(args, dataset, seed, work_root, curves):
     seed_dir = work_root / f"seed{seed}"
     pretrained = seed_dir / "pretrained.weights.h5"
     start = time.perf_counter()
-    backbone = model.get_backbone(base.backbone, split.train.images.shape[1:],
-                                  **({} if base.backbone_width is None
-                                     else {"width": base.backbone_width}))
+    backbone = base.make_backbone(split.train.images.shape[1:])
     timing = seed_dir / "pretrained.json"  # phase 1 of an interrupted run is reused
     if pretrained.exists() and timing.exists():
         classifier = model.build_classifier(backbone, dataset.num_classes)
@@ -96,6 +94,27 @@ def run_seed(args, dataset, seed, work_root, curves):
     return rows, dataclasses.asdict(base)
 
 
+def load_earlier(name):
+    """The results file a run with ``--append`` adds to."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"--append: no {path} to add to")
+    return json.loads(path.read_text())
+
+
+def check_same_recipe(earlier, config):
+    """Refuses to mix rows of different recipes (everything but the seed must match)."""
+    if "config" not in earlier:
+        return
+    defaults = json.loads(json.dumps(dataclasses.asdict(model.TrainConfig())))
+    old = {**defaults, **earlier["config"]}  # fields added since the file was written
+    new = json.loads(json.dumps(config))
+    old.pop("seed"), new.pop("seed")
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
+        raise SystemExit(f"--append: the recipe differs from the results file in {diff}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10", "mnist-5k"))
@@ -112,20 +131,30 @@ def main():
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--append", action="store_true",
+                        help="add these seeds/methods to the existing results file (same recipe)")
     parser.add_argument("--work-dir", default="runs/reproduce")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     dataset = data.load_dataset(args.dataset)
     name = f"{args.dataset}-cnnh{args.tag}"
     work_root = Path(args.work_dir) / name
-    rows, curves, config = [], {}, None
+    earlier = load_earlier(name) if args.append else {"rows": [], "total_wall_s": 0.0}
+    rows, config = [], None
+    pr_curves = earlier.get("pr_curves") or {"method": "exponentiated", "seed": args.seeds[0],
+                                             "curves": {}}
     start = time.perf_counter()
     for seed in args.seeds:
+        curves = pr_curves["curves"] if seed == pr_curves["seed"] else {}
         seed_rows, config = run_seed(args, dataset, seed, work_root, curves)
+        check_same_recipe(earlier, config)
         rows.extend(seed_rows)
-        write_results(name, rows, config=config, total_wall_s=time.perf_counter() - start,
-                      pr_curves={"method": "exponentiated", "seed": args.seeds[0],
-                                 "curves": curves})
+        done = {(r["seed"], r["method"], r["pretrain"]) for r in rows}
+        kept = [r for r in earlier["rows"]
+                if (r["seed"], r["method"], r["pretrain"]) not in done]
+        write_results(name, kept + rows, config=config,
+                      total_wall_s=earlier["total_wall_s"] + time.perf_counter() - start,
+                      pr_curves=pr_curves)
     print("run benchmarks/report.py to refresh RESULTS.md and the PNGs")
 
 

@@ -3,7 +3,8 @@
 Measures images/s (median of timed epochs after a warm-up epoch) of:
   * ``keras_naive``: the plain Keras classifier of the backbone, `fit` on float numpy arrays,
     default compile settings (the baseline every ratio is taken against);
-  * ``tfhash_phase1``: tfhash's phase-1 classifier (tf.data, uint8 until the batch, XLA);
+  * ``tfhash_phase1``: tfhash's phase-1 classifier (tf.data, uint8 until the batch), also
+    with XLA (``_xla``) and in bfloat16 mixed precision (``_bf16``);
   * ``tfhash_phase2_<method>``: phase 2 with each loss (exponentiated and peers);
   * encoding: Keras predict, the exported SavedModel, ONNX Runtime;
 and the machine's float32 matmul GFLOP/s, to state each model's achieved fraction of it.

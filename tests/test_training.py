@@ -77,3 +77,57 @@ def test_any_keras_backbone_takes_the_head():
     custom = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                                keras.layers.Dense(4)])
     assert model.build_hasher(custom, 5).output_shape == (None, 5)
+
+
+def test_mixed_bfloat16_trains_the_backbone_in_bf16_and_returns_float32_hashers(split):
+    config = model.TrainConfig(bits=(8, 16), precision="mixed_bfloat16", pretrain_epochs=1,
+                               hash_epochs=1, shared_heads=True)
+    backbone = config.make_backbone(split.train.images.shape[1:])
+    convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    assert convs[0].kernel.dtype == "float32"  # weights stay float32
+    small = data.Split("cnnh", 0, split.train.take(slice(0, 512)), split.val.take(slice(0, 0)),
+                       split.query, split.database)
+    result = model.fit_two_phase(small, config, verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    for bits, hasher in result.hashers.items():
+        layers = [hasher.layers[1].layers, hasher.layers[2:]]
+        assert all(layer.compute_dtype == "float32" for group in layers for layer in group)
+        # reference: a float32 model built from scratch, given the trained weights
+        fresh = model.build_hasher(model.get_backbone(None, (28, 28, 1)), bits)
+        fresh.set_weights(hasher.get_weights())
+        x = split.query.images[:16].astype(np.float32)
+        np.testing.assert_array_equal(hasher.predict(x, verbose=0), fresh.predict(x, verbose=0))
+
+
+def test_as_float32_matches_mixed_model_up_to_bfloat16_rounding():
+    with model.precision_policy("mixed_bfloat16"):
+        backbone = model.get_backbone("mnist_cnn", (28, 28, 1))
+    mixed = model.build_hasher(backbone, 12)
+    copy = model.as_float32(mixed)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
+    relaxed = copy.predict(x, verbose=0)
+    assert relaxed.dtype == np.float32
+    np.testing.assert_allclose(relaxed, mixed.predict(x, verbose=0), atol=0.05)
+    assert not np.array_equal(relaxed, mixed.predict(x, verbose=0))  # bf16 did differ
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        model.TrainConfig(precision="float16")
+
+
+def test_mixed_precision_heads_share_one_float32_input(split):
+    from tfhash.evaluation import encode_heads
+
+    config = model.TrainConfig(bits=(8, 16), precision="mixed_bfloat16", hash_epochs=1)
+    small = split.train.take(slice(0, 256))
+    small_split = data.Split("cnnh", 0, small, split.val.take(slice(0, 0)), split.query,
+                             split.database)
+    backbone = config.make_backbone(small.images.shape[1:])
+    hashers, _ = model.train_hashers(backbone, small_split, (8, 16), config, verbose=0)
+    x = split.query.images[:8]
+    codes = encode_heads(hashers, x)  # needs the heads on one graph
+    for bits, hasher in hashers.items():
+        np.testing.assert_array_equal(codes[bits], model.encode(hasher, x, verbose=0))
+        assert hasher.layers[-1].compute_dtype == "float32"

@@ -63,6 +63,9 @@ def add_train_args(parser):
                         help="code length(s); phase 1 is shared by all")
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16"),
+                        help="backbone compute precision (bfloat16 is faster on AVX512-BF16 CPUs)")
     parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=128)
@@ -97,6 +100,7 @@ def train_config(args):
     return TrainConfig(
         bits=tuple(args.bits),
         backbone=args.backbone,
+        precision=args.precision,
         pretrain=not args.no_pretrain,
         pretrain_epochs=args.pretrain_epochs,
         hash_epochs=args.hash_epochs,
@@ -390,6 +394,7 @@ def configure_tune(parser):
     parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=8)
     parser.add_argument("--backbone", default=None)
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"))
     parser.add_argument("--out", required=True, help="tuning folder; re-running resumes it")
 
     def run(args):
@@ -411,7 +416,8 @@ def configure_tune(parser):
         space = load_space(args.space) if args.space else None
         dataset, split = load_split(args)
         config = TrainConfig(bits=args.bits, backbone=args.backbone, seed=args.seed,
-                             pretrain_epochs=args.pretrain_epochs, hash_epochs=args.hash_epochs)
+                             precision=args.precision, pretrain_epochs=args.pretrain_epochs,
+                             hash_epochs=args.hash_epochs)
         out = Path(args.out)
         start = time.perf_counter()
         weights = ensure_pretrained(split, config, out, dataset.num_classes)

@@ -13,6 +13,7 @@ Example:
 >>> codes = model.encode(result.hashers[12], split.query.images)
 """
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -44,6 +45,35 @@ METHODS = {
     "orthohash": OrthoHashLoss,
 }
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def precision_policy(name):
+    """Sets Keras' global dtype policy to ``name`` inside the block, then restores it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def as_float32(model):
+    """A float32 copy of ``model`` (e.g. trained in mixed precision), for inference and export.
+
+    >>> encoder = as_float32(result.hashers[12])  # every layer computes in float32
+    """
+    def rebuild(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    with precision_policy("float32"):
+        copy = keras.models.clone_model(model, clone_function=rebuild, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -68,6 +98,9 @@ class TrainConfig:
         shared_heads: train all code lengths at once, as heads on one backbone, in one
             phase-2 run (otherwise each length fine-tunes its own copy of the backbone).
         augment: ``"auto"``, ``"crop_flip"``, ``"shift"`` or ``"none"``.
+        precision: ``"float32"`` or ``"mixed_bfloat16"``: the backbone computes in bfloat16
+            with float32 weights (faster on CPUs with AVX512-BF16/AMX and on GPUs); heads
+            and losses stay float32, and the returned hashers are float32 copies.
         seed: seed of weights, shuffling and augmentation.
     """
 
@@ -90,6 +123,7 @@ class TrainConfig:
     method: str = "exponentiated"
     shared_heads: bool = False
     augment: str = "auto"
+    precision: str = "float32"
     seed: int = 0
 
     def __post_init__(self):
@@ -105,9 +139,17 @@ class TrainConfig:
             )
         check(self.method in METHODS,
               f"`method` must be one of {tuple(METHODS)}, got {self.method!r}")
+        check(self.precision in PRECISIONS,
+              f"`precision` must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("pretrain_lr", "hash_lr"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
+
+    def make_backbone(self, input_shape):
+        """The backbone this config names, at its width and precision."""
+        kwargs = {} if self.backbone_width is None else {"width": self.backbone_width}
+        with precision_policy(self.precision):
+            return get_backbone(self.backbone, input_shape, **kwargs)
 
     def hash_loss(self, num_classes=None, bits=None):
         """The phase-2 loss this config defines (``num_classes``, ``bits``: for orthohash)."""
@@ -157,13 +199,18 @@ def build_classifier(backbone, num_classes):
     """Backbone + softmax classifier: the phase-1 model."""
     inputs = keras.Input(backbone.input_shape[1:], name="images")
     features = backbone(inputs)
-    probs = keras.layers.Dense(num_classes, activation="softmax", name="classes")(features)
+    probs = keras.layers.Dense(num_classes, activation="softmax", name="classes",
+                               dtype="float32")(features)
     return keras.Model(inputs, probs, name="classifier")
 
 
 def build_hasher(backbone, bits, **head_kwargs):
-    """Backbone + `HashingHead`: the phase-2 model; outputs relaxed codes ``(batch, bits)``."""
+    """Backbone + `HashingHead`: the phase-2 model; outputs relaxed codes ``(batch, bits)``.
+
+    The head computes in float32 whatever the backbone's precision.
+    """
     inputs = keras.Input(backbone.input_shape[1:], name="images")
+    head_kwargs.setdefault("dtype", "float32")
     codes = HashingHead(bits, name="codes", **head_kwargs)(backbone(inputs))
     return keras.Model(inputs, codes, name=f"hasher_{bits}")
 
@@ -228,14 +275,15 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
 
     Each head gets the phase-2 loss; with ``config.classification_weight > 0`` a softmax
     classifier on each head's codes is trained alongside. Returns ``({bits: hasher},
-    history)``, each hasher the images -> relaxed codes branch of the trained model.
+    history)``, each hasher the images -> relaxed codes branch of the trained model (float32
+    copies sharing one input when ``config.precision`` is mixed).
     """
     num_classes = num_classes or int(split.train.labels.max()) + 1
     inputs = keras.Input(backbone.input_shape[1:], name="images")
     features = backbone(inputs)
     hashers, outputs, losses, weights, metrics = {}, {}, {}, {}, {}
     for bits in bits_list:
-        codes = HashingHead(bits, name=f"codes_{bits}")(features)
+        codes = HashingHead(bits, name=f"codes_{bits}", dtype="float32")(features)
         hashers[bits] = keras.Model(inputs, codes, name=f"hasher_{bits}")
         outputs[f"codes_{bits}"] = codes
         losses[f"codes_{bits}"] = config.hash_loss(num_classes, bits)
@@ -243,7 +291,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         weights[f"codes_{bits}"] = 1.0
         if config.classification_weight:
             outputs[f"classes_{bits}"] = keras.layers.Dense(
-                num_classes, activation="softmax", name=f"classes_{bits}")(codes)
+                num_classes, activation="softmax", name=f"classes_{bits}", dtype="float32")(codes)
             losses[f"classes_{bits}"] = keras.losses.SparseCategoricalCrossentropy()
             weights[f"classes_{bits}"] = config.classification_weight
     trainee = keras.Model(inputs, outputs, name="hash_trainer")
@@ -268,6 +316,10 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         callbacks=_fit_callbacks(work_dir, f"phase2-{tag}", callbacks),
         verbose=verbose,
     )
+    if config.precision != "float32":
+        joint = as_float32(keras.Model(inputs, [h.output for h in hashers.values()]))
+        hashers = {bits: keras.Model(joint.inputs, joint.get_layer(f"codes_{bits}").output,
+                                     name=f"hasher_{bits}") for bits in hashers}
     return hashers, history
 
 
@@ -290,8 +342,7 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
 def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
     keras.utils.set_random_seed(config.seed)
     num_classes = num_classes or int(split.train.labels.max()) + 1
-    kwargs = {} if config.backbone_width is None else {"width": config.backbone_width}
-    backbone = get_backbone(config.backbone, split.train.images.shape[1:], **kwargs)
+    backbone = config.make_backbone(split.train.images.shape[1:])
     histories, wall = {}, {}
     classifier = None
     if config.pretrain and config.pretrain_epochs:

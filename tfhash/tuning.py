@@ -25,7 +25,6 @@ from pathlib import Path
 import keras
 import keras_tuner
 
-from tfhash.backbones import get_backbone
 from tfhash.errors import check
 from tfhash.metrics import mean_average_precision
 from tfhash.model import build_classifier, build_hasher, encode, make_optimizer, pretrain
@@ -113,7 +112,7 @@ class HashingHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         config = self.values(hp)
-        backbone = get_backbone(config.backbone, self.split.train.images.shape[1:])
+        backbone = config.make_backbone(self.split.train.images.shape[1:])
         if self.pretrained_weights is not None:
             build_classifier(backbone, self.num_classes).load_weights(self.pretrained_weights)
         hasher = build_hasher(backbone, self.bits)
@@ -165,7 +164,7 @@ def ensure_pretrained(split, config, out_dir, num_classes=None, verbose="auto"):
     path = Path(out_dir) / "pretrained.weights.h5"
     if not path.exists():
         num_classes = num_classes or int(split.train.labels.max()) + 1
-        backbone = get_backbone(config.backbone, split.train.images.shape[1:])
+        backbone = config.make_backbone(split.train.images.shape[1:])
         classifier, _ = pretrain(backbone, split, num_classes, config, verbose=verbose)
         with atomic_path(path) as tmp:
             classifier.save_weights(tmp)
