@@ -129,7 +129,9 @@ def map_speed_section(doc):
 
 def speed_section(doc):
     lines = [f"### Training and encoding throughput ({doc['benchmark']})\n", header(doc),
-             f"Machine float32 matmul: {doc['matmul_gflops']} GFLOP/s; model forward "
+             f"Machine float32 matmul: {doc['matmul_gflops']} GFLOP/s"
+             + (f" (bfloat16: {doc['matmul_bf16_gflops']} GFLOP/s)"
+                if "matmul_bf16_gflops" in doc else "") + "; model forward "
              f"{doc['flops_per_image'] / 1e6:.1f} MFLOP per image (training counted as 3x).\n",
              "| case | images/s | speed-up vs naive Keras | step time vs phase 1 | "
              "fraction of matmul peak |",

@@ -5,7 +5,9 @@ Measures images/s (median of timed epochs after a warm-up epoch) of:
     default compile settings (the baseline every ratio is taken against);
   * ``tfhash_phase1``: tfhash's phase-1 classifier (tf.data, uint8 until the batch), also
     with XLA (``_xla``) and in bfloat16 mixed precision (``_bf16``);
-  * ``tfhash_phase2_<method>``: phase 2 with each loss (exponentiated and peers);
+    and at batch sizes 64 and 256 (``_b64``, ``_b256``, ``_bf16_b256``);
+  * ``tfhash_phase2_<method>``: phase 2 with each loss (exponentiated and peers), and the
+    exponentiated loss in bfloat16 (``_bf16``, step time against phase-1 bf16);
   * encoding: Keras predict, the exported SavedModel, ONNX Runtime;
 and the machine's float32 matmul GFLOP/s, to state each model's achieved fraction of it.
 
@@ -27,9 +29,9 @@ from tfhash.pipeline import make_dataset
 from common import write_results
 
 
-def matmul_gflops(n=2048, repeats=10):
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
+def matmul_gflops(n=2048, repeats=10, dtype="float32"):
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+    b = tf.cast(tf.random.normal((n, n)), dtype)
     fn = tf.function(lambda: tf.matmul(a, b))
     fn().numpy()
     start = time.perf_counter()
@@ -92,15 +94,16 @@ def main():
     images, labels = cifar.train.images[:n], cifar.train.labels[:n]
     shape = images.shape[1:]
     peak = matmul_gflops()
-    print(f"matmul peak {peak:.1f} GFLOP/s on {os.cpu_count()} cpus")
+    peak_bf16 = matmul_gflops(dtype="bfloat16")
+    print(f"matmul {peak:.1f} GFLOP/s (bfloat16: {peak_bf16:.1f}) on {os.cpu_count()} cpus")
     rows = []
 
     def record(name, seconds, flops_per_image, train=True, **extra):
         ips = n / seconds
         achieved = ips * flops_per_image * (3 if train else 1) / 1e9
         row = {"benchmark_case": name, "backbone": args.backbone, "batch_size": BATCH,
-               "images_per_s": round(ips, 1), "gflops_per_s": round(achieved, 2),
-               "fraction_of_matmul_peak": round(achieved / peak, 4), **extra}
+               **extra, "images_per_s": round(ips, 1), "gflops_per_s": round(achieved, 2),
+               "fraction_of_matmul_peak": round(achieved / peak, 4)}
         rows.append(row)
         print(row, flush=True)
         return ips
@@ -116,29 +119,37 @@ def main():
     def one_hot(x, y):
         return x, tf.one_hot(y, 10)
 
-    train = make_dataset(images, labels, BATCH, training=True, augment="crop_flip")
-    phase1 = None
-    for variant, jit, policy in (("", False, "float32"), ("_xla", True, "float32"),
-                                 ("_bf16", False, "mixed_bfloat16")):
-        keras.mixed_precision.set_global_policy(policy)
+    phase1 = {}
+    for variant, jit, policy, batch in (
+        ("", False, "float32", BATCH), ("_xla", True, "float32", BATCH),
+        ("_bf16", False, "mixed_bfloat16", BATCH), ("_b64", False, "float32", 64),
+        ("_b256", False, "float32", 256), ("_bf16_b256", False, "mixed_bfloat16", 256),
+    ):
         keras.utils.set_random_seed(0)
-        clf = model.build_classifier(model.get_backbone(args.backbone, shape), 10)
+        with model.precision_policy(policy):
+            clf = model.build_classifier(model.get_backbone(args.backbone, shape), 10)
         clf.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=jit)
+        train = make_dataset(images, labels, batch, training=True, augment="crop_flip")
         ips = record(f"tfhash_phase1{variant}",
-                     timed_fit(clf, train.map(one_hot), args.steps, args.epochs), flops)
+                     timed_fit(clf, train.map(one_hot), n // batch, args.epochs), flops,
+                     batch_size=batch, precision=policy)
         rows[-1]["speedup_vs_naive"] = round(ips / base, 3)
-        phase1 = phase1 or ips
-    keras.mixed_precision.set_global_policy("float32")
-    config = model.TrainConfig(bits=(48,))
-    for method in args.methods:
+        phase1[policy, batch] = phase1.get((policy, batch), ips)
+    train = make_dataset(images, labels, BATCH, training=True, augment="crop_flip")
+    runs = [(method, "float32") for method in args.methods] + [("exponentiated",
+                                                                "mixed_bfloat16")]
+    for method, policy in runs:
         keras.utils.set_random_seed(0)
-        hasher = model.build_hasher(model.get_backbone(args.backbone, shape), 48)
-        cfg = model.dataclasses.replace(config, method=method)
-        hasher.compile(optimizer="adam", loss=cfg.hash_loss(10, 48))
-        ips = record(f"tfhash_phase2_{method}", timed_fit(hasher, train, args.steps, args.epochs),
-                     flops, method=method, bits=48)
+        config = model.TrainConfig(bits=(48,), method=method, precision=policy)
+        hasher = model.build_hasher(config.make_backbone(shape), 48)
+        hasher.compile(optimizer="adam", loss=config.hash_loss(10, 48))
+        suffix = "" if policy == "float32" else "_bf16"
+        ips = record(f"tfhash_phase2_{method}{suffix}",
+                     timed_fit(hasher, train, args.steps, args.epochs), flops, method=method,
+                     bits=48, precision=policy)
         rows[-1]["speedup_vs_naive"] = round(ips / base, 3)
-        rows[-1]["step_time_vs_phase1"] = round(phase1 / ips, 3)
+        rows[-1]["step_time_vs_phase1"] = round(phase1[policy, BATCH] / ips, 3)
+    hasher = model.as_float32(hasher)
 
     # encoding: Keras predict vs SavedModel vs ONNX Runtime on the same batch
     from tfhash.export import export_onnx, export_savedmodel
@@ -171,6 +182,7 @@ def main():
                          "fraction_of_matmul_peak": round(ips * flops / 1e9 / peak, 4)})
             print(rows[-1], flush=True)
     write_results(f"speed{args.tag}", rows, matmul_gflops=round(peak, 1),
+                  matmul_bf16_gflops=round(peak_bf16, 1),
                   flops_per_image=flops, timed_images=n)
 
 
