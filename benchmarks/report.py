@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 # The paper's abstract gives only these headline figures (Hamming-ranking mAP, 12 bits).
-PAPER = {("mnist", 12): 0.99, ("cifar10", 12): 0.74}
+PAPER = {("mnist", "cnnh", 12): 0.99, ("cifar10", "cnnh", 12): 0.74}
 
 
 def load(path):
@@ -37,21 +37,21 @@ def mean_std(values):
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
-def cnnh_section(doc):
+def reproduction_section(doc):
     rows = doc["rows"]
-    dataset = rows[0]["dataset"]
+    dataset, protocol = rows[0]["dataset"], rows[0]["protocol"]
     bits = sorted({r["bits"] for r in rows})
     groups = defaultdict(list)
     for r in rows:
         groups[(r["method"], r["pretrain"])].append(r)
     seeds = sorted({r["seed"] for r in rows})
-    lines = [f"### {dataset}, cnnh protocol ({doc['benchmark']})\n", header(doc),
+    lines = [f"### {dataset}, {protocol} protocol ({doc['benchmark']})\n", header(doc),
              f"mAP@all (ties: expected), mean ± std over each row's seeds (all: {seeds}); "
              "`map_index` = ties by index; P@r2 = precision within Hamming radius 2.\n",
              "| method | pre-training | seeds | " + " | ".join(f"{b} bits" for b in bits)
              + " | mAP (index ties) | P@r2 |",
              "|---|---|---|" + "---|" * len(bits) + "---|---|"]
-    paper = [PAPER.get((dataset, b)) for b in bits]
+    paper = [PAPER.get((dataset, protocol, b)) for b in bits]
     if any(p is not None for p in paper):
         lines.append("| Mu & Liu 2017 (paper, abstract) | yes | | "
                      + " | ".join("" if p is None else f"{p:.2f}" for p in paper) + " | | |")
@@ -85,28 +85,29 @@ def cnnh_section(doc):
                  + "; phase 2 (all lengths at once) per method, first seed (s): "
                  + ", ".join(f"{m}{'' if pre else ' (no pre-training)'} {v[0][2]:.0f}"
                              for (m, pre), v in walls.items()) + ".")
-    lines.append("\n" + " ".join(f"![{alt}]({png})" for alt, png in cnnh_plots(doc, groups, bits)))
+    links = reproduction_plots(doc, groups, bits)
+    lines.append("\n" + " ".join(f"![{alt}]({png})" for alt, png in links))
     return "\n".join(lines) + "\n"
 
 
-def cnnh_plots(doc, groups, bits):
+def reproduction_plots(doc, groups, bits):
     """Draws mAP-vs-bits (mean over seeds, every method) and the PR curves; returns links."""
     from tfhash.plots import plot_map_vs_bits, plot_pr_curves
 
     name = doc["benchmark"]
-    dataset = doc["rows"][0]["dataset"]
+    dataset, protocol = doc["rows"][0]["dataset"], doc["rows"][0]["protocol"]
     series = {}
     for (method, pre), rs in groups.items():
         label = method if pre else f"{method} (no pre-training)"
         series[label] = (bits, [np.mean([r["map"] for r in rs if r["bits"] == b]) for b in bits])
     links = [("mAP vs bits", f"results/{name}-map_vs_bits.png")]
-    plot_map_vs_bits(series, HERE / links[0][1], title=f"{dataset} cnnh: mAP against bits")
+    plot_map_vs_bits(series, HERE / links[0][1], title=f"{dataset} {protocol}: mAP against bits")
     pr = doc.get("pr_curves")
     if pr and pr["curves"]:
         curves = {f"{b} bits": (c["precision"], c["recall"]) for b, c in pr["curves"].items()}
         links.append(("PR curves", f"results/{name}-pr_curve.png"))
         plot_pr_curves(curves, HERE / links[1][1],
-                       title=f"{dataset} cnnh, {pr['method']}, seed {pr['seed']}")
+                       title=f"{dataset} {protocol}, {pr['method']}, seed {pr['seed']}")
     elif (HERE / f"results/{name}-pr_curve.png").exists():  # drawn by the run itself
         links.append(("PR curves", f"results/{name}-pr_curve.png"))
     return links
@@ -164,8 +165,8 @@ def main():
     for path in sorted(RESULTS.glob("*.json")):
         doc = load(path)
         name = doc["benchmark"]
-        if "-cnnh" in name:
-            sections.append(cnnh_section(doc))
+        if doc["rows"] and "protocol" in doc["rows"][0]:
+            sections.append(reproduction_section(doc))
         elif name == "map_speed":
             sections.append(map_speed_section(doc))
         elif name.startswith("speed"):

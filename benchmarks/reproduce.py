@@ -1,9 +1,9 @@
-"""Reproduces the paper's table under the cnnh protocol: mAP at 12/24/32/48 bits.
+"""Reproduces the paper's table under the cnnh (or full) protocol: mAP at 12/24/32/48 bits.
 
 Per seed: phase 1 (classification pre-training) runs once; every method then starts phase 2
 from those weights with all code lengths as heads on one backbone, same data, same epochs.
 The ablation row trains the exponentiated loss from a random backbone. Writes
-``benchmarks/results/<dataset>-cnnh.json``, a mAP-vs-bits PNG and the PR curves; run
+``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/reproduce.py --dataset mnist --seeds 0 1 2
@@ -37,7 +37,7 @@ def query_accuracy(classifier, split):
 
 
 def run_seed(args, dataset, seed, work_root, curves):
-    split = data.make_split(dataset, "cnnh", seed=seed, val_fraction=0.0)
+    split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
                 "negative_margin", "temperature"):
@@ -79,7 +79,7 @@ def run_seed(args, dataset, seed, work_root, curves):
         db_codes = encode_heads(result.hashers, split.database.images)
         for bits in result.hashers:
             report = evaluate_codes(q_codes[bits], db_codes[bits], split)
-            row = summary_row(report, dataset=args.dataset, protocol="cnnh", method=method,
+            row = summary_row(report, dataset=args.dataset, protocol=args.protocol, method=method,
                               bits=bits, pretrain=use_pretrain, seed=seed)
             row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
                         "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
@@ -118,6 +118,8 @@ def check_same_recipe(earlier, config):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10", "mnist-5k"))
+    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"),
+                        help="full: CIFAR-10 50,000 train / 10,000 queries (hours on 2 CPUs)")
     parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["exponentiated", "dpsh", "dsh",
@@ -137,7 +139,7 @@ def main():
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     dataset = data.load_dataset(args.dataset)
-    name = f"{args.dataset}-cnnh{args.tag}"
+    name = f"{args.dataset}-{args.protocol}{args.tag}"
     work_root = Path(args.work_dir) / name
     earlier = load_earlier(name) if args.append else {"rows": [], "total_wall_s": 0.0}
     rows, config = [], None
