@@ -30,10 +30,14 @@ def test_two_trials_then_resume(tmp_path, capsys):
     assert weights.stat().st_mtime_ns == stamp
     again = {r["trial"]: r["val_map"] for r in rows}
     assert all(again[t] == s for t, s in first.items())
-    # the best file feeds `tfhash train --hparams`
+    # the best file holds the top scorer among the trials and the defaults, and feeds
+    # `tfhash train --hparams`
     from tfhash.cli import read_hparams
 
-    assert read_hparams(tmp_path / "best_hparams.json") == best
+    defaults = json.loads((tmp_path / "defaults.json").read_text())
+    top = max([*rows, defaults], key=lambda r: r["val_map"])
+    best = read_hparams(tmp_path / "best_hparams.json")
+    assert best == {name: top[name] for name in ("margin", "temperature")}
 
 
 @pytest.mark.parametrize(

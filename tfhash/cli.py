@@ -433,7 +433,8 @@ def configure_tune(parser):
         names = list(hypermodel.space)
         print(format_table(rows, ["trial", "val_map", *names]))
         print(f"defaults {defaults}")
-        best = {name: rows[0][name] for name in names}
+        winner = defaults if defaults["val_map"] > rows[0]["val_map"] else rows[0]
+        best = {name: winner[name] for name in names}
         write_json(out / "best_hparams.json", best)
         previous = out / "trials.json"
         wall = json.loads(previous.read_text()).get("wall_s", 0.0) if previous.exists() else 0.0
@@ -442,7 +443,8 @@ def configure_tune(parser):
                               "wall_s": wall + time.perf_counter() - start, "rows": rows})
         plot_tuning(rows, [n for n in ("margin", "temperature") if n in names] or names,
                     out / "tuning.png")
-        print(f"best {best}: wrote {out}/best_hparams.json (use with --hparams), tuning.png")
+        source = "the defaults (no trial beat them)" if winner is defaults else "best trial"
+        print(f"{source} {best}: wrote {out}/best_hparams.json (use with --hparams), tuning.png")
 
     return run
 
