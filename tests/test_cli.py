@@ -164,3 +164,19 @@ def test_export_command(saved_encoder, tmp_path, capsys):
     assert cli.main(["export", str(saved_encoder), "--out", str(tmp_path),
                      "--format", "tflite"]) == 2
     assert "--format" in capsys.readouterr().err
+
+
+def test_train_in_mixed_precision_saves_a_float32_encoder(tmp_path, capsys):
+    from tfhash.artifacts import load_encoder
+
+    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "8", "--pretrain-epochs", "1",
+                     "--hash-epochs", "1", "--precision", "mixed_bfloat16",
+                     "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["config"]["precision"] == "mixed_bfloat16"
+    assert 0 < run["rows"][0]["map"] <= 1
+    encoder, meta = load_encoder(tmp_path / "model-8.keras")
+    assert meta["bits"] == 8
+    inner = [layer for sub in encoder.layers for layer in getattr(sub, "layers", [sub])]
+    assert all(layer.compute_dtype == "float32" for layer in inner)
