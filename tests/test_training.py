@@ -35,13 +35,15 @@ def trained(split, tmp_path_factory):
     return result, time.perf_counter() - start, work
 
 
-def test_short_training_reaches_map_090_at_12_bits(split, trained):
+def test_short_training_reaches_map_087_at_12_bits(split, trained):
+    # The demo recipe's 12-bit mAP over repeated runs is about 0.94 +- 0.02 with a lowest seen
+    # value of 0.894 (benchmarks/results/demo_spread.json); 0.87 leaves room for that spread.
     result, wall, _ = trained
     hasher = result.hashers[12]
     q = model.encode(hasher, split.query.images, verbose=0)
     db = model.encode(hasher, split.database.images, verbose=0)
     score = metrics.mean_average_precision(q, split.query.labels, db, split.database.labels)
-    assert score >= 0.90, f"mAP@all {score:.3f} after {wall:.0f}s"
+    assert score >= 0.87, f"mAP@all {score:.3f} after {wall:.0f}s"
     history = result.histories["hash_12"].history
     assert "val_map" in history and any(k.endswith("exact_loss") for k in history)
     assert history["loss"][-1] < history["loss"][0]
