@@ -1,7 +1,8 @@
 """Writes tuning/RESULTS.md from tuning folders' trials.json (no hand-typed numbers).
 
-Copies each folder's trials.json and tuning.png to tuning/results/<dataset>-<bits>.*
-so the table can be rebuilt from committed files.
+Copies each folder's trials.json, tuning.png and best_hparams.json to
+tuning/results/<dataset>-<bits>.* so the table can be rebuilt from committed files and the
+chosen values used directly (`tfhash train --hparams tuning/results/<stem>.hparams.json`).
 
     python tuning/summarize.py runs/tuning/mnist-12 runs/tuning/mnist-48
 """
@@ -26,6 +27,8 @@ def main(folders):
         stem = f"{doc['dataset']}-{doc['bits']}"
         shutil.copyfile(Path(folder) / "trials.json", HERE / "results" / f"{stem}.json")
         shutil.copyfile(Path(folder) / "tuning.png", HERE / "results" / f"{stem}.png")
+        shutil.copyfile(Path(folder) / "best_hparams.json",
+                        HERE / "results" / f"{stem}.hparams.json")
         best = doc["rows"][0]
         values = ", ".join(f"{k}={v:.4g}" for k, v in best.items()
                            if k not in ("trial", "val_map"))
@@ -34,7 +37,10 @@ def main(folders):
                      f"| {best['val_map']:.4f} | {default:.4f} | {best['val_map'] - default:+.4f} "
                      f"| {values} | {doc['wall_s']:.0f} | ![](results/{stem}.png) |")
     lines += ["", "A negative gain means no searched trial beat the library defaults (margin 1, "
-              "temperature 0.5, the plain exponentiated loss), so the defaults were kept."]
+              "temperature 0.5, the plain exponentiated loss); `best_hparams.json` then holds "
+              "the defaults. A positive gain means the searched values won on that split; "
+              "`results/<dataset>-<bits>.hparams.json` holds what to pass to "
+              "`tfhash train --hparams`."]
     out = HERE / "RESULTS.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
