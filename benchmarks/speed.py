@@ -7,7 +7,9 @@ Measures images/s (median of timed epochs after a warm-up epoch) of:
     with XLA (``_xla``) and in bfloat16 mixed precision (``_bf16``);
     and at batch sizes 64 and 256 (``_b64``, ``_b256``, ``_bf16_b256``);
   * ``tfhash_phase2_<method>``: phase 2 with each loss (exponentiated and peers), and the
-    exponentiated loss in bfloat16 (``_bf16``, step time against phase-1 bf16);
+    exponentiated loss in bfloat16 (``_bf16``, step time against phase-1 bf16), and each
+    loss alone (``loss_only_<method>``: forward + gradient on a batch of codes, as a fraction
+    of a phase-1 step, a bound on what the loss adds that the noise of whole-step timings hides);
   * encoding: Keras predict, the exported SavedModel, ONNX Runtime;
 and the machine's float32 matmul GFLOP/s, to state each model's achieved fraction of it.
 
@@ -76,6 +78,24 @@ def timed_fit(net, data, steps, epochs):
 
 
 BATCH = 128
+
+
+def loss_step_ms(loss, bits=48, repeats=200):
+    """Milliseconds of one forward + gradient of ``loss`` on a (BATCH, bits) batch of codes."""
+    codes = tf.Variable(tf.tanh(tf.random.normal((BATCH, bits))))
+    labels = tf.random.uniform((BATCH,), 0, 10, dtype=tf.int32)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            value = loss(labels, codes)
+        return tape.gradient(value, codes)
+
+    step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats * 1e3
 
 
 def main():
@@ -150,6 +170,13 @@ def main():
         rows[-1]["speedup_vs_naive"] = round(ips / base, 3)
         rows[-1]["step_time_vs_phase1"] = round(phase1[policy, BATCH] / ips, 3)
     hasher = model.as_float32(hasher)
+    for method in args.methods:  # the loss alone: forward + gradient on a batch of codes
+        loss_ms = loss_step_ms(model.TrainConfig(bits=(48,), method=method).hash_loss(10, 48))
+        rows.append({"benchmark_case": f"loss_only_{method}", "method": method, "bits": 48,
+                     "batch_size": BATCH, "step_ms": round(loss_ms, 3),
+                     "fraction_of_phase1_step": round(loss_ms / 1e3 * phase1["float32", BATCH]
+                                                      / BATCH, 5)})
+        print(rows[-1], flush=True)
 
     # encoding: Keras predict vs SavedModel vs ONNX Runtime on the same batch
     from tfhash.export import export_onnx, export_savedmodel
