@@ -26,7 +26,7 @@ from common import RESULTS, write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
-    "cifar10": {"pretrain_epochs": 40, "hash_epochs": 10, "backbone_width": 32,
+    "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
                 "augment": "crop_flip_cutout", "classification_weight": 1.0},
 }
 
