@@ -40,7 +40,7 @@ def run_seed(args, dataset, seed, work_root, curves):
     split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
-                "negative_margin", "temperature", "precision"):
+                "negative_margin", "temperature", "precision", "backbone_width"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     base = model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -130,6 +130,7 @@ def main():
     parser.add_argument("--negative-margin", type=float, default=None)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--precision", default=None, choices=("float32", "mixed_bfloat16"))
+    parser.add_argument("--backbone-width", type=int, default=None)
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--no-ablation", action="store_true")
