@@ -156,7 +156,13 @@ def speed_section(doc):
 def generic_section(doc):
     rows = doc["rows"]
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    lines = [f"### {doc['benchmark']}\n", header(doc), "| " + " | ".join(keys) + " |",
+    settings = ", ".join(f"{k}={v}" for k, v in doc.items()
+                         if k not in ("benchmark", "created", "machine", "versions", "rows")
+                         and isinstance(v, (int, float, str)))
+    lines = [f"### {doc['benchmark']}\n", header(doc)]
+    if settings:
+        lines.append(f"Settings: {settings}.\n")
+    lines += ["| " + " | ".join(keys) + " |",
              "|" + "---|" * len(keys)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(k, "")) for k in keys) + " |")
