@@ -260,7 +260,8 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
         return x, tf.one_hot(y, num_classes)
 
     history = classifier.fit(
-        train.map(one_hot),
+        train.map(one_hot).repeat(),  # one iterator for all epochs: no restart per epoch
+        steps_per_epoch=config.steps(len(split.train), 1),
         validation_data=None if val is None else val.map(one_hot),
         epochs=config.pretrain_epochs,
         callbacks=_fit_callbacks(work_dir, "phase1", callbacks),
@@ -311,7 +312,8 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
                                          output=f"codes_{bits_list[0]}"))
     tag = "-".join(str(b) for b in bits_list)
     history = trainee.fit(
-        train,
+        train.repeat(),
+        steps_per_epoch=config.steps(len(split.train), 1),
         epochs=config.hash_epochs,
         callbacks=_fit_callbacks(work_dir, f"phase2-{tag}", callbacks),
         verbose=verbose,

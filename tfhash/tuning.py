@@ -131,7 +131,8 @@ class HashingHyperModel(keras_tuner.HyperModel):
                              seed=config.seed)
         kept = [c for c in callbacks or [] if not isinstance(c, keras.callbacks.TensorBoard)]
         epochs = kwargs.get("epochs", config.hash_epochs)  # Hyperband sets its own budget
-        model.fit(train, epochs=epochs, initial_epoch=kwargs.get("initial_epoch", 0),
+        model.fit(train.repeat(), steps_per_epoch=config.steps(len(self.split.train), 1),
+                  epochs=epochs, initial_epoch=kwargs.get("initial_epoch", 0),
                   callbacks=kept, verbose=verbose)
         return {"val_map": validation_map(model, self.split)}
 
