@@ -57,24 +57,30 @@ def forward_flops(net):
     return int(total)
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Collects the wall seconds of every epoch of a fit in ``seconds``."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
 def timed_fit(net, data, steps, epochs):
     """Median seconds per epoch of ``steps`` batches, after one warm-up epoch."""
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
+    timer = EpochTimer()
     kwargs = {"steps_per_epoch": steps} if isinstance(data, tf.data.Dataset) else {}
     if isinstance(data, tuple):
         x, y = data
-        net.fit(x, y, batch_size=BATCH, epochs=epochs + 1, verbose=0, callbacks=[Timer()])
+        net.fit(x, y, batch_size=BATCH, epochs=epochs + 1, verbose=0, callbacks=[timer])
     else:
-        net.fit(data.repeat(), epochs=epochs + 1, verbose=0, callbacks=[Timer()], **kwargs)
-    return float(np.median(times[1:]))
+        net.fit(data.repeat(), epochs=epochs + 1, verbose=0, callbacks=[timer], **kwargs)
+    return float(np.median(timer.seconds[1:]))
 
 
 BATCH = 128
