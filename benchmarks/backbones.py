@@ -20,7 +20,7 @@ from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes
 from tfhash.pipeline import make_dataset
 
-from common import write_results
+from common import query_accuracy, write_results
 from speed import timed_fit
 
 CANDIDATES = [
@@ -39,8 +39,7 @@ def probe_epoch_s(config, split, num_classes):
     classifier.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
     train = make_dataset(split.train.images, split.train.labels, config.batch_size,
                          training=True, augment=config.augment, seed=config.seed)
-    steps = -(-len(split.train) // config.batch_size)
-    return timed_fit(classifier, train, steps, epochs=1)
+    return timed_fit(classifier, train, config.steps(len(split.train), 1), epochs=1)
 
 
 def run_candidate(args, split, num_classes, backbone, width, precision):
@@ -55,8 +54,7 @@ def run_candidate(args, split, num_classes, backbone, width, precision):
     start = time.perf_counter()
     classifier, _ = model.pretrain(net, split, num_classes, config, verbose=args.verbose)
     pretrain_s = time.perf_counter() - start
-    probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
-    accuracy = float((probs.argmax(axis=1) == split.query.labels).mean())
+    accuracy = query_accuracy(classifier, split)
     start = time.perf_counter()
     hashers, _ = model.train_hashers(net, split, config.bits, config, num_classes,
                                      verbose=args.verbose)

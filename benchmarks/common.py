@@ -31,6 +31,12 @@ def versions():
     return out
 
 
+def query_accuracy(classifier, split):
+    """Accuracy of a phase-1 classifier on the split's queries."""
+    probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
+    return float((probs.argmax(axis=1) == split.query.labels).mean())
+
+
 def write_results(name, rows, **extra):
     """Writes benchmarks/results/<name>.json in the shape DESIGN.md fixes."""
     sys.path.insert(0, str(Path(__file__).parents[1]))

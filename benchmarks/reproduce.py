@@ -22,7 +22,7 @@ from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.io import atomic_path, write_json
 
-from common import RESULTS, write_results
+from common import RESULTS, query_accuracy, write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
@@ -31,19 +31,19 @@ RECIPES = {
 }
 
 
-def query_accuracy(classifier, split):
-    probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
-    return float((probs.argmax(axis=1) == split.query.labels).mean())
-
-
-def run_seed(args, dataset, seed, work_root, curves):
-    split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
+def seed_config(args, seed):
+    """The dataset's recipe with the command line's overrides, for one seed."""
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
                 "negative_margin", "temperature", "precision", "backbone_width"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
-    base = model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
+    return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
+
+
+def run_seed(args, dataset, base, work_root, curves):
+    seed = base.seed
+    split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     seed_dir = work_root / f"seed{seed}"
     pretrained = seed_dir / "pretrained.weights.h5"
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def run_seed(args, dataset, seed, work_root, curves):
                 curve = report["pr_curve"]
                 curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
                                      "recall": curve["recall"].round(6).tolist()}
-    return rows, dataclasses.asdict(base)
+    return rows
 
 
 def load_earlier(name):
@@ -129,7 +129,7 @@ def main():
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--negative-margin", type=float, default=None)
     parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--precision", default=None, choices=("float32", "mixed_bfloat16"))
+    parser.add_argument("--precision", default=None, choices=model.PRECISIONS)
     parser.add_argument("--backbone-width", type=int, default=None)
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
@@ -144,19 +144,20 @@ def main():
     name = f"{args.dataset}-{args.protocol}{args.tag}"
     work_root = Path(args.work_dir) / name
     earlier = load_earlier(name) if args.append else {"rows": [], "total_wall_s": 0.0}
-    rows, config = [], None
+    rows = []
+    configs = {seed: seed_config(args, seed) for seed in args.seeds}
+    for config in configs.values():  # before any training, not after an hour of it
+        check_same_recipe(earlier, dataclasses.asdict(config))
     pr_curves = earlier.get("pr_curves") or {"method": "exponentiated", "seed": args.seeds[0],
                                              "curves": {}}
     start = time.perf_counter()
     for seed in args.seeds:
         curves = pr_curves["curves"] if seed == pr_curves["seed"] else {}
-        seed_rows, config = run_seed(args, dataset, seed, work_root, curves)
-        check_same_recipe(earlier, config)
-        rows.extend(seed_rows)
+        rows.extend(run_seed(args, dataset, configs[seed], work_root, curves))
         done = {(r["seed"], r["method"], r["pretrain"]) for r in rows}
         kept = [r for r in earlier["rows"]
                 if (r["seed"], r["method"], r["pretrain"]) not in done]
-        write_results(name, kept + rows, config=config,
+        write_results(name, kept + rows, config=dataclasses.asdict(configs[seed]),
                       total_wall_s=earlier["total_wall_s"] + time.perf_counter() - start,
                       pr_curves=pr_curves)
     print("run benchmarks/report.py to refresh RESULTS.md and the PNGs")

@@ -180,3 +180,14 @@ def test_train_in_mixed_precision_saves_a_float32_encoder(tmp_path, capsys):
     assert meta["bits"] == 8
     inner = [layer for sub in encoder.layers for layer in getattr(sub, "layers", [sub])]
     assert all(layer.compute_dtype == "float32" for layer in inner)
+
+
+def test_precision_choices_are_the_models():
+    import argparse
+
+    from tfhash.model import PRECISIONS
+
+    parser = argparse.ArgumentParser()
+    cli.add_precision_arg(parser)
+    action = next(a for a in parser._actions if a.dest == "precision")
+    assert tuple(action.choices) == PRECISIONS

@@ -27,8 +27,7 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "artifacts", "backbones", "callbacks", "codes", "data", "distribute", "evaluation", "export",
-    "index",
-    "losses", "layers", "metrics", "model", "pipeline", "plots", "tuning",
+    "index", "losses", "layers", "metrics", "model", "pipeline", "plots", "tuning",
 )
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

@@ -58,14 +58,19 @@ def add_data_args(parser, dataset_required=True):
                         help="share of training images held out for model selection")
 
 
+def add_precision_arg(parser):
+    # the names of tfhash.model.PRECISIONS, spelled here so parsing does not import TensorFlow
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16"),
+                        help="backbone compute precision (bfloat16 is faster on AVX512-BF16 CPUs)")
+
+
 def add_train_args(parser):
     parser.add_argument("--bits", type=bits_arg, nargs="+", default=[12],
                         help="code length(s); phase 1 is shared by all")
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
-    parser.add_argument("--precision", default="float32",
-                        choices=("float32", "mixed_bfloat16"),
-                        help="backbone compute precision (bfloat16 is faster on AVX512-BF16 CPUs)")
+    add_precision_arg(parser)
     parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=128)
@@ -394,7 +399,7 @@ def configure_tune(parser):
     parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=8)
     parser.add_argument("--backbone", default=None)
-    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"))
+    add_precision_arg(parser)
     parser.add_argument("--out", required=True, help="tuning folder; re-running resumes it")
 
     def run(args):
