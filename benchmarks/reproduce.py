@@ -35,7 +35,7 @@ def seed_config(args, seed):
     """The dataset's recipe with the command line's overrides, for one seed."""
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
-                "negative_margin", "temperature", "precision", "backbone_width"):
+                "negative_margin", "temperature", "precision", "backbone_width", "mix"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -131,6 +131,8 @@ def main():
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--precision", default=None, choices=model.PRECISIONS)
     parser.add_argument("--backbone-width", type=int, default=None)
+    parser.add_argument("--mix", default=None, choices=("none", "cutmix", "mixup"),
+                        help="phase-1 batch mixing (default: the recipe's)")
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--no-ablation", action="store_true")

@@ -182,12 +182,13 @@ def test_train_in_mixed_precision_saves_a_float32_encoder(tmp_path, capsys):
     assert all(layer.compute_dtype == "float32" for layer in inner)
 
 
-def test_precision_choices_are_the_models():
+def test_choices_spelled_in_the_cli_are_the_librarys():
     import argparse
 
     from tfhash.model import PRECISIONS
+    from tfhash.pipeline import MIXES
 
     parser = argparse.ArgumentParser()
-    cli.add_precision_arg(parser)
-    action = next(a for a in parser._actions if a.dest == "precision")
-    assert tuple(action.choices) == PRECISIONS
+    cli.add_train_args(parser)
+    choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
+    assert choices["precision"] == PRECISIONS and choices["mix"] == MIXES

@@ -113,9 +113,21 @@ def test_as_float32_matches_mixed_model_up_to_bfloat16_rounding():
     assert not np.array_equal(relaxed, mixed.predict(x, verbose=0))  # bf16 did differ
 
 
-def test_unknown_precision_is_refused():
-    with pytest.raises(ValueError, match="precision"):
-        model.TrainConfig(precision="float16")
+@pytest.mark.parametrize("field, value", [("precision", "float16"), ("mix", "cutout"),
+                                          ("augment", "rotate")])
+def test_unknown_config_choices_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"`{field}` must be one of"):
+        model.TrainConfig(**{field: value})
+
+
+def test_cutmix_pretraining_fits_on_mixed_soft_labels(split):
+    config = model.TrainConfig(pretrain_epochs=1, mix="cutmix", batch_size=64)
+    small = data.Split("cnnh", 0, split.train.take(slice(0, 256)), split.val.take(slice(0, 0)),
+                       split.query, split.database)
+    backbone = config.make_backbone(small.train.images.shape[1:])
+    classifier, history = model.pretrain(backbone, small, 10, config, verbose=0)
+    assert np.isfinite(history.history["loss"]).all() and len(history.history["loss"]) == 1
+    assert classifier.predict(split.query.images[:4], verbose=0).shape == (4, 10)
 
 
 def test_mixed_precision_heads_share_one_float32_input(split):

@@ -4,7 +4,7 @@ import pytest
 
 from tfhash import cli
 from tfhash.errors import TfhashError
-from tfhash.tuning import load_space, validate_space
+from tfhash.tuning import best_hparams, load_space, validate_space
 
 
 def run_tune(out, trials, capsys):
@@ -72,3 +72,26 @@ def test_defaults_are_scored_once(tmp_path, capsys):
     stamp = (tmp_path / "defaults.json").stat().st_mtime_ns
     run_tune(tmp_path, 1, capsys)
     assert (tmp_path / "defaults.json").stat().st_mtime_ns == stamp
+
+
+TRIALS = [{"trial": "01", "val_map": 0.40, "margin": 0.6, "temperature": 1.4},
+          {"trial": "00", "val_map": 0.35, "margin": 0.8, "temperature": 0.3}]
+
+
+@pytest.mark.parametrize("default_score, expected, source", [
+    (0.30, {"margin": 0.6, "temperature": 1.4}, "trial"),  # a trial beat the defaults
+    (0.45, {"margin": 1.0, "temperature": 0.5}, "defaults"),  # no trial did
+    (0.40, {"margin": 1.0, "temperature": 0.5}, "defaults"),  # a tie keeps the defaults
+])
+def test_best_hparams_picks_the_top_scorer(default_score, expected, source):
+    defaults = {"val_map": default_score, "margin": 1.0, "temperature": 0.5}
+    for rows in (TRIALS, TRIALS[::-1]):  # whatever order the rows come in
+        assert best_hparams(rows, defaults, ["margin", "temperature"]) == (expected, source)
+
+
+def test_best_hparams_refuses_what_it_cannot_choose_from():
+    defaults = {"val_map": 0.1, "margin": 1.0}
+    with pytest.raises(TfhashError, match="`rows`"):
+        best_hparams([], defaults, ["margin"])
+    with pytest.raises(TfhashError, match="`names`"):
+        best_hparams(TRIALS, defaults, ["temperature"])

@@ -74,6 +74,9 @@ def add_train_args(parser):
     parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=128)
+    # the names of tfhash.pipeline.MIXES
+    parser.add_argument("--mix", default="none", choices=("none", "cutmix", "mixup"),
+                        help="mix images and labels across phase-1 batches")
     parser.add_argument("--no-pretrain", action="store_true",
                         help="skip classification pre-training (the ablation)")
     parser.add_argument("--margin", type=float, default=None)
@@ -110,6 +113,7 @@ def train_config(args):
         pretrain_epochs=args.pretrain_epochs,
         hash_epochs=args.hash_epochs,
         batch_size=args.batch_size,
+        mix=args.mix,
         seed=args.seed,
         **values,
     )
@@ -409,6 +413,7 @@ def configure_tune(parser):
         from tfhash.plots import plot_tuning
         from tfhash.tuning import (
             HashingHyperModel,
+            best_hparams,
             default_objective,
             ensure_pretrained,
             load_space,
@@ -438,8 +443,7 @@ def configure_tune(parser):
         names = list(hypermodel.space)
         print(format_table(rows, ["trial", "val_map", *names]))
         print(f"defaults {defaults}")
-        winner = defaults if defaults["val_map"] > rows[0]["val_map"] else rows[0]
-        best = {name: winner[name] for name in names}
+        best, source = best_hparams(rows, defaults, names)
         write_json(out / "best_hparams.json", best)
         previous = out / "trials.json"
         wall = json.loads(previous.read_text()).get("wall_s", 0.0) if previous.exists() else 0.0
@@ -448,7 +452,7 @@ def configure_tune(parser):
                               "wall_s": wall + time.perf_counter() - start, "rows": rows})
         plot_tuning(rows, [n for n in ("margin", "temperature") if n in names] or names,
                     out / "tuning.png")
-        source = "the defaults (no trial beat them)" if winner is defaults else "best trial"
+        source = "the defaults (no trial beat them)" if source == "defaults" else "best trial"
         print(f"{source} {best}: wrote {out}/best_hparams.json (use with --hparams), tuning.png")
 
     return run

@@ -36,7 +36,7 @@ from tfhash.losses import (
     OrthoHashLoss,
     PairwiseLikelihoodLoss,
 )
-from tfhash.pipeline import make_dataset
+from tfhash.pipeline import AUGMENTATIONS, MIXES, make_dataset, mix_batches
 
 METHODS = {
     "exponentiated": ExponentiatedHashingLoss,
@@ -97,7 +97,11 @@ class TrainConfig:
             comparison, ``"dpsh"``, ``"dsh"`` or ``"orthohash"``.
         shared_heads: train all code lengths at once, as heads on one backbone, in one
             phase-2 run (otherwise each length fine-tunes its own copy of the backbone).
-        augment: ``"auto"``, ``"crop_flip"``, ``"shift"`` or ``"none"``.
+        augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"shift"`` or
+            ``"none"`` (both phases).
+        mix: ``"none"``, ``"cutmix"`` or ``"mixup"``: mixes images and labels across each
+            phase-1 batch (see `tfhash.pipeline.mix_batches`); phase 2 sees unmixed images,
+            since mixed ones have no single label to define pairs by.
         precision: ``"float32"`` or ``"mixed_bfloat16"``: the backbone computes in bfloat16
             with float32 weights (faster on CPUs with AVX512-BF16/AMX and on GPUs); heads
             and losses stay float32, and the returned hashers are float32 copies.
@@ -123,6 +127,7 @@ class TrainConfig:
     method: str = "exponentiated"
     shared_heads: bool = False
     augment: str = "auto"
+    mix: str = "none"
     precision: str = "float32"
     seed: int = 0
 
@@ -139,6 +144,9 @@ class TrainConfig:
             )
         check(self.method in METHODS,
               f"`method` must be one of {tuple(METHODS)}, got {self.method!r}")
+        check(self.augment in AUGMENTATIONS,
+              f"`augment` must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        check(self.mix in MIXES, f"`mix` must be one of {MIXES}, got {self.mix!r}")
         check(self.precision in PRECISIONS,
               f"`precision` must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("pretrain_lr", "hash_lr"):
@@ -259,8 +267,9 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
     def one_hot(x, y):
         return x, tf.one_hot(y, num_classes)
 
+    train = mix_batches(train.map(one_hot), config.mix, seed=config.seed)
     history = classifier.fit(
-        train.map(one_hot).repeat(),  # one iterator for all epochs: no restart per epoch
+        train.repeat(),  # one iterator for all epochs: no restart per epoch
         steps_per_epoch=config.steps(len(split.train), 1),
         validation_data=None if val is None else val.map(one_hot),
         epochs=config.pretrain_epochs,

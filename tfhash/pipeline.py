@@ -12,6 +12,7 @@ import tensorflow as tf
 from tfhash.errors import check
 
 AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "shift", "auto")
+MIXES = ("none", "cutmix", "mixup")
 
 
 def resolve_augment(augment, image_shape):
@@ -69,3 +70,28 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def mix_batches(ds, mix, seed=0):
+    """Mixes images and one-hot labels across each batch of ``ds`` (phase 1 only).
+
+    ``"cutmix"`` pastes a random box of another image of the batch into each image,
+    ``"mixup"`` blends each image with another one; labels are mixed in the same
+    proportions (`keras.layers.CutMix`, `keras.layers.MixUp`). ``"none"`` returns ``ds``.
+
+    >>> train = make_dataset(x, keras.ops.one_hot(y, 10), 128, training=True)
+    >>> train = mix_batches(train, "cutmix", seed=0)
+    """
+    check(mix in MIXES, f"`mix` must be one of {MIXES}, got {mix!r}")
+    if mix == "none":
+        return ds
+    import keras
+
+    layer_class = keras.layers.CutMix if mix == "cutmix" else keras.layers.MixUp
+    mixer = layer_class(seed=seed, dtype="float32")
+
+    def mix_one(images, labels):
+        out = mixer({"images": images, "labels": labels}, training=True)
+        return out["images"], out["labels"]
+
+    return ds.map(mix_one, num_parallel_calls=tf.data.AUTOTUNE)

@@ -186,6 +186,26 @@ def default_objective(hypermodel, out_dir):
     return result
 
 
+def best_hparams(rows, defaults, names):
+    """The values to train with: the top trial's, unless the defaults scored higher.
+
+    ``rows`` are `trial_table` rows (best first), ``defaults`` the `default_objective` result
+    and ``names`` the hyperparameters to return. Returns ``(values, source)``, ``source``
+    being ``"trial"`` or ``"defaults"``; a tie goes to the defaults, the simpler choice.
+
+    >>> best_hparams([{"val_map": 0.3, "margin": 0.6}], {"val_map": 0.31, "margin": 1.0},
+    ...              ["margin"])
+    ({'margin': 1.0}, 'defaults')
+    """
+    check(rows, "`rows` must hold at least one scored trial")
+    check(set(names) <= set(rows[0]) and set(names) <= set(defaults),
+          f"`names` {list(names)} must be keys of the trial rows and of `defaults`")
+    top = max(rows, key=lambda r: r["val_map"])
+    winner, source = (top, "trial") if top["val_map"] > defaults["val_map"] else (defaults,
+                                                                                  "defaults")
+    return {name: winner[name] for name in names}, source
+
+
 def trial_table(tuner):
     """Rows of every finished trial: id, score and hyperparameter values."""
     rows = []

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfhash.errors import TfhashError
+from tfhash.pipeline import cutout, make_dataset, mix_batches
+
+N, SIDE, CLASSES = 16, 32, 16
+
+
+def flat_images():
+    """Image i is the constant 10 * i, so a pixel's value names the image it came from."""
+    values = (np.arange(N, dtype=np.uint8) * 10)[:, None, None, None]
+    return np.broadcast_to(values, (N, SIDE, SIDE, 3)).copy()
+
+
+def one_hot_batches(images, labels):
+    return make_dataset(images, labels, N).map(lambda x, y: (x, tf.one_hot(y, CLASSES)))
+
+
+def test_training_batches_are_float_shuffled_and_complete():
+    images, labels = flat_images(), np.arange(N)
+    x, y = next(iter(make_dataset(images, labels, N, training=True, augment="none", seed=3)))
+    assert x.dtype == tf.float32 and x.shape == (N, SIDE, SIDE, 3)
+    assert sorted(y.numpy()) == list(range(N))
+    assert not np.array_equal(y.numpy(), labels)  # shuffled
+    np.testing.assert_array_equal(x.numpy()[:, 0, 0, 0], y.numpy() * 10)  # pairs kept
+
+
+def test_crop_flip_moves_pixels_without_inventing_values():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (N, SIDE, SIDE, 3), dtype=np.uint8)
+    x, y = next(iter(make_dataset(images, np.arange(N), N, training=True, augment="crop_flip")))
+    for out, label in zip(x.numpy(), y.numpy()):
+        assert set(np.unique(out)) <= set(np.unique(images[label]))
+    assert not np.array_equal(x.numpy(), images[y.numpy()].astype(np.float32))
+
+
+def test_cutout_greys_one_square_of_the_given_side():
+    image = tf.zeros((SIDE, SIDE, 3), tf.uint8)
+    out = cutout(image, 8).numpy()
+    grey = np.argwhere((out == 128).all(axis=-1))
+    rows, cols = np.unique(grey[:, 0]), np.unique(grey[:, 1])
+    assert len(grey) == len(rows) * len(cols)  # a rectangle (a square clipped at borders)
+    assert 1 <= len(rows) <= 9 and 1 <= len(cols) <= 9
+    assert np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)
+
+
+@pytest.mark.parametrize("mix", ["cutmix", "mixup"])
+def test_mixed_labels_weigh_classes_as_the_pixels_do(mix):
+    """Each class's label weight equals its share of the mixed image (independent count)."""
+    ds = mix_batches(one_hot_batches(flat_images(), np.arange(N)), mix, seed=1)
+    x, y = (t.numpy() for t in next(iter(ds)))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+    values = np.arange(N) * 10.0
+    mixed = 0
+    for image, label in zip(x, y):
+        if mix == "cutmix":  # every pixel is copied from one source image
+            shares = np.array([(image == v).mean() for v in values])
+            np.testing.assert_allclose(shares.sum(), 1.0)
+            np.testing.assert_allclose(shares, label, atol=0.07)
+        else:  # a convex blend: the mean pixel is the label-weighted mean of the sources
+            np.testing.assert_allclose(image.mean(), label @ values, atol=0.05)
+        mixed += label.max() < 0.99
+    assert mixed >= 2  # the batch was actually mixed
+
+
+def test_mix_none_is_the_identity_and_unknown_mix_is_refused():
+    ds = one_hot_batches(flat_images(), np.arange(N))
+    assert mix_batches(ds, "none") is ds
+    with pytest.raises(TfhashError, match="`mix` must be one of"):
+        mix_batches(ds, "cutout")
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(TfhashError, match="`augment` must be one of"):
+        make_dataset(flat_images(), np.arange(N), 4, training=True, augment="rotate")
+    with pytest.raises(TfhashError, match="`batch_size`"):
+        make_dataset(flat_images(), np.arange(N), 0)
+    with pytest.raises(TfhashError, match="16 images but 3 labels"):
+        make_dataset(flat_images(), np.arange(3), 4)
