@@ -76,8 +76,15 @@ def reproduction_section(doc):
     recipe = ", ".join(f"{k}={config[k]}" for k in (
         "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
         "negative_margin", "temperature", "classification_weight", "augment",
-        "label_smoothing", "precision") if k in config)
+        "label_smoothing", "mix", "precision", "self_train", "self_train_epochs") if k in config)
     lines.append(f"Recipe: {recipe}.")
+    taught = sorted({(r["seed"], r["teacher_query_accuracy"], r["query_accuracy"], r["n_pseudo"],
+                      r["pseudo_label_accuracy"]) for r in rows if "n_pseudo" in r})
+    if taught:
+        lines.append("Self-training per seed (query accuracy before -> after; pseudo-labelled "
+                     "database images, share correct): " + ", ".join(
+                         f"seed {s}: {t:.4f} -> {a:.4f}, {n} images, {c:.3f}"
+                         for s, t, a, n, c in taught) + ".")
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})

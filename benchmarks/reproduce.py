@@ -2,7 +2,10 @@
 
 Per seed: phase 1 (classification pre-training) runs once; every method then starts phase 2
 from those weights with all code lengths as heads on one backbone, same data, same epochs.
-The ablation row trains the exponentiated loss from a random backbone. Writes
+The ablation row trains the exponentiated loss from a random backbone. With ``--self-train N``
+phase 1 continues on the training images plus the N most confident database images per
+predicted class, pseudo-labelled by the phase-1 classifier (`tfhash.self_training`): the
+database is used without its labels, so give such a run its own ``--tag``. Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
@@ -21,6 +24,7 @@ import keras
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.io import atomic_path, write_json
+from tfhash.self_training import self_train
 
 from common import RESULTS, query_accuracy, write_results
 
@@ -63,6 +67,11 @@ def run_seed(args, dataset, base, work_root, curves):
         write_json(timing, {"wall_s": pretrain_s})
     accuracy = query_accuracy(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {accuracy:.4f}", flush=True)
+    extra = {}
+    if args.self_train:
+        pretrained, self_s, accuracy, extra = run_self_training(args, classifier, split, base,
+                                                                 seed_dir, accuracy)
+        pretrain_s += self_s
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
                                                   if not args.no_ablation else [])
@@ -84,7 +93,7 @@ def run_seed(args, dataset, base, work_root, curves):
             row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
                         "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
                         "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
-                        "hash_epochs": config.hash_epochs})
+                        "hash_epochs": config.hash_epochs, **extra})
             rows.append(row)
             print(row, flush=True)
             if seed == args.seeds[0] and method == "exponentiated" and use_pretrain:
@@ -92,6 +101,47 @@ def run_seed(args, dataset, base, work_root, curves):
                 curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
                                      "recall": curve["recall"].round(6).tolist()}
     return rows
+
+
+def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
+    """Self-training after phase 1 (reused when an interrupted run left its weights)."""
+    weights, timing = seed_dir / "self_trained.weights.h5", seed_dir / "self_trained.json"
+    if weights.exists() and timing.exists():
+        record = json.loads(timing.read_text())
+        student = model.build_classifier(teacher.layers[1], teacher.output_shape[-1])
+        student.load_weights(weights)
+    else:
+        start = time.perf_counter()
+        seen = {image.tobytes() for image in split.train.images}
+        outside = [i for i, image in enumerate(split.database.images)
+                   if image.tobytes() not in seen]  # cnnh's database holds the training images
+        keras.utils.set_random_seed(config.seed)
+        student, _, picked, labels = self_train(teacher, split, split.database.images[outside],
+                                                config, args.self_train, args.self_train_epochs,
+                                                verbose=args.verbose)
+        truth = split.database.labels[outside][picked]  # read only to report, never trained on
+        record = {"wall_s": time.perf_counter() - start, "n_pseudo": len(picked),
+                  "pseudo_label_accuracy": float((truth == labels).mean())}
+        with atomic_path(weights) as tmp:
+            student.save_weights(tmp)
+        write_json(timing, record)
+    accuracy = query_accuracy(student, split)
+    print(f"self-training {record['wall_s']:.0f}s on {record['n_pseudo']} pseudo-labels "
+          f"({record['pseudo_label_accuracy']:.3f} correct): query accuracy {accuracy:.4f}",
+          flush=True)
+    extra = {"teacher_query_accuracy": teacher_accuracy, "self_train_per_class": args.self_train,
+             "self_train_epochs": args.self_train_epochs, "n_pseudo": record["n_pseudo"],
+             "pseudo_label_accuracy": record["pseudo_label_accuracy"],
+             "wall_s_self_train": round(record["wall_s"], 1)}
+    return weights, record["wall_s"], accuracy, extra
+
+
+def recipe_record(args, config):
+    """The recipe a results file stores: the config, plus self-training when used."""
+    record = dataclasses.asdict(config)
+    if args.self_train:
+        record.update(self_train=args.self_train, self_train_epochs=args.self_train_epochs)
+    return record
 
 
 def load_earlier(name):
@@ -135,6 +185,10 @@ def main():
                         help="phase-1 batch mixing (default: the recipe's)")
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
+    parser.add_argument("--self-train", type=int, default=0, metavar="N",
+                        help="after phase 1, pseudo-label N database images per class and "
+                             "continue phase 1 on them (a separate row: use --tag)")
+    parser.add_argument("--self-train-epochs", type=int, default=20)
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--append", action="store_true",
@@ -149,7 +203,7 @@ def main():
     rows = []
     configs = {seed: seed_config(args, seed) for seed in args.seeds}
     for config in configs.values():  # before any training, not after an hour of it
-        check_same_recipe(earlier, dataclasses.asdict(config))
+        check_same_recipe(earlier, recipe_record(args, config))
     pr_curves = earlier.get("pr_curves") or {"method": "exponentiated", "seed": args.seeds[0],
                                              "curves": {}}
     start = time.perf_counter()
@@ -159,7 +213,7 @@ def main():
         done = {(r["seed"], r["method"], r["pretrain"]) for r in rows}
         kept = [r for r in earlier["rows"]
                 if (r["seed"], r["method"], r["pretrain"]) not in done]
-        write_results(name, kept + rows, config=dataclasses.asdict(configs[seed]),
+        write_results(name, kept + rows, config=recipe_record(args, configs[seed]),
                       total_wall_s=earlier["total_wall_s"] + time.perf_counter() - start,
                       pr_curves=pr_curves)
     print("run benchmarks/report.py to refresh RESULTS.md and the PNGs")

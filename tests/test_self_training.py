@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from tfhash import data, model
+from tfhash.errors import TfhashError
+from tfhash.self_training import select_confident, self_train
+
+
+def confident_by_sorting(probs, per_class):
+    """Reference: per predicted class, sort (confidence desc, row asc) and keep the head."""
+    chosen = []
+    for c in range(probs.shape[1]):
+        rows = [(-probs[i].max(), i) for i in range(len(probs)) if probs[i].argmax() == c]
+        chosen += [(i, c) for _, i in sorted(rows)[:per_class]]
+    return sorted(chosen)
+
+
+@pytest.mark.parametrize("per_class", [1, 3, 50])
+def test_select_confident_matches_a_sort_per_class(per_class):
+    rng = np.random.default_rng(per_class)
+    logits = rng.normal(size=(40, 4)) * 2
+    logits[:, 3] -= 10  # class 3 is predicted for no row: it contributes nothing
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs[5] = probs[6]  # a tie in confidence goes to the lower row
+    indices, labels = select_confident(probs, per_class)
+    assert list(zip(indices.tolist(), labels.tolist())) == confident_by_sorting(probs, per_class)
+
+
+def test_select_confident_refuses_bad_arguments():
+    with pytest.raises(TfhashError, match="`probs`"):
+        select_confident(np.ones(5), 1)
+    with pytest.raises(TfhashError, match="`per_class`"):
+        select_confident(np.ones((5, 2)), 0)
+
+
+def test_self_train_adds_confident_pseudo_labels_and_keeps_training():
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    small = data.Split("cnnh", 0, split.train.take(slice(0, 512)), split.val, split.query,
+                       split.database)
+    config = model.TrainConfig(pretrain_epochs=2, batch_size=64)
+    teacher, _ = model.pretrain(config.make_backbone((28, 28, 1)), small, 10, config, verbose=0)
+    pool = split.database.images[2000:2600]
+    before = teacher.predict(pool, verbose=0)  # the backbone trains on: predict first
+    student, history, rows, labels = self_train(teacher, small, pool, config, per_class=20,
+                                                epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1
+    assert len(rows) <= 200 and len(np.unique(rows)) == len(rows) and rows.max() < len(pool)
+    np.testing.assert_array_equal(labels, before[rows].argmax(axis=1))  # the teacher's
+    assert before[rows].max(axis=1).mean() >= before.max(axis=1).mean()  # its surest ones
+    assert student.predict(pool[:4], verbose=0).shape == (4, 10)
+    with pytest.raises(TfhashError, match="`unlabelled`"):
+        self_train(student, small, pool[:, :20], config, per_class=5, epochs=1)

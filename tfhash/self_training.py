@@ -1,0 +1,83 @@
+"""Self-training: the phase-1 classifier labels the unlabelled images it is surest of, and
+phase 1 continues on the labelled and the pseudo-labelled images together.
+
+This uses images outside the training set (e.g. the retrieval database, without its
+labels), so results made with it belong in a row of their own, apart from a protocol's
+supervised rows.
+
+Example:
+
+>>> classifier, _ = model.pretrain(backbone, split, 10, config)
+>>> unlabelled = split.database.images[~in_training_set]
+>>> classifier, _, rows, labels = self_train(classifier, split, unlabelled, config,
+...                                          per_class=2000, epochs=20)
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tfhash.data import Images
+from tfhash.errors import check
+
+
+def select_confident(probs, per_class):
+    """The ``per_class`` most confident rows of each predicted class.
+
+    Args:
+        probs: ``(n, classes)`` class probabilities.
+        per_class: how many rows to keep per predicted class at most (a class predicted
+            for fewer rows keeps them all).
+
+    Returns:
+        ``(indices, labels)``: sorted row indices and their predicted classes.
+
+    >>> select_confident(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]), per_class=1)
+    (array([0, 2]), array([0, 1]))
+    """
+    probs = np.asarray(probs)
+    check(probs.ndim == 2 and len(probs), f"`probs` must be (n, classes), got {probs.shape}")
+    check(isinstance(per_class, (int, np.integer)) and per_class >= 1,
+          f"`per_class` must be an integer >= 1, got {per_class!r}")
+    predicted = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    keep = []
+    for c in range(probs.shape[1]):
+        members = np.flatnonzero(predicted == c)
+        keep.append(members[np.argsort(-confidence[members], kind="stable")[:per_class]])
+    indices = np.sort(np.concatenate(keep))
+    return indices, predicted[indices]
+
+
+def self_train(classifier, split, unlabelled, config, per_class, epochs, verbose="auto"):
+    """Continues phase 1 on ``split.train`` plus pseudo-labelled ``unlabelled`` images.
+
+    The classifier labels ``unlabelled`` (uint8 images of the training images' shape); the
+    ``per_class`` most confident images of each predicted class join the training images,
+    and `tfhash.model.pretrain` runs ``epochs`` more epochs (a fresh learning-rate schedule
+    and classifier layer on the same, already trained, backbone: the backbone trains on in
+    place, so ``classifier`` changes too).
+
+    Returns:
+        ``(classifier, history, indices, labels)``: the new classifier, its history, and
+        the rows of ``unlabelled`` that were pseudo-labelled with their labels.
+    """
+    from tfhash.model import pretrain
+
+    unlabelled = np.asarray(unlabelled)
+    check(unlabelled.ndim == 4 and unlabelled.shape[1:] == split.train.images.shape[1:],
+          f"`unlabelled` must be images of shape (n, {split.train.images.shape[1:]}), "
+          f"got {unlabelled.shape}")
+    check(isinstance(epochs, int) and epochs >= 1, f"`epochs` must be an integer >= 1, got "
+          f"{epochs!r}")
+    probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
+    indices, labels = select_confident(probs, per_class)
+    pseudo = Images(unlabelled[indices], labels.astype(split.train.labels.dtype))
+    train = Images(np.concatenate([split.train.images, pseudo.images]),
+                   np.concatenate([split.train.labels, pseudo.labels]))
+    extended = dataclasses.replace(split, train=train)
+    backbone = classifier.layers[1]
+    student, history = pretrain(backbone, extended, probs.shape[1],
+                                dataclasses.replace(config, pretrain_epochs=epochs),
+                                verbose=verbose)
+    return student, history, indices, labels
