@@ -118,6 +118,7 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
         keras.utils.set_random_seed(config.seed)
         student, _, picked, labels = self_train(teacher, split, split.database.images[outside],
                                                 config, args.self_train, args.self_train_epochs,
+                                                rounds=args.self_train_rounds,
                                                 verbose=args.verbose)
         truth = split.database.labels[outside][picked]  # read only to report, never trained on
         record = {"wall_s": time.perf_counter() - start, "n_pseudo": len(picked),
@@ -130,7 +131,8 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
           f"({record['pseudo_label_accuracy']:.3f} correct): query accuracy {accuracy:.4f}",
           flush=True)
     extra = {"teacher_query_accuracy": teacher_accuracy, "self_train_per_class": args.self_train,
-             "self_train_epochs": args.self_train_epochs, "n_pseudo": record["n_pseudo"],
+             "self_train_epochs": args.self_train_epochs,
+             "self_train_rounds": args.self_train_rounds, "n_pseudo": record["n_pseudo"],
              "pseudo_label_accuracy": record["pseudo_label_accuracy"],
              "wall_s_self_train": round(record["wall_s"], 1)}
     return weights, record["wall_s"], accuracy, extra
@@ -141,6 +143,8 @@ def recipe_record(args, config):
     record = dataclasses.asdict(config)
     if args.self_train:
         record.update(self_train=args.self_train, self_train_epochs=args.self_train_epochs)
+        if args.self_train_rounds != 1:  # files from before rounds existed hold one round
+            record.update(self_train_rounds=args.self_train_rounds)
     return record
 
 
@@ -189,6 +193,8 @@ def main():
                         help="after phase 1, pseudo-label N database images per class and "
                              "continue phase 1 on them (a separate row: use --tag)")
     parser.add_argument("--self-train-epochs", type=int, default=20)
+    parser.add_argument("--self-train-rounds", type=int, default=1,
+                        help="pseudo-label again with each round's classifier")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--append", action="store_true",

@@ -15,8 +15,9 @@ from reproduce import check_same_recipe, recipe_record  # noqa: E402
 from tfhash.model import TrainConfig  # noqa: E402
 
 
-def args(self_train=0, epochs=20):
-    return argparse.Namespace(self_train=self_train, self_train_epochs=epochs)
+def args(self_train=0, epochs=20, rounds=1):
+    return argparse.Namespace(self_train=self_train, self_train_epochs=epochs,
+                              self_train_rounds=rounds)
 
 
 def saved(record):
@@ -54,3 +55,5 @@ def test_self_training_is_part_of_the_recipe():
     check_same_recipe(taught, recipe_record(args(100, 20), TrainConfig(seed=2)))
     with pytest.raises(SystemExit, match=r"\['self_train_epochs'\]"):
         check_same_recipe(taught, recipe_record(args(100, 5), TrainConfig()))
+    with pytest.raises(SystemExit, match=r"\['self_train_rounds'\]"):
+        check_same_recipe(taught, recipe_record(args(100, 20, rounds=2), TrainConfig()))

@@ -41,12 +41,49 @@ def test_self_train_adds_confident_pseudo_labels_and_keeps_training():
     teacher, _ = model.pretrain(config.make_backbone((28, 28, 1)), small, 10, config, verbose=0)
     pool = split.database.images[2000:2600]
     before = teacher.predict(pool, verbose=0)  # the backbone trains on: predict first
-    student, history, rows, labels = self_train(teacher, small, pool, config, per_class=20,
-                                                epochs=1, verbose=0)
-    assert len(history.history["loss"]) == 1
+    student, histories, rows, labels = self_train(teacher, small, pool, config, per_class=20,
+                                                  epochs=1, verbose=0)
+    assert len(histories) == 1 and len(histories[0].history["loss"]) == 1
     assert len(rows) <= 200 and len(np.unique(rows)) == len(rows) and rows.max() < len(pool)
     np.testing.assert_array_equal(labels, before[rows].argmax(axis=1))  # the teacher's
     assert before[rows].max(axis=1).mean() >= before.max(axis=1).mean()  # its surest ones
     assert student.predict(pool[:4], verbose=0).shape == (4, 10)
     with pytest.raises(TfhashError, match="`unlabelled`"):
         self_train(student, small, pool[:, :20], config, per_class=5, epochs=1)
+    with pytest.raises(TfhashError, match="`rounds`"):
+        self_train(student, small, pool, config, per_class=5, epochs=1, rounds=0)
+
+
+class FixedClassifier:
+    """Stands in for a Keras classifier: predicts fixed probabilities."""
+
+    def __init__(self, probs):
+        self.probs, self.layers = probs, [None, "backbone"]
+
+    def predict(self, images, **kwargs):
+        return self.probs[: len(images)]
+
+
+def test_each_round_labels_with_the_classifier_the_round_before_made(monkeypatch):
+    rng = np.random.default_rng(0)
+    rounds = [rng.dirichlet(np.ones(3), size=30) for _ in range(3)]
+    made = iter(FixedClassifier(p) for p in rounds[1:])
+    fits = []
+
+    def fake_pretrain(backbone, split, num_classes, config, verbose="auto"):
+        fits.append((backbone, len(split.train), config.pretrain_epochs, num_classes))
+        return next(made), "history"
+
+    monkeypatch.setattr(model, "pretrain", fake_pretrain)
+    images = np.zeros((30, 4, 4, 1), np.uint8)
+    small = data.Split("cnnh", 0, data.Images(images[:5], np.arange(5) % 3),
+                       data.Images(images[:0], np.zeros(0, int)), None, None)
+    config = model.TrainConfig()
+    final, histories, rows, labels = self_train(FixedClassifier(rounds[0]), small, images,
+                                                config, per_class=4, epochs=7, rounds=2)
+    first = select_confident(rounds[0], 4)
+    second = select_confident(rounds[1], 4)  # chosen by the classifier round 1 made
+    assert fits == [("backbone", 5 + len(first[0]), 7, 3), ("backbone", 5 + len(second[0]), 7, 3)]
+    np.testing.assert_array_equal(rows, second[0])
+    np.testing.assert_array_equal(labels, second[1])
+    assert final.probs is rounds[2] and histories == ["history", "history"]

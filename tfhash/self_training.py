@@ -10,7 +10,7 @@ Example:
 >>> classifier, _ = model.pretrain(backbone, split, 10, config)
 >>> unlabelled = split.database.images[~in_training_set]
 >>> classifier, _, rows, labels = self_train(classifier, split, unlabelled, config,
-...                                          per_class=2000, epochs=20)
+...                                          per_class=2000, epochs=20, rounds=2)
 """
 
 import dataclasses
@@ -49,18 +49,21 @@ def select_confident(probs, per_class):
     return indices, predicted[indices]
 
 
-def self_train(classifier, split, unlabelled, config, per_class, epochs, verbose="auto"):
+def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=1,
+               verbose="auto"):
     """Continues phase 1 on ``split.train`` plus pseudo-labelled ``unlabelled`` images.
 
-    The classifier labels ``unlabelled`` (uint8 images of the training images' shape); the
-    ``per_class`` most confident images of each predicted class join the training images,
-    and `tfhash.model.pretrain` runs ``epochs`` more epochs (a fresh learning-rate schedule
-    and classifier layer on the same, already trained, backbone: the backbone trains on in
-    place, so ``classifier`` changes too).
+    Each round, the classifier labels ``unlabelled`` (uint8 images of the training images'
+    shape); the ``per_class`` most confident images of each predicted class join the
+    training images, and `tfhash.model.pretrain` runs ``epochs`` more epochs (a fresh
+    learning-rate schedule and classifier layer on the same, already trained, backbone: the
+    backbone trains on in place, so ``classifier`` changes too). The next round's labels
+    come from the classifier this round made.
 
     Returns:
-        ``(classifier, history, indices, labels)``: the new classifier, its history, and
-        the rows of ``unlabelled`` that were pseudo-labelled with their labels.
+        ``(classifier, histories, indices, labels)``: the last classifier, one history per
+        round, and the rows of ``unlabelled`` the last round pseudo-labelled, with their
+        labels.
     """
     from tfhash.model import pretrain
 
@@ -68,16 +71,19 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, verbose
     check(unlabelled.ndim == 4 and unlabelled.shape[1:] == split.train.images.shape[1:],
           f"`unlabelled` must be images of shape (n, {split.train.images.shape[1:]}), "
           f"got {unlabelled.shape}")
-    check(isinstance(epochs, int) and epochs >= 1, f"`epochs` must be an integer >= 1, got "
-          f"{epochs!r}")
-    probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
-    indices, labels = select_confident(probs, per_class)
-    pseudo = Images(unlabelled[indices], labels.astype(split.train.labels.dtype))
-    train = Images(np.concatenate([split.train.images, pseudo.images]),
-                   np.concatenate([split.train.labels, pseudo.labels]))
-    extended = dataclasses.replace(split, train=train)
+    for name, value in (("epochs", epochs), ("rounds", rounds)):
+        check(isinstance(value, int) and value >= 1,
+              f"`{name}` must be an integer >= 1, got {value!r}")
     backbone = classifier.layers[1]
-    student, history = pretrain(backbone, extended, probs.shape[1],
-                                dataclasses.replace(config, pretrain_epochs=epochs),
-                                verbose=verbose)
-    return student, history, indices, labels
+    round_config = dataclasses.replace(config, pretrain_epochs=epochs)
+    histories = []
+    for _ in range(rounds):
+        probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
+        indices, labels = select_confident(probs, per_class)
+        train = Images(np.concatenate([split.train.images, unlabelled[indices]]),
+                       np.concatenate([split.train.labels,
+                                       labels.astype(split.train.labels.dtype)]))
+        classifier, history = pretrain(backbone, dataclasses.replace(split, train=train),
+                                       probs.shape[1], round_config, verbose=verbose)
+        histories.append(history)
+    return classifier, histories, indices, labels
