@@ -37,6 +37,9 @@ VARIANTS = {
     "temperature_1": {"temperature": 1.0},
     "temperature_1_negative_margin_0.5": {"temperature": 1.0, "negative_margin": 0.5},
     "tuned_48_bits": {"margin": 0.64, "negative_margin": 0.62, "temperature": 1.41},
+    "quantization_0.1": {"quantization": 0.1},
+    "classification_weight_3": {"classification_weight": 3.0},
+    "hash_epochs_20": {"hash_epochs": 20},
     # peers on the same validation split, for reference
     "peer_dsh": {"method": "dsh"},
     "peer_orthohash": {"method": "orthohash"},
