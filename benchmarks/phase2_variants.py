@@ -5,7 +5,10 @@ images as validation queries (the other 90% are their database), trains phase 1 
 the 90%, then phase 2 once per variant (all code lengths as heads on one backbone) and
 scores each by validation mAP (``results/phase2_variants-<recipe>.json``). The protocol's
 queries are never looked at, so the winner can then be run on them (``reproduce.py``)
-without having been chosen on them.
+without having been chosen on them. Caveat: the validation database is the training
+images, whose codes get closer to their true classes the longer phase 2 fits them, so this
+comparison favours variants that train longer more than the protocol (whose database is
+mostly unseen images) will.
 
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/phase2_variants.py \\
         --recipe-from benchmarks/results/cifar10-cnnh-w16-bf16.json --dataset cifar10
