@@ -43,6 +43,7 @@ VARIANTS = {
     "quantization_0.1": {"quantization": 0.1},
     "classification_weight_3": {"classification_weight": 3.0},
     "hash_epochs_20": {"hash_epochs": 20},
+    "hash_epochs_40": {"hash_epochs": 40},
     # peers on the same validation split, for reference
     "peer_dsh": {"method": "dsh"},
     "peer_orthohash": {"method": "orthohash"},
