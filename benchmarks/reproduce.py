@@ -24,6 +24,7 @@ import keras
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.io import atomic_path, write_json
+from tfhash.pipeline import MIXES
 from tfhash.self_training import self_train
 
 from common import RESULTS, query_accuracy, write_results
@@ -185,7 +186,7 @@ def main():
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--precision", default=None, choices=model.PRECISIONS)
     parser.add_argument("--backbone-width", type=int, default=None)
-    parser.add_argument("--mix", default=None, choices=("none", "cutmix", "mixup"),
+    parser.add_argument("--mix", default=None, choices=MIXES,
                         help="phase-1 batch mixing (default: the recipe's)")
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")

@@ -120,12 +120,22 @@ def test_unknown_config_choices_are_refused(field, value):
         model.TrainConfig(**{field: value})
 
 
-def test_cutmix_pretraining_fits_on_mixed_soft_labels(split):
-    config = model.TrainConfig(pretrain_epochs=1, mix="cutmix", batch_size=64)
+def test_cutmix_pretraining_fits_on_mixed_soft_labels(split, monkeypatch):
+    mixed = []
+
+    def spy(ds, mix, seed=0):  # the batches pretrain fits on pass through the mixer
+        mixed.append((mix, seed))
+        return mix_batches(ds, mix, seed)
+
+    from tfhash.pipeline import mix_batches
+
+    monkeypatch.setattr(model, "mix_batches", spy)
+    config = model.TrainConfig(pretrain_epochs=1, mix="cutmix", batch_size=64, seed=3)
     small = data.Split("cnnh", 0, split.train.take(slice(0, 256)), split.val.take(slice(0, 0)),
                        split.query, split.database)
     backbone = config.make_backbone(small.train.images.shape[1:])
     classifier, history = model.pretrain(backbone, small, 10, config, verbose=0)
+    assert mixed == [("cutmix", 3)]
     assert np.isfinite(history.history["loss"]).all() and len(history.history["loss"]) == 1
     assert classifier.predict(split.query.images[:4], verbose=0).shape == (4, 10)
 

@@ -189,7 +189,7 @@ def default_objective(hypermodel, out_dir):
 def best_hparams(rows, defaults, names):
     """The values to train with: the top trial's, unless the defaults scored higher.
 
-    ``rows`` are `trial_table` rows (best first), ``defaults`` the `default_objective` result
+    ``rows`` are `trial_table` rows (any order), ``defaults`` the `default_objective` result
     and ``names`` the hyperparameters to return. Returns ``(values, source)``, ``source``
     being ``"trial"`` or ``"defaults"``; a tie goes to the defaults, the simpler choice.
 
