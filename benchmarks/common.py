@@ -1,9 +1,11 @@
-"""Shared pieces of the benchmark scripts: the results-file header and row writer."""
+"""Shared pieces of the benchmark scripts: the results-file writer and cached training runs."""
 
 import datetime
+import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -54,3 +56,45 @@ def write_results(name, rows, **extra):
     write_json(path, doc)
     print(f"wrote {path}")
     return path
+
+
+def cached_training(weights, record, build, train):
+    """Trains a model once and reuses its weights when a run is repeated or resumed.
+
+    If both ``weights`` and its ``record`` (a JSON file) exist, ``build()`` makes the model and
+    the saved weights are loaded into it. Otherwise ``train()`` returns ``(model, facts)``; the
+    weights and ``{"wall_s": <seconds train took>, **facts}`` are then written, each atomically,
+    the weights first, so an interrupted run never leaves a record without its weights.
+
+    Args:
+        weights: path of the ``.weights.h5`` file.
+        record: path of the JSON record beside it.
+        build: callable returning the untrained model, for loading.
+        train: callable returning ``(model, facts)``, ``facts`` a JSON-serializable dict.
+
+    Returns:
+        ``(model, record)``, the record as a dict that holds at least ``wall_s``.
+
+    Example:
+
+    >>> classifier, record = cached_training(
+    ...     run / "pretrained.weights.h5", run / "pretrained.json",
+    ...     build=lambda: model.build_classifier(backbone, 10),
+    ...     train=lambda: (model.pretrain(backbone, split, 10, config)[0], {}))
+    >>> record["wall_s"]
+    """
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from tfhash.io import atomic_path, write_json
+
+    weights, record = Path(weights), Path(record)
+    if weights.exists() and record.exists():
+        trained = build()
+        trained.load_weights(weights)
+        return trained, json.loads(record.read_text())
+    start = time.perf_counter()
+    trained, facts = train()
+    facts = {"wall_s": time.perf_counter() - start, **facts}
+    with atomic_path(weights) as tmp:
+        trained.save_weights(tmp)
+    write_json(record, facts)
+    return trained, facts

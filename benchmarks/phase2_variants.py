@@ -25,9 +25,8 @@ import numpy as np
 
 from tfhash import data, metrics, model
 from tfhash.evaluation import encode_heads
-from tfhash.io import atomic_path
 
-from common import RESULTS, write_results
+from common import RESULTS, cached_training, write_results
 
 # Overrides of the recipe's phase-2 loss. The exponentiated loss's margin for dissimilar
 # pairs decides how far apart codes of different classes are pushed (1: opposite codes,
@@ -60,20 +59,16 @@ def recipe_config(path, seed):
 
 def pretrained_backbone(split, config, num_classes, work_dir, verbose):
     """Phase 1 on the training part (cached in ``work_dir``); returns backbone, wall time."""
-    weights, timing = work_dir / "pretrained.weights.h5", work_dir / "pretrained.json"
     backbone = config.make_backbone(split.train.images.shape[1:])
-    if weights.exists() and timing.exists():
-        model.build_classifier(backbone, num_classes).load_weights(weights)
-        return backbone, json.loads(timing.read_text())["wall_s"]
-    work_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
-    classifier, _ = model.pretrain(backbone, split, num_classes, config, verbose=verbose)
-    wall = time.perf_counter() - start
-    with atomic_path(weights) as tmp:
-        classifier.save_weights(tmp)
-    timing.write_text(json.dumps({"wall_s": wall}))
-    return backbone, wall
+
+    def train():
+        keras.utils.set_random_seed(config.seed)
+        return model.pretrain(backbone, split, num_classes, config, verbose=verbose)[0], {}
+
+    _, record = cached_training(work_dir / "pretrained.weights.h5", work_dir / "pretrained.json",
+                                build=lambda: model.build_classifier(backbone, num_classes),
+                                train=train)
+    return backbone, record["wall_s"]
 
 
 def earlier_rows(name, seed, rerun):

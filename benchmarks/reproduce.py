@@ -23,11 +23,10 @@ import keras
 
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
-from tfhash.io import atomic_path, write_json
 from tfhash.pipeline import MIXES
 from tfhash.self_training import self_train
 
-from common import RESULTS, query_accuracy, write_results
+from common import RESULTS, cached_training, query_accuracy, write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
@@ -51,21 +50,18 @@ def run_seed(args, dataset, base, work_root, curves):
     split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     seed_dir = work_root / f"seed{seed}"
     pretrained = seed_dir / "pretrained.weights.h5"
-    start = time.perf_counter()
     backbone = base.make_backbone(split.train.images.shape[1:])
-    timing = seed_dir / "pretrained.json"  # phase 1 of an interrupted run is reused
-    if pretrained.exists() and timing.exists():
-        classifier = model.build_classifier(backbone, dataset.num_classes)
-        classifier.load_weights(pretrained)
-        pretrain_s = json.loads(timing.read_text())["wall_s"]
-    else:
+
+    def train_phase1():
         keras.utils.set_random_seed(seed)
-        classifier, _ = model.pretrain(backbone, split, dataset.num_classes, base,
-                                       verbose=args.verbose)
-        with atomic_path(pretrained) as tmp:
-            classifier.save_weights(tmp)
-        pretrain_s = time.perf_counter() - start
-        write_json(timing, {"wall_s": pretrain_s})
+        return model.pretrain(backbone, split, dataset.num_classes, base,
+                              verbose=args.verbose)[0], {}
+
+    # phase 1 of an interrupted run is reused
+    classifier, record = cached_training(
+        pretrained, seed_dir / "pretrained.json", train=train_phase1,
+        build=lambda: model.build_classifier(backbone, dataset.num_classes))
+    pretrain_s = record["wall_s"]
     accuracy = query_accuracy(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {accuracy:.4f}", flush=True)
     extra = {}
@@ -106,13 +102,9 @@ def run_seed(args, dataset, base, work_root, curves):
 
 def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1 (reused when an interrupted run left its weights)."""
-    weights, timing = seed_dir / "self_trained.weights.h5", seed_dir / "self_trained.json"
-    if weights.exists() and timing.exists():
-        record = json.loads(timing.read_text())
-        student = model.build_classifier(teacher.layers[1], teacher.output_shape[-1])
-        student.load_weights(weights)
-    else:
-        start = time.perf_counter()
+    weights = seed_dir / "self_trained.weights.h5"
+
+    def train_student():
         seen = {image.tobytes() for image in split.train.images}
         outside = [i for i, image in enumerate(split.database.images)
                    if image.tobytes() not in seen]  # cnnh's database holds the training images
@@ -122,11 +114,12 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
                                                 rounds=args.self_train_rounds,
                                                 verbose=args.verbose)
         truth = split.database.labels[outside][picked]  # read only to report, never trained on
-        record = {"wall_s": time.perf_counter() - start, "n_pseudo": len(picked),
-                  "pseudo_label_accuracy": float((truth == labels).mean())}
-        with atomic_path(weights) as tmp:
-            student.save_weights(tmp)
-        write_json(timing, record)
+        return student, {"n_pseudo": len(picked),
+                         "pseudo_label_accuracy": float((truth == labels).mean())}
+
+    student, record = cached_training(
+        weights, seed_dir / "self_trained.json", train=train_student,
+        build=lambda: model.build_classifier(teacher.layers[1], teacher.output_shape[-1]))
     accuracy = query_accuracy(student, split)
     print(f"self-training {record['wall_s']:.0f}s on {record['n_pseudo']} pseudo-labels "
           f"({record['pseudo_label_accuracy']:.3f} correct): query accuracy {accuracy:.4f}",

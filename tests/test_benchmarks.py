@@ -1,4 +1,4 @@
-"""The results-integrity logic of benchmarks/reproduce.py (no training)."""
+"""The results-integrity logic of the benchmark scripts: recipe guard and cached runs."""
 
 import argparse
 import dataclasses
@@ -7,12 +7,16 @@ import re
 import sys
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from reproduce import check_same_recipe, recipe_record  # noqa: E402
 
 from tfhash.model import TrainConfig  # noqa: E402
+
+from common import cached_training  # noqa: E402
 
 
 def args(self_train=0, epochs=20, rounds=1):
@@ -57,3 +61,48 @@ def test_self_training_is_part_of_the_recipe():
         check_same_recipe(taught, recipe_record(args(100, 5), TrainConfig()))
     with pytest.raises(SystemExit, match=r"\['self_train_rounds'\]"):
         check_same_recipe(taught, recipe_record(args(100, 20, rounds=2), TrainConfig()))
+
+
+def tiny_model(seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+
+def test_cached_training_trains_once_then_loads_the_saved_weights(tmp_path):
+    weights, record = tmp_path / "run" / "m.weights.h5", tmp_path / "run" / "m.json"
+    calls = []
+
+    def train():
+        calls.append(1)
+        return tiny_model(1), {"note": "first"}
+
+    trained, facts = cached_training(weights, record, build=lambda: tiny_model(2), train=train)
+    assert facts["note"] == "first" and facts["wall_s"] >= 0
+    assert json.loads(record.read_text()) == facts
+    loaded, again = cached_training(weights, record, build=lambda: tiny_model(2), train=train)
+    assert calls == [1] and again == facts
+    # a freshly built model (other seed) got the trained weights, not its own
+    assert not np.allclose(tiny_model(2).get_weights()[0], trained.get_weights()[0])
+    for a, b in zip(loaded.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cached_training_writes_nothing_when_training_fails(tmp_path):
+    weights, record = tmp_path / "m.weights.h5", tmp_path / "m.json"
+
+    def crash():
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        cached_training(weights, record, build=lambda: tiny_model(0), train=crash)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_cached_training_retrains_when_the_record_is_missing(tmp_path):
+    weights, record = tmp_path / "m.weights.h5", tmp_path / "m.json"
+    cached_training(weights, record, build=lambda: tiny_model(0),
+                    train=lambda: (tiny_model(1), {}))
+    record.unlink()  # weights without their record: an interrupted run
+    _, facts = cached_training(weights, record, build=lambda: tiny_model(0),
+                               train=lambda: (tiny_model(3), {"note": "again"}))
+    assert facts["note"] == "again" and record.exists()
