@@ -42,8 +42,8 @@ def reproduction_section(doc):
     dataset, protocol = rows[0]["dataset"], rows[0]["protocol"]
     bits = sorted({r["bits"] for r in rows})
     groups = defaultdict(list)
-    for r in rows:
-        groups[(r["method"], r["pretrain"])].append(r)
+    for r in rows:  # rows from before flip-averaging existed are plain
+        groups[(r["method"], r["pretrain"], r.get("encoding", "plain"))].append(r)
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"### {dataset}, {protocol} protocol ({doc['benchmark']})\n", header(doc),
              f"mAP@all (ties: expected), mean ± std over each row's seeds (all: {seeds}); "
@@ -55,16 +55,17 @@ def reproduction_section(doc):
     if any(p is not None for p in paper):
         lines.append("| Mu & Liu 2017 (paper, abstract) | yes | | "
                      + " | ".join("" if p is None else f"{p:.2f}" for p in paper) + " | | |")
-    order = sorted(groups, key=lambda k: (k[0] != "exponentiated", not k[1], k[0]))
-    for method, pre in order:
-        rs = groups[(method, pre)]
+    order = sorted(groups, key=lambda k: (k[0] != "exponentiated", not k[1], k[0], k[2] != "plain"))
+    for method, pre, encoding in order:
+        rs = groups[(method, pre, encoding)]
         cells = [mean_std([r["map"] for r in rs if r["bits"] == b]) for b in bits]
         idx = " / ".join(f"{np.mean([r['map_index'] for r in rs if r['bits'] == b]):.3f}"
                          for b in bits)
         pr2 = " / ".join(f"{np.mean([r['precision_r2'] for r in rs if r['bits'] == b]):.3f}"
                          for b in bits)
         row_seeds = ", ".join(str(x) for x in sorted({r["seed"] for r in rs}))
-        lines.append(f"| {method} | {'yes' if pre else 'no'} | {row_seeds} | " + " | ".join(cells)
+        lines.append(f"| {row_label(method, encoding)} | {'yes' if pre else 'no'} | {row_seeds} | "
+                     + " | ".join(cells)
                      + f" | {idx} | {pr2} |")
     acc = sorted({(r["seed"], r["query_accuracy"]) for r in rows})
     walls = defaultdict(list)
@@ -98,6 +99,10 @@ def reproduction_section(doc):
     return "\n".join(lines) + "\n"
 
 
+def row_label(method, encoding):
+    return method if encoding == "plain" else f"{method}, {encoding} codes"
+
+
 def reproduction_plots(doc, groups, bits):
     """Draws mAP-vs-bits (mean over seeds, every method) and the PR curves; returns links."""
     from tfhash.plots import plot_map_vs_bits, plot_pr_curves
@@ -105,8 +110,8 @@ def reproduction_plots(doc, groups, bits):
     name = doc["benchmark"]
     dataset, protocol = doc["rows"][0]["dataset"], doc["rows"][0]["protocol"]
     series = {}
-    for (method, pre), rs in groups.items():
-        label = method if pre else f"{method} (no pre-training)"
+    for (method, pre, encoding), rs in groups.items():
+        label = row_label(method, encoding) + ("" if pre else " (no pre-training)")
         series[label] = (bits, [np.mean([r["map"] for r in rs if r["bits"] == b]) for b in bits])
     links = [("mAP vs bits", f"results/{name}-map_vs_bits.png")]
     plot_map_vs_bits(series, HERE / links[0][1], title=f"{dataset} {protocol}: mAP against bits")

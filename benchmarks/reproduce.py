@@ -81,22 +81,28 @@ def run_seed(args, dataset, base, work_root, curves):
         result = model.fit_two_phase(split, config, dataset.num_classes, work_dir=run_dir,
                                      verbose=args.verbose)
         hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
-        q_codes = encode_heads(result.hashers, split.query.images)
-        db_codes = encode_heads(result.hashers, split.database.images)
-        for bits in result.hashers:
-            report = evaluate_codes(q_codes[bits], db_codes[bits], split)
-            row = summary_row(report, dataset=args.dataset, protocol=args.protocol, method=method,
-                              bits=bits, pretrain=use_pretrain, seed=seed)
-            row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
-                        "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
-                        "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
-                        "hash_epochs": config.hash_epochs, **extra})
-            rows.append(row)
-            print(row, flush=True)
-            if seed == args.seeds[0] and method == "exponentiated" and use_pretrain:
-                curve = report["pr_curve"]
-                curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
-                                     "recall": curve["recall"].round(6).tolist()}
+        encodings = {"plain": result.hashers}
+        if args.flip_average:
+            encodings["flip-averaged"] = model.flip_averaged(result.hashers)
+        for encoding, hashers in encodings.items():
+            q_codes = encode_heads(hashers, split.query.images)
+            db_codes = encode_heads(hashers, split.database.images)
+            for bits in hashers:
+                report = evaluate_codes(q_codes[bits], db_codes[bits], split)
+                row = summary_row(report, dataset=args.dataset, protocol=args.protocol,
+                                  method=method, bits=bits, pretrain=use_pretrain, seed=seed,
+                                  encoding=encoding)
+                row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
+                            "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
+                            "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
+                            "hash_epochs": config.hash_epochs, **extra})
+                rows.append(row)
+                print(row, flush=True)
+                if (seed == args.seeds[0] and method == "exponentiated" and use_pretrain
+                        and encoding == "plain"):
+                    curve = report["pr_curve"]
+                    curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
+                                         "recall": curve["recall"].round(6).tolist()}
     return rows
 
 
@@ -189,6 +195,9 @@ def main():
     parser.add_argument("--self-train-epochs", type=int, default=20)
     parser.add_argument("--self-train-rounds", type=int, default=1,
                         help="pseudo-label again with each round's classifier")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="also evaluate flip-averaged codes (tfhash.model.flip_averaged) "
+                             "of every trained model, as extra rows")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--append", action="store_true",

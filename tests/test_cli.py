@@ -182,6 +182,22 @@ def test_train_in_mixed_precision_saves_a_float32_encoder(tmp_path, capsys):
     assert all(layer.compute_dtype == "float32" for layer in inner)
 
 
+def test_train_with_flip_average_saves_mirror_invariant_encoders(tmp_path, capsys):
+    from tfhash.artifacts import load_encoder
+    from tfhash.data import load_dataset
+    from tfhash.model import encode
+
+    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "8", "--pretrain-epochs", "1",
+                     "--hash-epochs", "1", "--flip-average", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "run.json").read_text())["flip_averaged"] is True
+    encoder, meta = load_encoder(tmp_path / "model-8.keras")
+    assert meta["flip_averaged"] is True
+    images = load_dataset("mnist-5k").train.images[:32]
+    np.testing.assert_array_equal(encode(encoder, images, verbose=0),
+                                  encode(encoder, images[:, :, ::-1], verbose=0))
+
+
 def test_choices_spelled_in_the_cli_are_the_librarys():
     import argparse
 

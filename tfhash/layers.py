@@ -90,3 +90,29 @@ class HashingHead(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirrors images left to right, in training and at inference alike.
+
+    Unlike `keras.layers.RandomFlip`, which is an augmentation (random, and the identity at
+    inference), this layer always flips: `tfhash.model.flip_averaged` uses it to encode
+    each image together with its mirror image. Inputs are ``(batch, height, width,
+    channels)``; the width axis is reversed.
+
+    Example:
+
+    >>> images = np.arange(6.0).reshape(1, 1, 3, 2)
+    >>> HorizontalFlip()(images)[0, 0, :, 0]
+    array([4., 2., 0.])
+    """
+
+    def call(self, inputs):
+        check(len(inputs.shape) == 4,
+              f"HorizontalFlip: expected images (batch, height, width, channels), "
+              f"got shape {tuple(inputs.shape)}")
+        return ops.flip(inputs, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -28,7 +28,7 @@ from tfhash.codes import binarize, check_bits
 from tfhash.distribute import writable_dir
 from tfhash.errors import check
 from tfhash.io import atomic_path
-from tfhash.layers import HashingHead
+from tfhash.layers import HashingHead, HorizontalFlip
 from tfhash.losses import (
     ContrastiveHashingLoss,
     ExactHashingLoss,
@@ -234,6 +234,51 @@ def encode(model, images, batch_size=256, verbose="auto"):
     """Binary +-1 codes (int8) of ``images`` under a hashing model, with a progress bar."""
     relaxed = model.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
     return binarize(relaxed)
+
+
+def flip_averaged(hashers):
+    """Hashers that encode each image together with its mirror image.
+
+    The relaxed codes of an image and of its left-right mirror are averaged before the
+    sign, so an image and its mirror get the same code, and a code rests on two views of the
+    image (test-time augmentation inside the model: it exports and serves like any hasher).
+    Encoding costs two forward passes. Meant for models trained with flip augmentation on
+    mirror-symmetric content (natural images), not for digits or text.
+
+    Args:
+        hashers: a hashing model (images -> relaxed codes), or ``{bits: hasher}`` of heads
+            that share their input (as `train_hashers` returns them).
+
+    Returns:
+        The same shape: one model, or ``{bits: model}`` whose models share one input.
+
+    Example:
+
+    >>> hasher = flip_averaged(build_hasher(get_backbone("mnist_cnn", (28, 28, 1)), 12))
+    >>> codes = encode(hasher, images)
+    """
+    single = isinstance(hashers, keras.Model)
+    heads = {None: hashers} if single else hashers
+    check(isinstance(heads, dict) and heads
+          and all(isinstance(h, keras.Model) for h in heads.values()),
+          f"flip_averaged: `hashers` must be a keras.Model or a non-empty dict of them, "
+          f"got {type(hashers).__name__}")
+    first = next(iter(heads.values()))
+    check(all(h.inputs[0] is first.inputs[0] for h in heads.values()),
+          "flip_averaged: the hashers in `hashers` must share their input (heads on one "
+          "backbone, as train_hashers returns them)")
+    check(len(first.input_shape) == 4,
+          f"flip_averaged: hashers must take images (batch, height, width, channels), "
+          f"got input shape {first.input_shape}")
+    joint = keras.Model(first.inputs, [h.outputs[0] for h in heads.values()])
+    images = keras.Input(first.input_shape[1:], name="images")
+    plain = joint(images)
+    mirrored = joint(HorizontalFlip(name="mirror")(images))
+    averaged = {}
+    for (key, head), p, m in zip(heads.items(), plain, mirrored):
+        mean = keras.layers.Average(name="codes" if single else f"codes_{key}", dtype="float32")
+        averaged[key] = keras.Model(images, mean([p, m]), name=f"{head.name}_flip_averaged")
+    return averaged[None] if single else averaged
 
 
 def make_optimizer(lr, steps, weight_decay):
