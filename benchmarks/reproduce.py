@@ -24,7 +24,7 @@ import keras
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import MIXES
-from tfhash.self_training import self_train
+from tfhash.self_training import self_train, with_pseudo_labels
 
 from common import RESULTS, cached_training, query_accuracy, write_results
 
@@ -64,10 +64,10 @@ def run_seed(args, dataset, base, work_root, curves):
     pretrain_s = record["wall_s"]
     accuracy = query_accuracy(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {accuracy:.4f}", flush=True)
-    extra = {}
+    extra, hash_split = {}, split
     if args.self_train:
-        pretrained, self_s, accuracy, extra = run_self_training(args, classifier, split, base,
-                                                                 seed_dir, accuracy)
+        pretrained, self_s, accuracy, extra, hash_split = run_self_training(
+            args, classifier, split, base, seed_dir, accuracy)
         pretrain_s += self_s
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
@@ -78,8 +78,9 @@ def run_seed(args, dataset, base, work_root, curves):
         run_dir.mkdir(parents=True, exist_ok=True)
         if use_pretrain:
             shutil.copyfile(pretrained, run_dir / "pretrained.weights.h5")
-        result = model.fit_two_phase(split, config, dataset.num_classes, work_dir=run_dir,
-                                     verbose=args.verbose)
+        phase2_split = hash_split if use_pretrain else split
+        result = model.fit_two_phase(phase2_split, config, dataset.num_classes,
+                                     work_dir=run_dir, verbose=args.verbose)
         hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
         encodings = {"plain": result.hashers}
         if args.flip_average:
@@ -95,7 +96,8 @@ def run_seed(args, dataset, base, work_root, curves):
                 row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
                             "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
                             "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
-                            "hash_epochs": config.hash_epochs, **extra})
+                            "hash_epochs": config.hash_epochs,
+                            "n_train_phase2": len(phase2_split.train), **extra})
                 rows.append(row)
                 print(row, flush=True)
                 if (seed == args.seeds[0] and method == "exponentiated" and use_pretrain
@@ -106,14 +108,19 @@ def run_seed(args, dataset, base, work_root, curves):
     return rows
 
 
+def unlabelled_rows(split):
+    """Database rows that are not training images (cnnh's database holds the training set)."""
+    seen = {image.tobytes() for image in split.train.images}
+    return [i for i, image in enumerate(split.database.images) if image.tobytes() not in seen]
+
+
 def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1 (reused when an interrupted run left its weights)."""
     weights = seed_dir / "self_trained.weights.h5"
 
+    outside = unlabelled_rows(split)
+
     def train_student():
-        seen = {image.tobytes() for image in split.train.images}
-        outside = [i for i, image in enumerate(split.database.images)
-                   if image.tobytes() not in seen]  # cnnh's database holds the training images
         keras.utils.set_random_seed(config.seed)
         student, _, picked, labels = self_train(teacher, split, split.database.images[outside],
                                                 config, args.self_train, args.self_train_epochs,
@@ -135,7 +142,10 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
              "self_train_rounds": args.self_train_rounds, "n_pseudo": record["n_pseudo"],
              "pseudo_label_accuracy": record["pseudo_label_accuracy"],
              "wall_s_self_train": round(record["wall_s"], 1)}
-    return weights, record["wall_s"], accuracy, extra
+    if args.pseudo_phase2:
+        split, _, _ = with_pseudo_labels(split, student, split.database.images[outside],
+                                         args.self_train, verbose=0)
+    return weights, record["wall_s"], accuracy, extra, split
 
 
 def recipe_record(args, config):
@@ -145,6 +155,8 @@ def recipe_record(args, config):
         record.update(self_train=args.self_train, self_train_epochs=args.self_train_epochs)
         if args.self_train_rounds != 1:  # files from before rounds existed hold one round
             record.update(self_train_rounds=args.self_train_rounds)
+        if args.pseudo_phase2:
+            record.update(pseudo_phase2=True)
     return record
 
 
@@ -195,6 +207,9 @@ def main():
     parser.add_argument("--self-train-epochs", type=int, default=20)
     parser.add_argument("--self-train-rounds", type=int, default=1,
                         help="pseudo-label again with each round's classifier")
+    parser.add_argument("--pseudo-phase2", action="store_true",
+                        help="with --self-train: phase 2 also trains on the N database images "
+                             "per class the self-trained classifier is surest of")
     parser.add_argument("--flip-average", action="store_true",
                         help="also evaluate flip-averaged codes (tfhash.model.flip_averaged) "
                              "of every trained model, as extra rows")
@@ -205,6 +220,8 @@ def main():
     parser.add_argument("--work-dir", default="runs/reproduce")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
+    if args.pseudo_phase2 and not args.self_train:
+        parser.error("--pseudo-phase2 needs --self-train N")
     dataset = data.load_dataset(args.dataset)
     name = f"{args.dataset}-{args.protocol}{args.tag}"
     work_root = Path(args.work_dir) / name

@@ -19,9 +19,9 @@ from tfhash.model import TrainConfig  # noqa: E402
 from common import cached_training  # noqa: E402
 
 
-def args(self_train=0, epochs=20, rounds=1):
+def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False):
     return argparse.Namespace(self_train=self_train, self_train_epochs=epochs,
-                              self_train_rounds=rounds)
+                              self_train_rounds=rounds, pseudo_phase2=pseudo_phase2)
 
 
 def saved(record):
@@ -61,6 +61,9 @@ def test_self_training_is_part_of_the_recipe():
         check_same_recipe(taught, recipe_record(args(100, 5), TrainConfig()))
     with pytest.raises(SystemExit, match=r"\['self_train_rounds'\]"):
         check_same_recipe(taught, recipe_record(args(100, 20, rounds=2), TrainConfig()))
+    with pytest.raises(SystemExit, match=r"\['pseudo_phase2'\]"):
+        check_same_recipe(taught, recipe_record(args(100, 20, pseudo_phase2=True),
+                                                TrainConfig()))
 
 
 def tiny_model(seed):

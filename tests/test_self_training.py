@@ -3,7 +3,7 @@ import pytest
 
 from tfhash import data, model
 from tfhash.errors import TfhashError
-from tfhash.self_training import select_confident, self_train
+from tfhash.self_training import select_confident, self_train, with_pseudo_labels
 
 
 def confident_by_sorting(probs, per_class):
@@ -59,6 +59,7 @@ class FixedClassifier:
 
     def __init__(self, probs):
         self.probs, self.layers = probs, [None, "backbone"]
+        self.output_shape = (None, probs.shape[1])
 
     def predict(self, images, **kwargs):
         return self.probs[: len(images)]
@@ -87,3 +88,20 @@ def test_each_round_labels_with_the_classifier_the_round_before_made(monkeypatch
     np.testing.assert_array_equal(rows, second[0])
     np.testing.assert_array_equal(labels, second[1])
     assert final.probs is rounds[2] and histories == ["history", "history"]
+
+
+def test_with_pseudo_labels_appends_the_surest_images_and_keeps_the_rest():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), size=12)
+    pool = rng.integers(0, 255, (12, 4, 4, 1), dtype=np.uint8)
+    train = data.Images(pool[:2] + 1, np.array([2, 0]))
+    query = data.Images(pool[:1], np.array([1]))
+    split = data.Split("cnnh", 0, train, data.Images(pool[:0], np.zeros(0, int)), query, query)
+    taught, rows, labels = with_pseudo_labels(split, FixedClassifier(probs), pool, per_class=2)
+    expected = confident_by_sorting(probs, 2)
+    assert list(zip(rows.tolist(), labels.tolist())) == expected
+    np.testing.assert_array_equal(taught.train.images[:2], train.images)
+    np.testing.assert_array_equal(taught.train.images[2:], pool[[i for i, _ in expected]])
+    np.testing.assert_array_equal(taught.train.labels, [2, 0] + [c for _, c in expected])
+    assert taught.query is split.query and taught.database is split.database
+    assert split.train is train and len(train) == 2  # the input split is left as it was

@@ -78,12 +78,32 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     round_config = dataclasses.replace(config, pretrain_epochs=epochs)
     histories = []
     for _ in range(rounds):
-        probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
-        indices, labels = select_confident(probs, per_class)
-        train = Images(np.concatenate([split.train.images, unlabelled[indices]]),
-                       np.concatenate([split.train.labels,
-                                       labels.astype(split.train.labels.dtype)]))
-        classifier, history = pretrain(backbone, dataclasses.replace(split, train=train),
-                                       probs.shape[1], round_config, verbose=verbose)
+        taught, indices, labels = with_pseudo_labels(split, classifier, unlabelled, per_class,
+                                                     verbose=verbose)
+        classifier, history = pretrain(backbone, taught, classifier.output_shape[-1],
+                                       round_config, verbose=verbose)
         histories.append(history)
     return classifier, histories, indices, labels
+
+
+def with_pseudo_labels(split, classifier, unlabelled, per_class, verbose="auto"):
+    """``split`` whose training part also holds the unlabelled images the classifier is
+    surest of, ``per_class`` per predicted class, labelled with its predictions.
+
+    `self_train` uses it for phase 1; passing the result to `tfhash.model.train_hashers`
+    lets phase 2 learn codes on the pseudo-labelled images too.
+
+    Returns:
+        ``(split, indices, labels)``: the new split (other parts unchanged), and the rows of
+        ``unlabelled`` it added with their labels.
+
+    Example:
+
+    >>> taught, rows, labels = with_pseudo_labels(split, classifier, unlabelled, 2000)
+    >>> hashers, _ = model.train_hashers(backbone, taught, (12, 48), config)
+    """
+    probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
+    indices, labels = select_confident(probs, per_class)
+    train = Images(np.concatenate([split.train.images, unlabelled[indices]]),
+                   np.concatenate([split.train.labels, labels.astype(split.train.labels.dtype)]))
+    return dataclasses.replace(split, train=train), indices, labels
