@@ -104,8 +104,8 @@ class HorizontalFlip(keras.layers.Layer):
     Example:
 
     >>> images = np.arange(6.0).reshape(1, 1, 3, 2)
-    >>> HorizontalFlip()(images)[0, 0, :, 0]
-    array([4., 2., 0.])
+    >>> keras.ops.convert_to_numpy(HorizontalFlip()(images))[0, 0, :, 0]
+    array([4., 2., 0.], dtype=float32)
     """
 
     def call(self, inputs):
