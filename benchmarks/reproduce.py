@@ -115,37 +115,41 @@ def unlabelled_rows(split):
 
 
 def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
-    """Self-training after phase 1 (reused when an interrupted run left its weights)."""
-    weights = seed_dir / "self_trained.weights.h5"
-
+    """Self-training after phase 1, one cached round at a time (round r > 1 is kept as
+    ``self_trained_round<r>``), so an interrupted run, or one with more rounds, reuses the
+    rounds already made."""
     outside = unlabelled_rows(split)
+    student, records = teacher, []
+    for round_no in range(1, args.self_train_rounds + 1):
+        stem = "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
 
-    def train_student():
-        keras.utils.set_random_seed(config.seed)
-        student, _, picked, labels = self_train(teacher, split, split.database.images[outside],
-                                                config, args.self_train, args.self_train_epochs,
-                                                rounds=args.self_train_rounds,
-                                                verbose=args.verbose)
-        truth = split.database.labels[outside][picked]  # read only to report, never trained on
-        return student, {"n_pseudo": len(picked),
-                         "pseudo_label_accuracy": float((truth == labels).mean())}
+        def train_student(teacher=student, round_no=round_no):
+            keras.utils.set_random_seed(config.seed + round_no - 1)
+            student, _, picked, labels = self_train(
+                teacher, split, split.database.images[outside], config, args.self_train,
+                args.self_train_epochs, verbose=args.verbose)
+            truth = split.database.labels[outside][picked]  # only reported, never trained on
+            return student, {"n_pseudo": len(picked),
+                             "pseudo_label_accuracy": float((truth == labels).mean())}
 
-    student, record = cached_training(
-        weights, seed_dir / "self_trained.json", train=train_student,
-        build=lambda: model.build_classifier(teacher.layers[1], teacher.output_shape[-1]))
-    accuracy = query_accuracy(student, split)
-    print(f"self-training {record['wall_s']:.0f}s on {record['n_pseudo']} pseudo-labels "
-          f"({record['pseudo_label_accuracy']:.3f} correct): query accuracy {accuracy:.4f}",
-          flush=True)
+        student, record = cached_training(
+            seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json", train=train_student,
+            build=lambda: model.build_classifier(teacher.layers[1], teacher.output_shape[-1]))
+        records.append(record)
+        accuracy = query_accuracy(student, split)
+        print(f"self-training round {round_no}: {record['wall_s']:.0f}s on "
+              f"{record['n_pseudo']} pseudo-labels ({record['pseudo_label_accuracy']:.3f} "
+              f"correct): query accuracy {accuracy:.4f}", flush=True)
+    wall = sum(r["wall_s"] for r in records)
     extra = {"teacher_query_accuracy": teacher_accuracy, "self_train_per_class": args.self_train,
              "self_train_epochs": args.self_train_epochs,
-             "self_train_rounds": args.self_train_rounds, "n_pseudo": record["n_pseudo"],
-             "pseudo_label_accuracy": record["pseudo_label_accuracy"],
-             "wall_s_self_train": round(record["wall_s"], 1)}
+             "self_train_rounds": args.self_train_rounds, "n_pseudo": records[-1]["n_pseudo"],
+             "pseudo_label_accuracy": records[-1]["pseudo_label_accuracy"],
+             "wall_s_self_train": round(wall, 1)}
     if args.pseudo_phase2:
         split, _, _ = with_pseudo_labels(split, student, split.database.images[outside],
                                          args.self_train, verbose=0)
-    return weights, record["wall_s"], accuracy, extra, split
+    return seed_dir / f"{stem}.weights.h5", wall, accuracy, extra, split
 
 
 def recipe_record(args, config):
