@@ -67,6 +67,7 @@ def reproduction_section(doc):
         lines.append(f"| {row_label(method, encoding)} | {'yes' if pre else 'no'} | {row_seeds} | "
                      + " | ".join(cells)
                      + f" | {idx} | {pr2} |")
+    lines += same_seeds_lines(groups, bits)
     acc = sorted({(r["seed"], r["query_accuracy"]) for r in rows})
     walls = defaultdict(list)
     for r in rows:
@@ -97,6 +98,22 @@ def reproduction_section(doc):
     links = reproduction_plots(doc, groups, bits)
     lines.append("\n" + " ".join(f"![{alt}]({png})" for alt, png in links))
     return "\n".join(lines) + "\n"
+
+
+def same_seeds_lines(groups, bits):
+    """When rows ran on different seeds, every row's mean on the seeds all of them share."""
+    seed_sets = [{r["seed"] for r in rs} for rs in groups.values()]
+    shared = set.intersection(*seed_sets)
+    if not shared or all(s == shared for s in seed_sets):
+        return []
+    cells = []
+    for (method, pre, encoding), rs in groups.items():
+        means = [np.mean([r["map"] for r in rs if r["bits"] == b and r["seed"] in shared])
+                 for b in bits]
+        label = row_label(method, encoding) + ("" if pre else " (no pre-training)")
+        cells.append(f"{label} " + "/".join(f"{m:.4f}" for m in means))
+    return ["", f"On the seeds every row ran ({', '.join(str(x) for x in sorted(shared))}), "
+            f"mAP at {'/'.join(str(b) for b in bits)} bits: " + "; ".join(cells) + "."]
 
 
 def row_label(method, encoding):
