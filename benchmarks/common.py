@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from tfhash.io import atomic_path, write_json  # noqa: E402  (numpy only: no TensorFlow)
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -41,9 +44,6 @@ def query_accuracy(classifier, split):
 
 def write_results(name, rows, **extra):
     """Writes benchmarks/results/<name>.json in the shape DESIGN.md fixes."""
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tfhash.io import write_json
-
     doc = {
         "benchmark": name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -83,9 +83,6 @@ def cached_training(weights, record, build, train):
     ...     train=lambda: (model.pretrain(backbone, split, 10, config)[0], {}))
     >>> record["wall_s"]
     """
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tfhash.io import atomic_path, write_json
-
     weights, record = Path(weights), Path(record)
     if weights.exists() and record.exists():
         trained = build()

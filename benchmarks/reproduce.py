@@ -118,7 +118,7 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1, one cached round at a time (round r > 1 is kept as
     ``self_trained_round<r>``), so an interrupted run, or one with more rounds, reuses the
     rounds already made."""
-    outside = unlabelled_rows(split)
+    unlabelled = split.database.take(unlabelled_rows(split))  # indexed once, not per round
     student, records = teacher, []
     for round_no in range(1, args.self_train_rounds + 1):
         stem = "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
@@ -126,9 +126,9 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
         def train_student(teacher=student, round_no=round_no):
             keras.utils.set_random_seed(config.seed + round_no - 1)
             student, _, picked, labels = self_train(
-                teacher, split, split.database.images[outside], config, args.self_train,
+                teacher, split, unlabelled.images, config, args.self_train,
                 args.self_train_epochs, verbose=args.verbose)
-            truth = split.database.labels[outside][picked]  # only reported, never trained on
+            truth = unlabelled.labels[picked]  # only reported, never trained on
             return student, {"n_pseudo": len(picked),
                              "pseudo_label_accuracy": float((truth == labels).mean())}
 
@@ -147,7 +147,7 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
              "pseudo_label_accuracy": records[-1]["pseudo_label_accuracy"],
              "wall_s_self_train": round(wall, 1)}
     if args.pseudo_phase2:
-        split, _, _ = with_pseudo_labels(split, student, split.database.images[outside],
+        split, _, _ = with_pseudo_labels(split, student, unlabelled.images,
                                          args.self_train, verbose=0)
     return seed_dir / f"{stem}.weights.h5", wall, accuracy, extra, split
 
