@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from classifier_bound import class_codes, probability_map  # noqa: E402
 from reproduce import check_same_recipe, recipe_record  # noqa: E402
 
+from tfhash.metrics import mean_average_precision  # noqa: E402
 from tfhash.model import TrainConfig  # noqa: E402
 
 from common import cached_training  # noqa: E402
@@ -109,3 +111,23 @@ def test_cached_training_retrains_when_the_record_is_missing(tmp_path):
     _, facts = cached_training(weights, record, build=lambda: tiny_model(0),
                                train=lambda: (tiny_model(3), {"note": "again"}))
     assert facts["note"] == "again" and record.exists()
+
+
+def test_probability_ranking_ap_by_hand():
+    # query of class 0; database scores 0.9 (class 1), 0.8 (class 0), 0.1 (class 0):
+    # relevant at ranks 2 and 3, AP = (1/2 + 2/3) / 2
+    q = np.array([[1.0, 0.0]])
+    db = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9]])
+    got = probability_map(q, np.array([0]), db, np.array([1, 0, 0]))
+    assert got == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_probability_ranking_of_one_hot_vectors_is_class_code_ranking_with_index_ties():
+    rng = np.random.default_rng(0)
+    q_probs = np.eye(4)[rng.integers(0, 4, 30)]
+    db_probs = np.eye(4)[rng.integers(0, 4, 200)]
+    q_labels, db_labels = rng.integers(0, 5, 30), rng.integers(0, 4, 200)  # class 4: none
+    expected = mean_average_precision(class_codes(q_probs), q_labels, class_codes(db_probs),
+                                      db_labels, ties="index")
+    assert probability_map(q_probs, q_labels, db_probs, db_labels) == pytest.approx(expected)
+    assert set(np.unique(class_codes(q_probs))) == {-1, 1}

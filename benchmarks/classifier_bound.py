@@ -1,0 +1,116 @@
+"""What the phase-1 classifier alone gives on the protocol: the reference the codes are held to.
+
+For runs of `reproduce.py` (their cached weights under --work-dir and their results file),
+loads each seed's last classifier (phase 1, or the last self-training round) and scores two
+rankings of the protocol's database for its queries, next to the hashing rows of that run:
+
+* ``map_class_codes``: every image coded by its predicted class alone (a one-hot code,
+  Hamming ranking, ties expected): codes that only cluster by class.
+* ``map_probabilities``: the database sorted by the dot product of softmax vectors: the
+  classifier's own confidence order, which codes of a few bits can at best approach.
+
+    python benchmarks/classifier_bound.py --runs mnist-cnnh-long-self cifar10-cnnh-w16-bf16-self3-p2
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tfhash import data, metrics, model
+
+from common import RESULTS, query_accuracy, write_results
+
+QUERY_BLOCK = 50
+
+
+def probability_map(q_probs, q_labels, db_probs, db_labels):
+    """mAP@all of ranking the database by the dot product of probability vectors (over the
+    queries with a relevant database item, as `tfhash.metrics.mean_average_precision`)."""
+    aps = []
+    ranks = np.arange(1, len(db_labels) + 1)
+    progress = keras.utils.Progbar(len(q_labels), unit_name="query")
+    for start in range(0, len(q_labels), QUERY_BLOCK):
+        scores = q_probs[start:start + QUERY_BLOCK] @ db_probs.T
+        order = np.argsort(-scores, axis=1, kind="stable")
+        relevant = db_labels[order] == q_labels[start:start + QUERY_BLOCK, None]
+        hits = np.cumsum(relevant, axis=1)
+        n_relevant = relevant.sum(axis=1)
+        found = n_relevant > 0
+        aps.append((relevant * hits / ranks).sum(axis=1)[found] / n_relevant[found])
+        progress.add(len(relevant))
+    return float(np.concatenate(aps).mean())
+
+
+def class_codes(probs):
+    """+-1 one-hot codes of the predicted class."""
+    return np.where(np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)], 1, -1)
+
+
+def last_classifier(seed_dir, rounds):
+    """The weights file of a seed's final classifier and its name."""
+    stem = ("pretrained" if not rounds else
+            "self_trained" if rounds == 1 else f"self_trained_round{rounds}")
+    return seed_dir / f"{stem}.weights.h5", stem
+
+
+def hash_maps(doc, seed):
+    """The plain exponentiated, pre-trained rows' mAP per bit length for one seed."""
+    return {f"map_hash_{r['bits']}": r["map"] for r in doc["rows"]
+            if r["seed"] == seed and r["method"] == "exponentiated" and r["pretrain"]
+            and r.get("encoding", "plain") == "plain"}
+
+
+def bound_rows(run, work_dir):
+    doc = json.loads((RESULTS / f"{run}.json").read_text())
+    config = doc["config"]
+    rounds = config.get("self_train_rounds", 1) if config.get("self_train") else 0
+    first = doc["rows"][0]
+    dataset = data.load_dataset(first["dataset"])
+    architecture = ("backbone", "backbone_width", "precision")  # older files lack some
+    base = model.TrainConfig(bits=(12,), **{k: config[k] for k in architecture if k in config})
+    rows = []
+    for seed in sorted({r["seed"] for r in doc["rows"]}):
+        weights, stem = last_classifier(Path(work_dir) / run / f"seed{seed}", rounds)
+        if not weights.exists():
+            raise SystemExit(f"--runs: {run} has no cached classifier {weights}")
+        split = data.make_split(dataset, first["protocol"], seed=seed, val_fraction=0.0)
+        classifier = model.build_classifier(base.make_backbone(split.train.images.shape[1:]),
+                                            dataset.num_classes)
+        classifier.load_weights(weights)
+        q_probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
+        db_probs = classifier.predict(split.database.images, batch_size=256, verbose=0)
+        q_labels, db_labels = split.query.labels, split.database.labels
+        rows.append({
+            "run": run, "seed": seed, "classifier": stem,
+            "query_accuracy": query_accuracy(classifier, split),
+            "database_accuracy": float((db_probs.argmax(axis=1) == db_labels).mean()),
+            "map_class_codes": round(metrics.mean_average_precision(
+                class_codes(q_probs), q_labels, class_codes(db_probs), db_labels), 6),
+            "map_probabilities": round(probability_map(q_probs, q_labels, db_probs,
+                                                       db_labels), 6),
+            **hash_maps(doc, seed),
+        })
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="results names of reproduce.py runs, e.g. mnist-cnnh-long-self")
+    parser.add_argument("--work-dir", default="runs/reproduce")
+    args = parser.parse_args()
+    for run in args.runs:
+        if not (RESULTS / f"{run}.json").exists():
+            parser.error(f"--runs: no results file {RESULTS / run}.json")
+    rows = []
+    for run in args.runs:
+        rows.extend(bound_rows(run, args.work_dir))
+        write_results("classifier_bound", rows)
+
+
+if __name__ == "__main__":
+    main()
