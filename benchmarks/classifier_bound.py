@@ -18,10 +18,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from reproduce import round_stem
 
 from tfhash import data, metrics, model
 
-from common import RESULTS, query_accuracy, write_results
+from common import RESULTS, write_results
 
 QUERY_BLOCK = 50
 
@@ -49,13 +50,6 @@ def class_codes(probs):
     return np.where(np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)], 1, -1)
 
 
-def last_classifier(seed_dir, rounds):
-    """The weights file of a seed's final classifier and its name."""
-    stem = ("pretrained" if not rounds else
-            "self_trained" if rounds == 1 else f"self_trained_round{rounds}")
-    return seed_dir / f"{stem}.weights.h5", stem
-
-
 def hash_maps(doc, seed):
     """The plain exponentiated, pre-trained rows' mAP per bit length for one seed."""
     return {f"map_hash_{r['bits']}": r["map"] for r in doc["rows"]
@@ -66,14 +60,14 @@ def hash_maps(doc, seed):
 def bound_rows(run, work_dir):
     doc = json.loads((RESULTS / f"{run}.json").read_text())
     config = doc["config"]
-    rounds = config.get("self_train_rounds", 1) if config.get("self_train") else 0
+    stem = round_stem(config.get("self_train_rounds", 1) if config.get("self_train") else 0)
     first = doc["rows"][0]
     dataset = data.load_dataset(first["dataset"])
     architecture = ("backbone", "backbone_width", "precision")  # older files lack some
     base = model.TrainConfig(bits=(12,), **{k: config[k] for k in architecture if k in config})
     rows = []
     for seed in sorted({r["seed"] for r in doc["rows"]}):
-        weights, stem = last_classifier(Path(work_dir) / run / f"seed{seed}", rounds)
+        weights = Path(work_dir) / run / f"seed{seed}" / f"{stem}.weights.h5"
         if not weights.exists():
             raise SystemExit(f"--runs: {run} has no cached classifier {weights}")
         split = data.make_split(dataset, first["protocol"], seed=seed, val_fraction=0.0)
@@ -85,7 +79,7 @@ def bound_rows(run, work_dir):
         q_labels, db_labels = split.query.labels, split.database.labels
         rows.append({
             "run": run, "seed": seed, "classifier": stem,
-            "query_accuracy": query_accuracy(classifier, split),
+            "query_accuracy": float((q_probs.argmax(axis=1) == q_labels).mean()),
             "database_accuracy": float((db_probs.argmax(axis=1) == db_labels).mean()),
             "map_class_codes": round(metrics.mean_average_precision(
                 class_codes(q_probs), q_labels, class_codes(db_probs), db_labels), 6),

@@ -114,6 +114,14 @@ def unlabelled_rows(split):
     return [i for i, image in enumerate(split.database.images) if image.tobytes() not in seen]
 
 
+def round_stem(round_no):
+    """File stem of a seed's cached classifier after self-training round ``round_no``
+    (0: phase 1 alone)."""
+    if round_no == 0:
+        return "pretrained"
+    return "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
+
+
 def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1, one cached round at a time (round r > 1 is kept as
     ``self_trained_round<r>``), so an interrupted run, or one with more rounds, reuses the
@@ -121,7 +129,7 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     unlabelled = split.database.take(unlabelled_rows(split))  # indexed once, not per round
     student, records = teacher, []
     for round_no in range(1, args.self_train_rounds + 1):
-        stem = "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
+        stem = round_stem(round_no)
 
         def train_student(teacher=student, round_no=round_no):
             keras.utils.set_random_seed(config.seed + round_no - 1)

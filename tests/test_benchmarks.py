@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from classifier_bound import class_codes, probability_map  # noqa: E402
-from reproduce import check_same_recipe, recipe_record  # noqa: E402
+from reproduce import check_same_recipe, recipe_record, round_stem  # noqa: E402
 
 from tfhash.metrics import mean_average_precision  # noqa: E402
 from tfhash.model import TrainConfig  # noqa: E402
@@ -130,4 +130,13 @@ def test_probability_ranking_of_one_hot_vectors_is_class_code_ranking_with_index
     expected = mean_average_precision(class_codes(q_probs), q_labels, class_codes(db_probs),
                                       db_labels, ties="index")
     assert probability_map(q_probs, q_labels, db_probs, db_labels) == pytest.approx(expected)
-    assert set(np.unique(class_codes(q_probs))) == {-1, 1}
+
+
+def test_class_codes_are_plus_one_at_the_predicted_class_only():
+    probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2]])
+    np.testing.assert_array_equal(class_codes(probs), [[-1, 1, -1], [1, -1, -1]])
+
+
+def test_round_stems_name_the_cached_classifier_files():
+    assert [round_stem(r) for r in range(4)] == [
+        "pretrained", "self_trained", "self_trained_round2", "self_trained_round3"]
