@@ -135,14 +135,17 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
             keras.utils.set_random_seed(config.seed + round_no - 1)
             student, _, picked, labels = self_train(
                 teacher, split, unlabelled.images, config, args.self_train,
-                args.self_train_epochs, verbose=args.verbose)
+                args.self_train_epochs, flip_average=args.flip_pseudo_labels,
+                verbose=args.verbose)
             truth = unlabelled.labels[picked]  # only reported, never trained on
             return student, {"n_pseudo": len(picked),
-                             "pseudo_label_accuracy": float((truth == labels).mean())}
+                             "pseudo_label_accuracy": float((truth == labels).mean()),
+                             **labelling_record(args)}
 
         student, record = cached_training(
             seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json", train=train_student,
             build=lambda: model.build_classifier(teacher.layers[1], teacher.output_shape[-1]))
+        check_same_labelling(record, args, seed_dir / f"{stem}.json")
         records.append(record)
         accuracy = query_accuracy(student, split)
         print(f"self-training round {round_no}: {record['wall_s']:.0f}s on "
@@ -155,9 +158,23 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
              "pseudo_label_accuracy": records[-1]["pseudo_label_accuracy"],
              "wall_s_self_train": round(wall, 1)}
     if args.pseudo_phase2:
-        split, _, _ = with_pseudo_labels(split, student, unlabelled.images,
-                                         args.self_train, verbose=0)
+        split, _, _ = with_pseudo_labels(split, student, unlabelled.images, args.self_train,
+                                         flip_average=args.flip_pseudo_labels, verbose=0)
     return seed_dir / f"{stem}.weights.h5", wall, accuracy, extra, split
+
+
+def labelling_record(args):
+    """How pseudo-labels are made, as recipes and cached rounds record it (files from before
+    the option hold nothing: plain predictions)."""
+    return {"flip_pseudo_labels": True} if args.flip_pseudo_labels else {}
+
+
+def check_same_labelling(record, args, path):
+    """Refuses a cached self-training round whose pseudo-labels were made another way."""
+    if record.get("flip_pseudo_labels", False) != args.flip_pseudo_labels:
+        made = "with" if record.get("flip_pseudo_labels") else "without"
+        raise SystemExit(f"{path}: this cached round was pseudo-labelled {made} "
+                         "--flip-pseudo-labels; use another --tag or --work-dir")
 
 
 def recipe_record(args, config):
@@ -169,6 +186,7 @@ def recipe_record(args, config):
             record.update(self_train_rounds=args.self_train_rounds)
         if args.pseudo_phase2:
             record.update(pseudo_phase2=True)
+        record.update(labelling_record(args))
     return record
 
 
@@ -222,6 +240,9 @@ def main():
     parser.add_argument("--pseudo-phase2", action="store_true",
                         help="with --self-train: phase 2 also trains on the N database images "
                              "per class the self-trained classifier is surest of")
+    parser.add_argument("--flip-pseudo-labels", action="store_true",
+                        help="pseudo-label with probabilities averaged over each image and its "
+                             "mirror (model.flip_averaged; natural images, not digits)")
     parser.add_argument("--flip-average", action="store_true",
                         help="also evaluate flip-averaged codes (tfhash.model.flip_averaged) "
                              "of every trained model, as extra rows")
@@ -234,6 +255,8 @@ def main():
     args = parser.parse_args()
     if args.pseudo_phase2 and not args.self_train:
         parser.error("--pseudo-phase2 needs --self-train N")
+    if args.flip_pseudo_labels and not args.self_train:
+        parser.error("--flip-pseudo-labels needs --self-train N")
     dataset = data.load_dataset(args.dataset)
     name = f"{args.dataset}-{args.protocol}{args.tag}"
     work_root = Path(args.work_dir) / name

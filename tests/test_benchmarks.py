@@ -13,7 +13,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from classifier_bound import class_codes, probability_map  # noqa: E402
-from reproduce import check_same_recipe, recipe_record, round_stem  # noqa: E402
+from reproduce import (  # noqa: E402
+    check_same_labelling,
+    check_same_recipe,
+    recipe_record,
+    round_stem,
+)
 
 from tfhash.metrics import mean_average_precision  # noqa: E402
 from tfhash.model import TrainConfig  # noqa: E402
@@ -21,9 +26,10 @@ from tfhash.model import TrainConfig  # noqa: E402
 from common import cached_training  # noqa: E402
 
 
-def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False):
+def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_labels=False):
     return argparse.Namespace(self_train=self_train, self_train_epochs=epochs,
-                              self_train_rounds=rounds, pseudo_phase2=pseudo_phase2)
+                              self_train_rounds=rounds, pseudo_phase2=pseudo_phase2,
+                              flip_pseudo_labels=flip_pseudo_labels)
 
 
 def saved(record):
@@ -66,6 +72,22 @@ def test_self_training_is_part_of_the_recipe():
     with pytest.raises(SystemExit, match=r"\['pseudo_phase2'\]"):
         check_same_recipe(taught, recipe_record(args(100, 20, pseudo_phase2=True),
                                                 TrainConfig()))
+    with pytest.raises(SystemExit, match=r"\['flip_pseudo_labels'\]"):
+        check_same_recipe(taught, recipe_record(args(100, 20, flip_pseudo_labels=True),
+                                                TrainConfig()))
+
+
+def test_a_cached_round_is_reused_only_with_the_same_labelling(tmp_path):
+    plain_round = {"wall_s": 1.0, "n_pseudo": 20}  # written before the option existed
+    flipped_round = {**plain_round, "flip_pseudo_labels": True}
+    check_same_labelling(plain_round, args(100), tmp_path / "r.json")
+    check_same_labelling(flipped_round, args(100, flip_pseudo_labels=True), tmp_path / "r.json")
+    with pytest.raises(SystemExit, match="r.json: this cached round was pseudo-labelled "
+                                         "without --flip-pseudo-labels"):
+        check_same_labelling(plain_round, args(100, flip_pseudo_labels=True),
+                             tmp_path / "r.json")
+    with pytest.raises(SystemExit, match="pseudo-labelled with --flip-pseudo-labels"):
+        check_same_labelling(flipped_round, args(100), tmp_path / "r.json")
 
 
 def tiny_model(seed):

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -105,3 +106,40 @@ def test_with_pseudo_labels_appends_the_surest_images_and_keeps_the_rest():
     np.testing.assert_array_equal(taught.train.labels, [2, 0] + [c for _, c in expected])
     assert taught.query is split.query and taught.database is split.database
     assert split.train is train and len(train) == 2  # the input split is left as it was
+
+
+def test_flip_averaged_pseudo_labels_rank_by_the_mean_of_image_and_mirror():
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 255, (40, 4, 4, 1), dtype=np.uint8)
+    inputs = keras.Input((4, 4, 1))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
+    classifier = keras.Model(inputs, outputs)
+    classifier.set_weights([rng.normal(size=(16, 3)) / 40, np.zeros(3)])
+    mean = (classifier.predict(pool, verbose=0)
+            + classifier.predict(pool[:, :, ::-1], verbose=0)) / 2  # numpy's mirror
+    expected = confident_by_sorting(mean, 3)
+    assert expected != confident_by_sorting(classifier.predict(pool, verbose=0), 3)
+    split = data.Split("cnnh", 0, data.Images(pool[:0], np.zeros(0, int)), None, None, None)
+    _, rows, labels = with_pseudo_labels(split, classifier, pool, per_class=3,
+                                         flip_average=True, verbose=0)
+    assert list(zip(rows.tolist(), labels.tolist())) == expected
+    with pytest.raises(TfhashError, match="`flip_average`"):
+        with_pseudo_labels(split, classifier, pool, per_class=3, flip_average="yes")
+
+
+def test_self_train_labels_every_round_flip_averaged_when_asked(monkeypatch):
+    import tfhash.self_training as self_training
+
+    asked = []
+
+    def fake_labels(split, classifier, unlabelled, per_class, flip_average, verbose):
+        asked.append(flip_average)
+        return split, np.arange(2), np.zeros(2, int)
+
+    monkeypatch.setattr(self_training, "with_pseudo_labels", fake_labels)
+    monkeypatch.setattr(model, "pretrain", lambda *a, **k: (FixedClassifier(np.eye(3)), "h"))
+    images = np.zeros((3, 4, 4, 1), np.uint8)
+    small = data.Split("cnnh", 0, data.Images(images, np.arange(3)), None, None, None)
+    self_train(FixedClassifier(np.eye(3)), small, images, model.TrainConfig(), per_class=1,
+               epochs=1, rounds=3, flip_average=True)
+    assert asked == [True, True, True]

@@ -247,7 +247,9 @@ def flip_averaged(hashers):
 
     Args:
         hashers: a hashing model (images -> relaxed codes), or ``{bits: hasher}`` of heads
-            that share their input (as `train_hashers` returns them).
+            that share their input (as `train_hashers` returns them). Any model from
+            images to a vector works the same way: a classifier gives flip-averaged
+            probabilities (`tfhash.self_training.with_pseudo_labels` labels with them).
 
     Returns:
         The same shape: one model, or ``{bits: model}`` whose models share one input.

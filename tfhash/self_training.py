@@ -19,6 +19,7 @@ import numpy as np
 
 from tfhash.data import Images
 from tfhash.errors import check
+from tfhash.model import flip_averaged
 
 
 def select_confident(probs, per_class):
@@ -50,7 +51,7 @@ def select_confident(probs, per_class):
 
 
 def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=1,
-               verbose="auto"):
+               flip_average=False, verbose="auto"):
     """Continues phase 1 on ``split.train`` plus pseudo-labelled ``unlabelled`` images.
 
     Each round, the classifier labels ``unlabelled`` (uint8 images of the training images'
@@ -58,7 +59,9 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     training images, and `tfhash.model.pretrain` runs ``epochs`` more epochs (a fresh
     learning-rate schedule and classifier layer on the same, already trained, backbone: the
     backbone trains on in place, so ``classifier`` changes too). The next round's labels
-    come from the classifier this round made.
+    come from the classifier this round made. With ``flip_average`` each round labels with
+    the classifier's probabilities averaged over the image and its mirror (see
+    `with_pseudo_labels`).
 
     Returns:
         ``(classifier, histories, indices, labels)``: the last classifier, one history per
@@ -79,19 +82,23 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     histories = []
     for _ in range(rounds):
         taught, indices, labels = with_pseudo_labels(split, classifier, unlabelled, per_class,
-                                                     verbose=verbose)
+                                                     flip_average=flip_average, verbose=verbose)
         classifier, history = pretrain(backbone, taught, classifier.output_shape[-1],
                                        round_config, verbose=verbose)
         histories.append(history)
     return classifier, histories, indices, labels
 
 
-def with_pseudo_labels(split, classifier, unlabelled, per_class, verbose="auto"):
+def with_pseudo_labels(split, classifier, unlabelled, per_class, flip_average=False,
+                       verbose="auto"):
     """``split`` whose training part also holds the unlabelled images the classifier is
     surest of, ``per_class`` per predicted class, labelled with its predictions.
 
     `self_train` uses it for phase 1; passing the result to `tfhash.model.train_hashers`
-    lets phase 2 learn codes on the pseudo-labelled images too.
+    lets phase 2 learn codes on the pseudo-labelled images too. ``flip_average`` predicts
+    with `tfhash.model.flip_averaged` (the mean of the probabilities of each image and its
+    left-right mirror): test-time augmentation for the labels, for classifiers trained with
+    flips on mirror-symmetric content (natural images, not digits).
 
     Returns:
         ``(split, indices, labels)``: the new split (other parts unchanged), and the rows of
@@ -102,6 +109,10 @@ def with_pseudo_labels(split, classifier, unlabelled, per_class, verbose="auto")
     >>> taught, rows, labels = with_pseudo_labels(split, classifier, unlabelled, 2000)
     >>> hashers, _ = model.train_hashers(backbone, taught, (12, 48), config)
     """
+    check(isinstance(flip_average, bool), f"`flip_average` must be True or False, "
+          f"got {flip_average!r}")
+    if flip_average:
+        classifier = flip_averaged(classifier)
     probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
     indices, labels = select_confident(probs, per_class)
     train = Images(np.concatenate([split.train.images, unlabelled[indices]]),
