@@ -140,6 +140,7 @@ def test_self_train_labels_every_round_flip_averaged_when_asked(monkeypatch):
     monkeypatch.setattr(model, "pretrain", lambda *a, **k: (FixedClassifier(np.eye(3)), "h"))
     images = np.zeros((3, 4, 4, 1), np.uint8)
     small = data.Split("cnnh", 0, data.Images(images, np.arange(3)), None, None, None)
-    self_train(FixedClassifier(np.eye(3)), small, images, model.TrainConfig(), per_class=1,
-               epochs=1, rounds=3, flip_average=True)
-    assert asked == [True, True, True]
+    for flip_average in (True, False):
+        self_train(FixedClassifier(np.eye(3)), small, images, model.TrainConfig(), per_class=1,
+                   epochs=1, rounds=3, flip_average=flip_average)
+    assert asked == [True, True, True, False, False, False]

@@ -17,9 +17,9 @@ import dataclasses
 
 import numpy as np
 
+from tfhash import model
 from tfhash.data import Images
 from tfhash.errors import check
-from tfhash.model import flip_averaged
 
 
 def select_confident(probs, per_class):
@@ -68,8 +68,6 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
         round, and the rows of ``unlabelled`` the last round pseudo-labelled, with their
         labels.
     """
-    from tfhash.model import pretrain
-
     unlabelled = np.asarray(unlabelled)
     check(unlabelled.ndim == 4 and unlabelled.shape[1:] == split.train.images.shape[1:],
           f"`unlabelled` must be images of shape (n, {split.train.images.shape[1:]}), "
@@ -83,8 +81,8 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     for _ in range(rounds):
         taught, indices, labels = with_pseudo_labels(split, classifier, unlabelled, per_class,
                                                      flip_average=flip_average, verbose=verbose)
-        classifier, history = pretrain(backbone, taught, classifier.output_shape[-1],
-                                       round_config, verbose=verbose)
+        classifier, history = model.pretrain(backbone, taught, classifier.output_shape[-1],
+                                             round_config, verbose=verbose)
         histories.append(history)
     return classifier, histories, indices, labels
 
@@ -112,7 +110,7 @@ def with_pseudo_labels(split, classifier, unlabelled, per_class, flip_average=Fa
     check(isinstance(flip_average, bool), f"`flip_average` must be True or False, "
           f"got {flip_average!r}")
     if flip_average:
-        classifier = flip_averaged(classifier)
+        classifier = model.flip_averaged(classifier)
     probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
     indices, labels = select_confident(probs, per_class)
     train = Images(np.concatenate([split.train.images, unlabelled[indices]]),
