@@ -10,6 +10,9 @@ rankings of the protocol's database for its queries, next to the hashing rows of
   classifier's own confidence order, which codes of a few bits can at best approach.
 
     python benchmarks/classifier_bound.py --runs mnist-cnnh-long-self cifar10-cnnh-w16-bf16-self3-p2
+
+With ``--append`` the results file keeps its rows of the runs not named, so one run can be
+added (or redone) without recomputing the others.
 """
 
 import argparse
@@ -91,16 +94,25 @@ def bound_rows(run, work_dir):
     return rows
 
 
+def kept_rows(path, runs):
+    """The rows of ``path`` (a classifier_bound results file) that belong to none of ``runs``."""
+    if not path.exists():
+        return []
+    return [row for row in json.loads(path.read_text())["rows"] if row["run"] not in runs]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True,
                         help="results names of reproduce.py runs, e.g. mnist-cnnh-long-self")
     parser.add_argument("--work-dir", default="runs/reproduce")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the results file's rows of the runs not named here")
     args = parser.parse_args()
     for run in args.runs:
         if not (RESULTS / f"{run}.json").exists():
             parser.error(f"--runs: no results file {RESULTS / run}.json")
-    rows = []
+    rows = kept_rows(RESULTS / "classifier_bound.json", args.runs) if args.append else []
     for run in args.runs:
         rows.extend(bound_rows(run, args.work_dir))
         write_results("classifier_bound", rows)

@@ -23,7 +23,7 @@ import keras
 
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
-from tfhash.pipeline import MIXES
+from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, with_pseudo_labels
 
 from common import RESULTS, cached_training, query_accuracy, write_results
@@ -39,7 +39,8 @@ def seed_config(args, seed):
     """The dataset's recipe with the command line's overrides, for one seed."""
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
-                "negative_margin", "temperature", "precision", "backbone_width", "mix"):
+                "negative_margin", "temperature", "precision", "backbone_width", "mix",
+                "augment", "ema_momentum"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -229,6 +230,10 @@ def main():
     parser.add_argument("--backbone-width", type=int, default=None)
     parser.add_argument("--mix", default=None, choices=MIXES,
                         help="phase-1 batch mixing (default: the recipe's)")
+    parser.add_argument("--augment", default=None, choices=AUGMENTATIONS,
+                        help="default: the recipe's (see tfhash.pipeline.make_dataset)")
+    parser.add_argument("--ema-momentum", type=float, default=None,
+                        help="keep a moving average of the weights in both phases")
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--self-train", type=int, default=0, metavar="N",

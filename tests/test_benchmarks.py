@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from classifier_bound import class_codes, probability_map  # noqa: E402
+from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E402
 from reproduce import (  # noqa: E402
     check_same_labelling,
     check_same_recipe,
@@ -162,3 +162,13 @@ def test_class_codes_are_plus_one_at_the_predicted_class_only():
 def test_round_stems_name_the_cached_classifier_files():
     assert [round_stem(r) for r in range(4)] == [
         "pretrained", "self_trained", "self_trained_round2", "self_trained_round3"]
+
+
+def test_append_keeps_the_bound_rows_of_the_runs_not_named(tmp_path):
+    path = tmp_path / "classifier_bound.json"
+    assert kept_rows(path, ["a"]) == []  # no file yet
+    rows = [{"run": "a", "seed": 0}, {"run": "b", "seed": 0}, {"run": "a", "seed": 1},
+            {"run": "c", "seed": 2}]
+    path.write_text(json.dumps({"rows": rows}))
+    assert kept_rows(path, ["a"]) == [rows[1], rows[3]]
+    assert kept_rows(path, ["a", "c"]) == [rows[1]]

@@ -202,9 +202,30 @@ def test_choices_spelled_in_the_cli_are_the_librarys():
     import argparse
 
     from tfhash.model import PRECISIONS
-    from tfhash.pipeline import MIXES
+    from tfhash.pipeline import AUGMENTATIONS, MIXES
 
     parser = argparse.ArgumentParser()
     cli.add_train_args(parser)
     choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
     assert choices["precision"] == PRECISIONS and choices["mix"] == MIXES
+    assert choices["augment"] == AUGMENTATIONS
+
+
+def test_train_options_reach_the_config():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    cli.add_train_args(parser)
+    args = parser.parse_args(["--dataset", "mnist-5k", "--augment", "affine",
+                              "--ema-momentum", "0.99"])
+    config = cli.train_config(args)
+    assert (config.augment, config.ema_momentum) == ("affine", 0.99)
+    assert cli.train_config(parser.parse_args(["--dataset", "x"])).ema_momentum is None
+
+
+def test_bad_ema_momentum_is_one_line(capsys, tmp_path):
+    code = cli.main(["train", "--dataset", "mnist-5k", "--ema-momentum", "1.5",
+                     "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "ema_momentum" in err

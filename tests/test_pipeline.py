@@ -79,3 +79,43 @@ def test_bad_arguments_name_the_argument():
         make_dataset(flat_images(), np.arange(N), 0)
     with pytest.raises(TfhashError, match="16 images but 3 labels"):
         make_dataset(flat_images(), np.arange(3), 4)
+
+
+def blob_images(n=N, side=28):
+    """Digit-like images: black, with a bright 6x6 square at the centre."""
+    images = np.zeros((n, side, side, 1), np.uint8)
+    images[:, side // 2 - 3:side // 2 + 3, side // 2 - 3:side // 2 + 3] = 255
+    return images
+
+
+def test_affine_moves_each_image_its_own_way_within_the_bounds():
+    images, side = blob_images(), 28
+    x, _ = next(iter(make_dataset(images, np.arange(N), N, training=True, augment="affine",
+                                  seed=2)))
+    x = x.numpy()[..., 0]
+    assert x.min() >= 0 and x.max() <= 255 and x[:, 0, 0].max() == 0  # filled black
+    grid = np.arange(side)
+    mass = x.sum(axis=(1, 2))
+    centre_y = (x.sum(axis=2) @ grid) / mass
+    centre_x = (x.sum(axis=1) @ grid) / mass
+    shift = np.hypot(centre_y - (side - 1) / 2, centre_x - (side - 1) / 2)
+    # a centred blob moves by the translation only (at most 10% of the side on each axis);
+    # its area scales by at most (1 +- 10%) squared under the zoom; the rotation keeps both
+    assert shift.max() <= np.hypot(2.8, 2.8) + 0.5
+    area = mass / (36 * 255)
+    assert area.min() >= 0.9**2 - 0.05 and area.max() <= 1.1**2 + 0.05
+    assert len(np.unique(shift.round(3))) > N // 2  # drawn per image, not per batch
+    assert shift.max() > 0.5  # it did move them
+
+
+def test_affine_is_reproducible_from_the_seed_and_new_each_epoch():
+    def first_batch(seed):
+        ds = make_dataset(blob_images(), np.arange(N), N, training=True, augment="affine",
+                          seed=seed)
+        return next(iter(ds))[0].numpy()
+
+    np.testing.assert_array_equal(first_batch(5), first_batch(5))
+    assert not np.array_equal(first_batch(5), first_batch(6))
+    ds = make_dataset(blob_images(), np.zeros(N, int), N, training=True, augment="affine")
+    epochs = iter(ds.repeat(2))  # identical images: the outputs differ by the draws alone
+    assert not np.array_equal(next(epochs)[0].numpy(), next(epochs)[0].numpy())

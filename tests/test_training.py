@@ -154,3 +154,44 @@ def test_mixed_precision_heads_share_one_float32_input(split):
     for bits, hasher in hashers.items():
         np.testing.assert_array_equal(codes[bits], model.encode(hasher, x, verbose=0))
         assert hasher.layers[-1].compute_dtype == "float32"
+
+
+def test_ema_optimizer_ends_with_the_moving_average_of_the_trajectory():
+    """The weights after fit equal a numpy EMA of the weights after every step."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 3)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    net.compile(optimizer=model.make_optimizer(0.05, 16, 0.0, ema_momentum=0.8), loss="mse")
+    steps = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: steps.append(net.get_weights()))
+    net.fit(x, y, batch_size=16, epochs=4, shuffle=False, callbacks=[record], verbose=0)
+    assert len(steps) == 16
+    average = steps[0]  # Keras starts the average at the first step's weights
+    for weights in steps[1:]:
+        average = [0.8 * a + 0.2 * w for a, w in zip(average, weights)]
+    for final, expected, last in zip(net.get_weights(), average, steps[-1]):
+        np.testing.assert_allclose(final, expected, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(final, last)  # it is the average, not the last step
+
+
+def test_ema_momentum_reaches_both_phases(split, monkeypatch):
+    seen = []
+
+    def spy(lr, steps, weight_decay, ema_momentum=None):
+        seen.append(ema_momentum)
+        return make_optimizer(lr, steps, weight_decay, ema_momentum)
+
+    make_optimizer = model.make_optimizer
+    monkeypatch.setattr(model, "make_optimizer", spy)
+    config = model.TrainConfig(bits=(12,), pretrain_epochs=1, hash_epochs=1, ema_momentum=0.9)
+    small = data.Split("cnnh", 0, split.train.take(slice(0, 256)), split.val.take(slice(0, 64)),
+                       split.query, split.database)
+    model.fit_two_phase(small, config, verbose=0)
+    assert seen == [0.9, 0.9]
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1, "0.9"])
+def test_ema_momentum_must_be_a_float_in_the_open_unit_interval(value):
+    with pytest.raises(ValueError, match="`ema_momentum` must be None or a float in"):
+        model.TrainConfig(ema_momentum=value)

@@ -74,7 +74,14 @@ def add_train_args(parser):
     parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=128)
-    # the names of tfhash.pipeline.MIXES
+    # the names of tfhash.pipeline.AUGMENTATIONS and MIXES
+    parser.add_argument("--augment", default="auto",
+                        choices=("none", "crop_flip", "crop_flip_cutout", "shift", "affine",
+                                 "auto"),
+                        help="augmentation of both phases (auto: crop+flip for colour "
+                             "images, shifts for grayscale)")
+    parser.add_argument("--ema-momentum", type=float, default=None,
+                        help="train with a moving average of the weights (e.g. 0.99)")
     parser.add_argument("--mix", default="none", choices=("none", "cutmix", "mixup"),
                         help="mix images and labels across phase-1 batches")
     parser.add_argument("--no-pretrain", action="store_true",
@@ -113,7 +120,9 @@ def train_config(args):
         pretrain_epochs=args.pretrain_epochs,
         hash_epochs=args.hash_epochs,
         batch_size=args.batch_size,
+        augment=args.augment,
         mix=args.mix,
+        ema_momentum=args.ema_momentum,
         seed=args.seed,
         **values,
     )

@@ -88,6 +88,8 @@ class TrainConfig:
         batch_size: batch size of both phases (phase 2 compares all pairs in a batch).
         pretrain_lr, hash_lr: peak learning rates (Adam with cosine decay).
         weight_decay: decoupled weight decay of both phases.
+        ema_momentum: ``None``, or the momentum of an exponential moving average of the
+            weights kept in both phases; each phase ends with the averaged weights.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
@@ -118,6 +120,7 @@ class TrainConfig:
     pretrain_lr: float = 2e-3
     hash_lr: float = 1e-3
     weight_decay: float = 5e-4
+    ema_momentum: float | None = None
     label_smoothing: float = 0.1
     margin: float = 1.0
     negative_margin: float | None = None
@@ -149,6 +152,9 @@ class TrainConfig:
         check(self.mix in MIXES, f"`mix` must be one of {MIXES}, got {self.mix!r}")
         check(self.precision in PRECISIONS,
               f"`precision` must be one of {PRECISIONS}, got {self.precision!r}")
+        check(self.ema_momentum is None
+              or (isinstance(self.ema_momentum, float) and 0 < self.ema_momentum < 1),
+              f"`ema_momentum` must be None or a float in (0, 1), got {self.ema_momentum!r}")
         for name in ("pretrain_lr", "hash_lr"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
@@ -283,10 +289,17 @@ def flip_averaged(hashers):
     return averaged[None] if single else averaged
 
 
-def make_optimizer(lr, steps, weight_decay):
-    """AdamW with cosine decay from ``lr`` to 0 over ``steps``."""
+def make_optimizer(lr, steps, weight_decay, ema_momentum=None):
+    """AdamW with cosine decay from ``lr`` to 0 over ``steps``.
+
+    With ``ema_momentum`` the optimizer keeps an exponential moving average of the weights,
+    which `model.fit` writes into the model when training ends (Keras's ``use_ema``).
+    """
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1))
-    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    if ema_momentum is None:
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay, use_ema=True,
+                                  ema_momentum=ema_momentum)
 
 
 def _fit_callbacks(work_dir, phase, extra):
@@ -307,7 +320,8 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
     classifier = build_classifier(backbone, num_classes)
     steps = config.steps(len(split.train), config.pretrain_epochs)
     classifier.compile(
-        optimizer=make_optimizer(config.pretrain_lr, steps, config.weight_decay),
+        optimizer=make_optimizer(config.pretrain_lr, steps, config.weight_decay,
+                                 config.ema_momentum),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
@@ -355,7 +369,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     trainee.compile(
         optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
                                                               config.hash_epochs),
-                                 config.weight_decay),
+                                 config.weight_decay, config.ema_momentum),
         loss=losses, loss_weights=weights, metrics=metrics,
     )
     train = make_dataset(split.train.images, split.train.labels, config.batch_size,

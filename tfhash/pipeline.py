@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfhash.errors import check
 
-AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "shift", "auto")
+AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "shift", "affine", "auto")
 MIXES = ("none", "cutmix", "mixup")
 
 
@@ -41,8 +41,10 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     With ``training`` the data is shuffled each epoch and ``augment`` applied:
     ``"crop_flip"`` (pad 4, random 32x32 crop, horizontal flip: the standard CIFAR
     recipe), ``"crop_flip_cutout"`` (the same, then one random square of half the image
-    side set to grey), ``"shift"`` (pad 2, random crop: small translations for digits) or
-    ``"none"``.
+    side set to grey), ``"shift"`` (pad 2, random crop: small translations for digits),
+    ``"affine"`` (per image a random rotation of up to 10 degrees, zoom of up to 10% and
+    shift of up to 10% of the side, black fill: the usual digit recipe, see
+    `affine_augmenter`) or ``"none"``.
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -53,7 +55,7 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    if augment != "none":
+    if augment not in ("none", "affine"):
         pad = 2 if augment == "shift" else 4
         shape = images.shape[1:]
 
@@ -69,7 +71,32 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
         ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment == "affine":
+        augmenter = affine_augmenter(seed)
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def affine_augmenter(seed=0, rotation_degrees=10.0, zoom=0.1, shift=0.1):
+    """Random rotation, zoom and shift, drawn per image of a batch, empty space filled black.
+
+    Built from `keras.layers.RandomRotation`, `RandomZoom` and `RandomTranslation`; the
+    bounds are plus or minus ``rotation_degrees``, ``zoom`` and ``shift`` (fractions of the
+    image side).
+
+    >>> augmenter = affine_augmenter(seed=0)
+    >>> augmenter(images, training=True).shape == images.shape
+    True
+    """
+    import keras
+
+    fill = {"fill_mode": "constant", "fill_value": 0.0, "dtype": "float32"}
+    return keras.Sequential([
+        keras.layers.RandomRotation(rotation_degrees / 360.0, seed=seed, **fill),
+        keras.layers.RandomZoom(zoom, seed=seed + 1, **fill),
+        keras.layers.RandomTranslation(shift, shift, seed=seed + 2, **fill),
+    ], name="affine_augmenter")
 
 
 def mix_batches(ds, mix, seed=0):
