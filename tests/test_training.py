@@ -8,6 +8,7 @@ import pytest
 
 from tfhash import data, metrics, model
 from tfhash.artifacts import load_encoder, save_encoder
+from tfhash.callbacks import WeightAveraging
 
 
 @pytest.fixture(scope="module")
@@ -156,34 +157,43 @@ def test_mixed_precision_heads_share_one_float32_input(split):
         assert hasher.layers[-1].compute_dtype == "float32"
 
 
-def test_ema_optimizer_ends_with_the_moving_average_of_the_trajectory():
-    """The weights after fit equal a numpy EMA of the weights after every step."""
+def test_weight_averaging_ends_with_the_warmed_up_average_of_the_trajectory():
+    """The weights after fit, batch-norm statistics included, equal a numpy moving average
+    of the weights after every step, with the documented warm-up."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 3)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
-    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    net.compile(optimizer=model.make_optimizer(0.05, 16, 0.0, ema_momentum=0.8), loss="mse")
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                            keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+    net.compile(optimizer=model.make_optimizer(0.05, 16, 0.0), loss="mse")
+    average = [w.copy() for w in net.get_weights()]
     steps = []
     record = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: steps.append(net.get_weights()))
-    net.fit(x, y, batch_size=16, epochs=4, shuffle=False, callbacks=[record], verbose=0)
+    net.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
+            callbacks=[record, WeightAveraging(0.8)])
     assert len(steps) == 16
-    average = steps[0]  # Keras starts the average at the first step's weights
-    for weights in steps[1:]:
-        average = [0.8 * a + 0.2 * w for a, w in zip(average, weights)]
+    for t, weights in enumerate(steps):
+        m = min(0.8, (1 + t) / (10 + t))
+        average = [m * a + (1 - m) * w for a, w in zip(average, weights)]
     for final, expected, last in zip(net.get_weights(), average, steps[-1]):
         np.testing.assert_allclose(final, expected, rtol=1e-5, atol=1e-6)
-        assert not np.allclose(final, last)  # it is the average, not the last step
+        assert not np.allclose(final, last)  # the average, not the last step (BN stats too)
+
+
+def test_weight_averaging_refuses_a_momentum_outside_the_unit_interval():
+    with pytest.raises(ValueError, match="`momentum` must be a float in"):
+        WeightAveraging(1.0)
 
 
 def test_ema_momentum_reaches_both_phases(split, monkeypatch):
     seen = []
 
-    def spy(lr, steps, weight_decay, ema_momentum=None):
-        seen.append(ema_momentum)
-        return make_optimizer(lr, steps, weight_decay, ema_momentum)
+    class Spy(WeightAveraging):
+        def on_train_begin(self, logs=None):
+            seen.append(self.momentum)
+            super().on_train_begin(logs)
 
-    make_optimizer = model.make_optimizer
-    monkeypatch.setattr(model, "make_optimizer", spy)
+    monkeypatch.setattr(model, "WeightAveraging", Spy)
     config = model.TrainConfig(bits=(12,), pretrain_epochs=1, hash_epochs=1, ema_momentum=0.9)
     small = data.Split("cnnh", 0, split.train.take(slice(0, 256)), split.val.take(slice(0, 64)),
                        split.query, split.database)

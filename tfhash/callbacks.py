@@ -2,8 +2,10 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfhash.codes import binarize
+from tfhash.errors import check
 from tfhash.metrics import mean_average_precision
 
 
@@ -55,3 +57,49 @@ class RetrievalMAP(keras.callbacks.Callback):
         last = self.params.get("epochs", epoch + 1) == epoch + 1
         if logs is not None and ((epoch + 1) % self.every == 0 or last):
             logs["val_map"] = self.compute()
+
+
+class WeightAveraging(keras.callbacks.Callback):
+    """Keeps a moving average of a model's weights during `fit` and ends with it.
+
+    After each training batch every floating-point weight, batch-norm statistics included,
+    moves into its average: ``average = m * average + (1 - m) * weight``, where at step
+    ``t`` (from 0) ``m = min(momentum, (1 + t) / (10 + t))``. The momentum warms up, so
+    the first weights fade out even from a short training. When training ends the model's
+    weights are set to the averages.
+
+    Args:
+        momentum: the momentum the average settles at, in (0, 1); its window is about
+            ``1 / (1 - momentum)`` steps.
+
+    Example:
+
+    >>> classifier.fit(train_ds, epochs=100, callbacks=[WeightAveraging(0.999)])
+    """
+
+    def __init__(self, momentum=0.999):
+        super().__init__()
+        check(isinstance(momentum, float) and 0 < momentum < 1,
+              f"`momentum` must be a float in (0, 1), got {momentum!r}")
+        self.momentum = momentum
+
+    def on_train_begin(self, logs=None):
+        self._weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+        self._averages = [tf.Variable(w.value, trainable=False) for w in self._weights]
+        self._step = tf.Variable(0.0, trainable=False)
+        self._update = tf.function(self._update_averages)  # traced anew for each fit
+
+    def _update_averages(self):
+        step = self._step
+        momentum = tf.minimum(self.momentum, (1.0 + step) / (10.0 + step))
+        for average, weight in zip(self._averages, self._weights):
+            average.assign(momentum * average + (1.0 - momentum) * tf.cast(weight.value,
+                                                                          average.dtype))
+        step.assign_add(1.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def on_train_end(self, logs=None):
+        for average, weight in zip(self._averages, self._weights):
+            weight.assign(average)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash.backbones import get_backbone
-from tfhash.callbacks import RetrievalMAP
+from tfhash.callbacks import RetrievalMAP, WeightAveraging
 from tfhash.codes import binarize, check_bits
 from tfhash.distribute import writable_dir
 from tfhash.errors import check
@@ -88,8 +88,8 @@ class TrainConfig:
         batch_size: batch size of both phases (phase 2 compares all pairs in a batch).
         pretrain_lr, hash_lr: peak learning rates (Adam with cosine decay).
         weight_decay: decoupled weight decay of both phases.
-        ema_momentum: ``None``, or the momentum of an exponential moving average of the
-            weights kept in both phases; each phase ends with the averaged weights.
+        ema_momentum: ``None``, or the momentum of a moving average of the weights kept in
+            both phases (`tfhash.callbacks.WeightAveraging`); each phase ends with it.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
@@ -289,21 +289,16 @@ def flip_averaged(hashers):
     return averaged[None] if single else averaged
 
 
-def make_optimizer(lr, steps, weight_decay, ema_momentum=None):
-    """AdamW with cosine decay from ``lr`` to 0 over ``steps``.
-
-    With ``ema_momentum`` the optimizer keeps an exponential moving average of the weights,
-    which `model.fit` writes into the model when training ends (Keras's ``use_ema``).
-    """
+def make_optimizer(lr, steps, weight_decay):
+    """AdamW with cosine decay from ``lr`` to 0 over ``steps``."""
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1))
-    if ema_momentum is None:
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
-    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay, use_ema=True,
-                                  ema_momentum=ema_momentum)
+    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
 
 
-def _fit_callbacks(work_dir, phase, extra):
+def _fit_callbacks(work_dir, phase, extra, ema_momentum=None):
     callbacks = list(extra)
+    if ema_momentum is not None:
+        callbacks.append(WeightAveraging(ema_momentum))
     if work_dir is not None:
         backup = Path(work_dir) / "backup" / phase
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True))
@@ -320,8 +315,7 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
     classifier = build_classifier(backbone, num_classes)
     steps = config.steps(len(split.train), config.pretrain_epochs)
     classifier.compile(
-        optimizer=make_optimizer(config.pretrain_lr, steps, config.weight_decay,
-                                 config.ema_momentum),
+        optimizer=make_optimizer(config.pretrain_lr, steps, config.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
@@ -334,7 +328,7 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
         steps_per_epoch=config.steps(len(split.train), 1),
         validation_data=None if val is None else val.map(one_hot),
         epochs=config.pretrain_epochs,
-        callbacks=_fit_callbacks(work_dir, "phase1", callbacks),
+        callbacks=_fit_callbacks(work_dir, "phase1", callbacks, config.ema_momentum),
         verbose=verbose,
     )
     return classifier, history
@@ -369,7 +363,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     trainee.compile(
         optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
                                                               config.hash_epochs),
-                                 config.weight_decay, config.ema_momentum),
+                                 config.weight_decay),
         loss=losses, loss_weights=weights, metrics=metrics,
     )
     train = make_dataset(split.train.images, split.train.labels, config.batch_size,
@@ -385,7 +379,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         train.repeat(),
         steps_per_epoch=config.steps(len(split.train), 1),
         epochs=config.hash_epochs,
-        callbacks=_fit_callbacks(work_dir, f"phase2-{tag}", callbacks),
+        callbacks=_fit_callbacks(work_dir, f"phase2-{tag}", callbacks, config.ema_momentum),
         verbose=verbose,
     )
     if config.precision != "float32":

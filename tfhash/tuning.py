@@ -118,8 +118,7 @@ class HashingHyperModel(keras_tuner.HyperModel):
         hasher = build_hasher(backbone, self.bits)
         steps = config.steps(len(self.split.train), config.hash_epochs)
         hasher.compile(
-            optimizer=make_optimizer(config.hash_lr, steps, config.weight_decay,
-                                     config.ema_momentum),
+            optimizer=make_optimizer(config.hash_lr, steps, config.weight_decay),
             loss=config.hash_loss(),
             metrics=config.hash_metrics(),
         )
