@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 import keras_tuner
 
+from tfhash.callbacks import WeightAveraging
 from tfhash.errors import check
 from tfhash.metrics import mean_average_precision
 from tfhash.model import build_classifier, build_hasher, encode, make_optimizer, pretrain
@@ -130,6 +131,8 @@ class HashingHyperModel(keras_tuner.HyperModel):
                              config.batch_size, training=True, augment=config.augment,
                              seed=config.seed)
         kept = [c for c in callbacks or [] if not isinstance(c, keras.callbacks.TensorBoard)]
+        if config.ema_momentum is not None:
+            kept.append(WeightAveraging(config.ema_momentum))
         epochs = kwargs.get("epochs", config.hash_epochs)  # Hyperband sets its own budget
         model.fit(train.repeat(), steps_per_epoch=config.steps(len(self.split.train), 1),
                   epochs=epochs, initial_epoch=kwargs.get("initial_epoch", 0),
