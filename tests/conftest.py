@@ -15,3 +15,23 @@ def shared_data_dir():
     if not (path / "mnist.npz").is_file():
         pytest.skip(f"no mnist.npz in {path}: set TFHASH_DATA_DIR to the shared datasets folder")
     return path
+
+
+@pytest.fixture
+def averaging_momenta(monkeypatch):
+    """Patches ``module.WeightAveraging`` (call with the module) so that each fit it joins
+    records its momentum; returns the list the momenta go to."""
+    from tfhash.callbacks import WeightAveraging
+
+    seen = []
+
+    class Recording(WeightAveraging):
+        def on_train_begin(self, logs=None):
+            seen.append(self.momentum)
+            super().on_train_begin(logs)
+
+    def patch(module):
+        monkeypatch.setattr(module, "WeightAveraging", Recording)
+        return seen
+
+    return patch

@@ -185,15 +185,8 @@ def test_weight_averaging_refuses_a_momentum_outside_the_unit_interval():
         WeightAveraging(1.0)
 
 
-def test_ema_momentum_reaches_both_phases(split, monkeypatch):
-    seen = []
-
-    class Spy(WeightAveraging):
-        def on_train_begin(self, logs=None):
-            seen.append(self.momentum)
-            super().on_train_begin(logs)
-
-    monkeypatch.setattr(model, "WeightAveraging", Spy)
+def test_ema_momentum_reaches_both_phases(split, averaging_momenta):
+    seen = averaging_momenta(model)
     config = model.TrainConfig(bits=(12,), pretrain_epochs=1, hash_epochs=1, ema_momentum=0.9)
     small = data.Split("cnnh", 0, split.train.take(slice(0, 256)), split.val.take(slice(0, 64)),
                        split.query, split.database)

@@ -97,21 +97,13 @@ def test_best_hparams_refuses_what_it_cannot_choose_from():
         best_hparams(TRIALS, defaults, ["temperature"])
 
 
-def test_trials_average_weights_when_the_config_asks(monkeypatch):
+def test_trials_average_weights_when_the_config_asks(averaging_momenta):
     import keras_tuner
 
     from tfhash import data, tuning
-    from tfhash.callbacks import WeightAveraging
     from tfhash.model import TrainConfig
 
-    seen = []
-
-    class Spy(WeightAveraging):
-        def on_train_begin(self, logs=None):
-            seen.append(self.momentum)
-            super().on_train_begin(logs)
-
-    monkeypatch.setattr(tuning, "WeightAveraging", Spy)
+    seen = averaging_momenta(tuning)
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
     config = TrainConfig(hash_epochs=1, batch_size=256, ema_momentum=0.9)
     hypermodel = tuning.HashingHyperModel(split, 8, None, config)
