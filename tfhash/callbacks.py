@@ -66,7 +66,8 @@ class WeightAveraging(keras.callbacks.Callback):
     moves into its average: ``average = m * average + (1 - m) * weight``, where at step
     ``t`` (from 0) ``m = min(momentum, (1 + t) / (10 + t))``. The momentum warms up, so
     the first weights fade out even from a short training. When training ends the model's
-    weights are set to the averages.
+    weights are set to the averages. Each `fit` starts a new average (a run resumed by
+    `keras.callbacks.BackupAndRestore` averages from where it resumed).
 
     Args:
         momentum: the momentum the average settles at, in (0, 1); its window is about
