@@ -6,6 +6,7 @@ Example:
 >>> model.fit(ds, epochs=10)
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -89,8 +90,6 @@ def affine_augmenter(seed=0, rotation_degrees=10.0, zoom=0.1, shift=0.1):
     >>> augmenter(images, training=True).shape == images.shape
     True
     """
-    import keras
-
     fill = {"fill_mode": "constant", "fill_value": 0.0, "dtype": "float32"}
     return keras.Sequential([
         keras.layers.RandomRotation(rotation_degrees / 360.0, seed=seed, **fill),
@@ -112,8 +111,6 @@ def mix_batches(ds, mix, seed=0):
     check(mix in MIXES, f"`mix` must be one of {MIXES}, got {mix!r}")
     if mix == "none":
         return ds
-    import keras
-
     layer_class = keras.layers.CutMix if mix == "cutmix" else keras.layers.MixUp
     mixer = layer_class(seed=seed, dtype="float32")
 
