@@ -36,10 +36,15 @@ def versions():
     return out
 
 
+def correct_queries(classifier, split):
+    """Which of the split's queries a phase-1 classifier labels right (a bool array)."""
+    probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
+    return probs.argmax(axis=1) == split.query.labels
+
+
 def query_accuracy(classifier, split):
     """Accuracy of a phase-1 classifier on the split's queries."""
-    probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
-    return float((probs.argmax(axis=1) == split.query.labels).mean())
+    return float(correct_queries(classifier, split).mean())
 
 
 def write_results(name, rows, **extra):

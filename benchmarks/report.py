@@ -90,6 +90,7 @@ def reproduction_section(doc):
                          for s, t, a, n, c in taught) + ".")
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
+    lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
                  + "; phase 2 (all lengths at once) per method, first seed (s): "
@@ -98,6 +99,21 @@ def reproduction_section(doc):
     links = reproduction_plots(doc, groups, bits)
     lines.append("\n" + " ".join(f"![{alt}]({png})" for alt, png in links))
     return "\n".join(lines) + "\n"
+
+
+def correct_queries_lines(rows, bits):
+    """mAP over the queries the classifier labels right, for rows that recorded it."""
+    by_run = defaultdict(dict)
+    for r in rows:
+        if "map_correct_queries" in r and r.get("encoding", "plain") == "plain" and r["pretrain"]:
+            by_run[(r["method"], r["seed"])][r["bits"]] = r["map_correct_queries"]
+    if not by_run:
+        return []
+    return ["mAP over only the queries the classifier phase 2 starts from labels right "
+            "(plain codes), at "
+            f"{'/'.join(str(b) for b in bits)} bits: " + "; ".join(
+                f"{m} seed {s}: " + "/".join(f"{v[b]:.4f}" for b in bits if b in v)
+                for (m, s), v in sorted(by_run.items())) + "."]
 
 
 def same_seeds_lines(groups, bits):

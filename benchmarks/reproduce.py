@@ -21,12 +21,12 @@ from pathlib import Path
 
 import keras
 
-from tfhash import data, model
+from tfhash import data, metrics, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, with_pseudo_labels
 
-from common import RESULTS, cached_training, query_accuracy, write_results
+from common import RESULTS, cached_training, correct_queries, write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
@@ -63,13 +63,15 @@ def run_seed(args, dataset, base, work_root, curves):
         pretrained, seed_dir / "pretrained.json", train=train_phase1,
         build=lambda: model.build_classifier(backbone, dataset.num_classes))
     pretrain_s = record["wall_s"]
-    accuracy = query_accuracy(classifier, split)
-    print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {accuracy:.4f}", flush=True)
+    correct = correct_queries(classifier, split)
+    print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
+          flush=True)
     extra, hash_split = {}, split
     if args.self_train:
-        pretrained, self_s, accuracy, extra, hash_split = run_self_training(
-            args, classifier, split, base, seed_dir, accuracy)
+        pretrained, self_s, correct, extra, hash_split = run_self_training(
+            args, classifier, split, base, seed_dir, float(correct.mean()))
         pretrain_s += self_s
+    accuracy = float(correct.mean())
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
                                                   if not args.no_ablation else [])
@@ -96,6 +98,8 @@ def run_seed(args, dataset, base, work_root, curves):
                                   encoding=encoding)
                 row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
                             "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
+                            "map_correct_queries": map_on(correct, q_codes[bits],
+                                                          db_codes[bits], split),
                             "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
                             "hash_epochs": config.hash_epochs,
                             "n_train_phase2": len(phase2_split.train), **extra})
@@ -107,6 +111,13 @@ def run_seed(args, dataset, base, work_root, curves):
                     curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
                                          "recall": curve["recall"].round(6).tolist()}
     return rows
+
+
+def map_on(queries, q_codes, db_codes, split):
+    """mAP over the queries ``queries`` (a bool mask) selects: with the queries the
+    classifier labels right, it shows how much of the mAP the others cost."""
+    return round(metrics.mean_average_precision(q_codes[queries], split.query.labels[queries],
+                                                db_codes, split.database.labels), 6)
 
 
 def unlabelled_rows(split):
@@ -126,7 +137,8 @@ def round_stem(round_no):
 def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1, one cached round at a time (round r > 1 is kept as
     ``self_trained_round<r>``), so an interrupted run, or one with more rounds, reuses the
-    rounds already made."""
+    rounds already made. Returns the last round's weights file, the wall time, which queries
+    the last round labels right, the fields rows record, and the split phase 2 trains on."""
     unlabelled = split.database.take(unlabelled_rows(split))  # indexed once, not per round
     student, records = teacher, []
     for round_no in range(1, args.self_train_rounds + 1):
@@ -148,10 +160,10 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
             build=lambda: model.build_classifier(teacher.layers[1], teacher.output_shape[-1]))
         check_same_labelling(record, args, seed_dir / f"{stem}.json")
         records.append(record)
-        accuracy = query_accuracy(student, split)
+        correct = correct_queries(student, split)
         print(f"self-training round {round_no}: {record['wall_s']:.0f}s on "
               f"{record['n_pseudo']} pseudo-labels ({record['pseudo_label_accuracy']:.3f} "
-              f"correct): query accuracy {accuracy:.4f}", flush=True)
+              f"correct): query accuracy {correct.mean():.4f}", flush=True)
     wall = sum(r["wall_s"] for r in records)
     extra = {"teacher_query_accuracy": teacher_accuracy, "self_train_per_class": args.self_train,
              "self_train_epochs": args.self_train_epochs,
@@ -161,7 +173,7 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     if args.pseudo_phase2:
         split, _, _ = with_pseudo_labels(split, student, unlabelled.images, args.self_train,
                                          flip_average=args.flip_pseudo_labels, verbose=0)
-    return seed_dir / f"{stem}.weights.h5", wall, accuracy, extra, split
+    return seed_dir / f"{stem}.weights.h5", wall, correct, extra, split
 
 
 def labelling_record(args):

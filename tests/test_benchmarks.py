@@ -16,6 +16,7 @@ from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E4
 from reproduce import (  # noqa: E402
     check_same_labelling,
     check_same_recipe,
+    map_on,
     recipe_record,
     round_stem,
 )
@@ -157,6 +158,18 @@ def test_probability_ranking_of_one_hot_vectors_is_class_code_ranking_with_index
 def test_class_codes_are_plus_one_at_the_predicted_class_only():
     probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2]])
     np.testing.assert_array_equal(class_codes(probs), [[-1, 1, -1], [1, -1, -1]])
+
+
+def test_map_on_scores_only_the_selected_queries():
+    # database: two class-0 items at (+1, +1), two class-1 items at (-1, -1)
+    db = np.array([[1, 1], [1, 1], [-1, -1], [-1, -1]])
+    queries = np.array([[1, 1], [1, 1], [-1, -1]])  # the second one is coded as class 0
+    split = argparse.Namespace(query=argparse.Namespace(labels=np.array([0, 1, 1])),
+                               database=argparse.Namespace(labels=np.array([0, 0, 1, 1])))
+    # the miscoded query finds its class at ranks 3 and 4: AP = (1/3 + 2/4) / 2 = 5/12
+    assert map_on(np.array([True, True, True]), queries, db, split) == pytest.approx(
+        (1 + 5 / 12 + 1) / 3, abs=1e-6)
+    assert map_on(np.array([True, False, True]), queries, db, split) == 1.0
 
 
 def test_round_stems_name_the_cached_classifier_files():
