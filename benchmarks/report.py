@@ -105,7 +105,8 @@ def correct_queries_lines(rows, bits):
     """mAP over the queries the classifier labels right, for rows that recorded it."""
     by_run = defaultdict(dict)
     for r in rows:
-        if "map_correct_queries" in r and r.get("encoding", "plain") == "plain" and r["pretrain"]:
+        if (r.get("map_correct_queries") is not None and r.get("encoding", "plain") == "plain"
+                and r["pretrain"]):
             by_run[(r["method"], r["seed"])][r["bits"]] = r["map_correct_queries"]
     if not by_run:
         return []

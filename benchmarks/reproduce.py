@@ -115,7 +115,10 @@ def run_seed(args, dataset, base, work_root, curves):
 
 def map_on(queries, q_codes, db_codes, split):
     """mAP over the queries ``queries`` (a bool mask) selects: with the queries the
-    classifier labels right, it shows how much of the mAP the others cost."""
+    classifier labels right, it shows how much of the mAP the others cost. ``None`` when
+    the mask selects no query."""
+    if not queries.any():
+        return None
     return round(metrics.mean_average_precision(q_codes[queries], split.query.labels[queries],
                                                 db_codes, split.database.labels), 6)
 

@@ -170,6 +170,7 @@ def test_map_on_scores_only_the_selected_queries():
     assert map_on(np.array([True, True, True]), queries, db, split) == pytest.approx(
         (1 + 5 / 12 + 1) / 3, abs=1e-6)
     assert map_on(np.array([True, False, True]), queries, db, split) == 1.0
+    assert map_on(np.zeros(3, bool), queries, db, split) is None
 
 
 def test_round_stems_name_the_cached_classifier_files():
