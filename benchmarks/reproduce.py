@@ -231,7 +231,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10", "mnist-5k"))
     parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"),
-                        help="full: CIFAR-10 50,000 train / 10,000 queries (hours on 2 CPUs)")
+                        help="full: CIFAR-10 50,000 train / 10,000 queries")
     parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["exponentiated", "dpsh", "dsh",
