@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
-from tfhash import data, metrics, model
+from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, with_pseudo_labels
@@ -98,8 +99,7 @@ def run_seed(args, dataset, base, work_root, curves):
                                   encoding=encoding)
                 row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
                             "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
-                            "map_correct_queries": map_on(correct, q_codes[bits],
-                                                          db_codes[bits], split),
+                            "map_correct_queries": map_on(correct, report),
                             "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
                             "hash_epochs": config.hash_epochs,
                             "n_train_phase2": len(phase2_split.train), **extra})
@@ -113,14 +113,13 @@ def run_seed(args, dataset, base, work_root, curves):
     return rows
 
 
-def map_on(queries, q_codes, db_codes, split):
-    """mAP over the queries ``queries`` (a bool mask) selects: with the queries the
-    classifier labels right, it shows how much of the mAP the others cost. ``None`` when
-    the mask selects no query."""
-    if not queries.any():
-        return None
-    return round(metrics.mean_average_precision(q_codes[queries], split.query.labels[queries],
-                                                db_codes, split.database.labels), 6)
+def map_on(queries, report):
+    """mAP over the queries ``queries`` (a bool mask) selects, from a `retrieval_report`'s
+    per-query AP: with the queries the classifier labels right, it shows how much of the mAP
+    the others cost. ``None`` when the mask selects no query with a relevant item."""
+    selected = report["query_ap"][queries]
+    selected = selected[~np.isnan(selected)]
+    return round(float(selected.mean()), 6) if selected.size else None
 
 
 def unlabelled_rows(split):
@@ -234,8 +233,10 @@ def main():
                         help="full: CIFAR-10 50,000 train / 10,000 queries")
     parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=["exponentiated", "dpsh", "dsh",
-                                                         "orthohash"])
+    parser.add_argument("--methods", nargs="*", default=["exponentiated", "dpsh", "dsh",
+                                                         "orthohash"],
+                        help="pre-trained rows to run; none (a bare --methods) with the "
+                             "ablation runs only the ablation row")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")
@@ -277,6 +278,8 @@ def main():
         parser.error("--pseudo-phase2 needs --self-train N")
     if args.flip_pseudo_labels and not args.self_train:
         parser.error("--flip-pseudo-labels needs --self-train N")
+    if not args.methods and args.no_ablation:
+        parser.error("--methods: name at least one method, or drop --no-ablation")
     dataset = data.load_dataset(args.dataset)
     name = f"{args.dataset}-{args.protocol}{args.tag}"
     work_root = Path(args.work_dir) / name

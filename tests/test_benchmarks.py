@@ -21,7 +21,7 @@ from reproduce import (  # noqa: E402
     round_stem,
 )
 
-from tfhash.metrics import mean_average_precision  # noqa: E402
+from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
 from tfhash.model import TrainConfig  # noqa: E402
 
 from common import cached_training  # noqa: E402
@@ -164,13 +164,13 @@ def test_map_on_scores_only_the_selected_queries():
     # database: two class-0 items at (+1, +1), two class-1 items at (-1, -1)
     db = np.array([[1, 1], [1, 1], [-1, -1], [-1, -1]])
     queries = np.array([[1, 1], [1, 1], [-1, -1]])  # the second one is coded as class 0
-    split = argparse.Namespace(query=argparse.Namespace(labels=np.array([0, 1, 1])),
-                               database=argparse.Namespace(labels=np.array([0, 0, 1, 1])))
+    report = retrieval_report(queries, np.array([0, 1, 1]), db, np.array([0, 0, 1, 1]))
     # the miscoded query finds its class at ranks 3 and 4: AP = (1/3 + 2/4) / 2 = 5/12
-    assert map_on(np.array([True, True, True]), queries, db, split) == pytest.approx(
+    assert map_on(np.array([True, True, True]), report) == pytest.approx(
         (1 + 5 / 12 + 1) / 3, abs=1e-6)
-    assert map_on(np.array([True, False, True]), queries, db, split) == 1.0
-    assert map_on(np.zeros(3, bool), queries, db, split) is None
+    assert map_on(np.array([True, False, True]), report) == 1.0
+    assert map_on(np.array([False, True, False]), report) == pytest.approx(5 / 12, abs=1e-6)
+    assert map_on(np.zeros(3, bool), report) is None
 
 
 def test_round_stems_name_the_cached_classifier_files():

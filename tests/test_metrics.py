@@ -128,6 +128,17 @@ def test_bad_arguments(kwargs, match):
         metrics.mean_average_precision(**args)
 
 
+def test_retrieval_report_gives_each_querys_ap():
+    q, ql, db, dbl = random_problem(1, bits=4, n_q=5, n_db=30)
+    ql[2] = 7  # a class the database lacks: no relevant item, so no AP
+    report = metrics.retrieval_report(q, ql, db, dbl)
+    assert np.isnan(report["query_ap"][2])
+    for i in (0, 1, 3, 4):
+        want = map_random_ties(q[i:i + 1], ql[i:i + 1], db, dbl, None, orders=3000, seed=i)
+        assert report["query_ap"][i] == pytest.approx(want, abs=0.01)
+    assert np.nanmean(report["query_ap"]) == pytest.approx(report["map"], abs=1e-12)
+
+
 def test_retrieval_report_matches_the_separate_metrics():
     q, ql, db, dbl = random_problem(6, bits=7, n_db=80)
     report = metrics.retrieval_report(q, ql, db, dbl)

@@ -139,7 +139,9 @@ def retrieval_report(q_codes, q_labels, db_codes, db_labels, bits=None, radius=2
     """All headline figures at once: mAP (both tie modes), precision/recall at ``radius``.
 
     Returns a dict with ``map``, ``map_index``, ``precision_r2``, ``recall_r2`` (the suffix
-    follows ``radius``) and the PR curve arrays under ``pr_curve``.
+    follows ``radius``), the PR curve arrays under ``pr_curve``, and per query the AP with
+    expected ties under ``query_ap`` (NaN for a query with no relevant database item), so
+    the mAP of any subset of the queries is ``np.nanmean(report["query_ap"][subset])``.
     """
     curve = _CurveSums()
     expected, by_index, has_relevant = [], [], []
@@ -150,12 +152,14 @@ def retrieval_report(q_codes, q_labels, db_codes, db_labels, bits=None, radius=2
         has_relevant.append(block.n_relevant > 0)
     radii, precision, recall = curve.result()
     r = min(int(radius), len(radii) - 1)
+    query_ap = np.where(np.concatenate(has_relevant), np.concatenate(expected), np.nan)
     return {
         "map": _mean_over_relevant(expected, has_relevant),
         "map_index": _mean_over_relevant(by_index, has_relevant),
         f"precision_r{radius}": float(precision[r]),
         f"recall_r{radius}": float(recall[r]),
         "pr_curve": {"radius": radii, "precision": precision, "recall": recall},
+        "query_ap": query_ap,
     }
 
 
