@@ -151,7 +151,7 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
             student, _, picked, labels = self_train(
                 teacher, split, unlabelled.images, config, args.self_train,
                 args.self_train_epochs, flip_average=args.flip_pseudo_labels,
-                verbose=args.verbose)
+                fresh_student=args.fresh_student, verbose=args.verbose)
             truth = unlabelled.labels[picked]  # only reported, never trained on
             return student, {"n_pseudo": len(picked),
                              "pseudo_label_accuracy": float((truth == labels).mean()),
@@ -178,18 +178,24 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     return seed_dir / f"{stem}.weights.h5", wall, correct, extra, split
 
 
+ROUND_OPTIONS = ("flip_pseudo_labels", "fresh_student")
+
+
 def labelling_record(args):
-    """How pseudo-labels are made, as recipes and cached rounds record it (files from before
-    the option hold nothing: plain predictions)."""
-    return {"flip_pseudo_labels": True} if args.flip_pseudo_labels else {}
+    """How a self-training round is made, as recipes and cached rounds record it: the
+    options of `ROUND_OPTIONS` that are on (files from before an option hold nothing for it:
+    it was off)."""
+    return {key: True for key in ROUND_OPTIONS if getattr(args, key)}
 
 
 def check_same_labelling(record, args, path):
-    """Refuses a cached self-training round whose pseudo-labels were made another way."""
-    if record.get("flip_pseudo_labels", False) != args.flip_pseudo_labels:
-        made = "with" if record.get("flip_pseudo_labels") else "without"
-        raise SystemExit(f"{path}: this cached round was pseudo-labelled {made} "
-                         "--flip-pseudo-labels; use another --tag or --work-dir")
+    """Refuses a cached self-training round that was made another way."""
+    for key in ROUND_OPTIONS:
+        if record.get(key, False) != getattr(args, key):
+            made = "with" if record.get(key) else "without"
+            flag = "--" + key.replace("_", "-")
+            raise SystemExit(f"{path}: this cached round was made {made} {flag}; "
+                             "use another --tag or --work-dir")
 
 
 def recipe_record(args, config):
@@ -264,6 +270,10 @@ def main():
     parser.add_argument("--flip-pseudo-labels", action="store_true",
                         help="pseudo-label with probabilities averaged over each image and its "
                              "mirror (model.flip_averaged; natural images, not digits)")
+    parser.add_argument("--fresh-student", action="store_true",
+                        help="each self-training round trains a new backbone from scratch "
+                             "on the labelled and pseudo-labelled images (Noisy Student) "
+                             "instead of training the teacher's on")
     parser.add_argument("--flip-average", action="store_true",
                         help="also evaluate flip-averaged codes (tfhash.model.flip_averaged) "
                              "of every trained model, as extra rows")
@@ -276,8 +286,9 @@ def main():
     args = parser.parse_args()
     if args.pseudo_phase2 and not args.self_train:
         parser.error("--pseudo-phase2 needs --self-train N")
-    if args.flip_pseudo_labels and not args.self_train:
-        parser.error("--flip-pseudo-labels needs --self-train N")
+    for flag in ("flip_pseudo_labels", "fresh_student"):
+        if getattr(args, flag) and not args.self_train:
+            parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
     if not args.methods and args.no_ablation:
         parser.error("--methods: name at least one method, or drop --no-ablation")
     dataset = data.load_dataset(args.dataset)

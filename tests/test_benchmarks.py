@@ -27,10 +27,12 @@ from tfhash.model import TrainConfig  # noqa: E402
 from common import cached_training  # noqa: E402
 
 
-def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_labels=False):
+def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_labels=False,
+         fresh_student=False):
     return argparse.Namespace(self_train=self_train, self_train_epochs=epochs,
                               self_train_rounds=rounds, pseudo_phase2=pseudo_phase2,
-                              flip_pseudo_labels=flip_pseudo_labels)
+                              flip_pseudo_labels=flip_pseudo_labels,
+                              fresh_student=fresh_student)
 
 
 def saved(record):
@@ -76,19 +78,28 @@ def test_self_training_is_part_of_the_recipe():
     with pytest.raises(SystemExit, match=r"\['flip_pseudo_labels'\]"):
         check_same_recipe(taught, recipe_record(args(100, 20, flip_pseudo_labels=True),
                                                 TrainConfig()))
+    with pytest.raises(SystemExit, match=r"\['fresh_student'\]"):
+        check_same_recipe(taught, recipe_record(args(100, 20, fresh_student=True),
+                                                TrainConfig()))
 
 
-def test_a_cached_round_is_reused_only_with_the_same_labelling(tmp_path):
-    plain_round = {"wall_s": 1.0, "n_pseudo": 20}  # written before the option existed
+def test_a_cached_round_is_reused_only_when_made_the_same_way(tmp_path):
+    plain_round = {"wall_s": 1.0, "n_pseudo": 20}  # written before the options existed
     flipped_round = {**plain_round, "flip_pseudo_labels": True}
+    fresh_round = {**plain_round, "fresh_student": True}
     check_same_labelling(plain_round, args(100), tmp_path / "r.json")
     check_same_labelling(flipped_round, args(100, flip_pseudo_labels=True), tmp_path / "r.json")
-    with pytest.raises(SystemExit, match="r.json: this cached round was pseudo-labelled "
+    check_same_labelling(fresh_round, args(100, fresh_student=True), tmp_path / "r.json")
+    with pytest.raises(SystemExit, match="r.json: this cached round was made "
                                          "without --flip-pseudo-labels"):
         check_same_labelling(plain_round, args(100, flip_pseudo_labels=True),
                              tmp_path / "r.json")
-    with pytest.raises(SystemExit, match="pseudo-labelled with --flip-pseudo-labels"):
+    with pytest.raises(SystemExit, match="made with --flip-pseudo-labels"):
         check_same_labelling(flipped_round, args(100), tmp_path / "r.json")
+    with pytest.raises(SystemExit, match="made without --fresh-student"):
+        check_same_labelling(plain_round, args(100, fresh_student=True), tmp_path / "r.json")
+    with pytest.raises(SystemExit, match="made with --fresh-student"):
+        check_same_labelling(fresh_round, args(100), tmp_path / "r.json")
 
 
 def tiny_model(seed):

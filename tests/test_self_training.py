@@ -144,3 +144,27 @@ def test_self_train_labels_every_round_flip_averaged_when_asked(monkeypatch):
         self_train(FixedClassifier(np.eye(3)), small, images, model.TrainConfig(), per_class=1,
                    epochs=1, rounds=3, flip_average=flip_average)
     assert asked == [True, True, True, False, False, False]
+
+
+def test_a_fresh_student_is_a_new_backbone_each_round(monkeypatch):
+    fitted = []
+
+    def fake_pretrain(backbone, split, num_classes, config, verbose="auto"):
+        fitted.append(backbone)
+        return FixedClassifier(np.eye(3)), "history"
+
+    monkeypatch.setattr(model, "pretrain", fake_pretrain)
+    images = np.zeros((3, 8, 8, 1), np.uint8)
+    small = data.Split("cnnh", 0, data.Images(images, np.arange(3)), None, None, None)
+    config = model.TrainConfig(backbone="mnist_cnn", backbone_width=4)
+    self_train(FixedClassifier(np.eye(3)), small, images, config, per_class=1, epochs=1,
+               rounds=2, fresh_student=True)
+    assert len(fitted) == 2 and fitted[0] is not fitted[1]
+    assert all(isinstance(b, keras.Model) and b.input_shape[1:] == (8, 8, 1) for b in fitted)
+    fitted.clear()
+    self_train(FixedClassifier(np.eye(3)), small, images, config, per_class=1, epochs=1,
+               rounds=2)
+    assert fitted == ["backbone", "backbone"]  # without: the teacher's backbone trains on
+    with pytest.raises(TfhashError, match="`fresh_student`"):
+        self_train(FixedClassifier(np.eye(3)), small, images, config, per_class=1, epochs=1,
+                   fresh_student="yes")

@@ -51,7 +51,7 @@ def select_confident(probs, per_class):
 
 
 def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=1,
-               flip_average=False, verbose="auto"):
+               flip_average=False, fresh_student=False, verbose="auto"):
     """Continues phase 1 on ``split.train`` plus pseudo-labelled ``unlabelled`` images.
 
     Each round, the classifier labels ``unlabelled`` (uint8 images of the training images'
@@ -61,7 +61,10 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     backbone trains on in place, so ``classifier`` changes too). The next round's labels
     come from the classifier this round made. With ``flip_average`` each round labels with
     the classifier's probabilities averaged over the image and its mirror (see
-    `with_pseudo_labels`).
+    `with_pseudo_labels`). With ``fresh_student`` each round's student is instead a new
+    backbone (``config.make_backbone``, freshly initialized) trained from scratch on the
+    same images, as in Noisy Student training: it does not start from the weights that
+    made the wrong pseudo-labels, and the teacher is left as it was.
 
     Returns:
         ``(classifier, histories, indices, labels)``: the last classifier, one history per
@@ -75,12 +78,16 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     for name, value in (("epochs", epochs), ("rounds", rounds)):
         check(isinstance(value, int) and value >= 1,
               f"`{name}` must be an integer >= 1, got {value!r}")
+    check(isinstance(fresh_student, bool),
+          f"`fresh_student` must be True or False, got {fresh_student!r}")
     backbone = classifier.layers[1]
     round_config = dataclasses.replace(config, pretrain_epochs=epochs)
     histories = []
     for _ in range(rounds):
         taught, indices, labels = with_pseudo_labels(split, classifier, unlabelled, per_class,
                                                      flip_average=flip_average, verbose=verbose)
+        if fresh_student:
+            backbone = config.make_backbone(unlabelled.shape[1:])
         classifier, history = model.pretrain(backbone, taught, classifier.output_shape[-1],
                                              round_config, verbose=verbose)
         histories.append(history)
