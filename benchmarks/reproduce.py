@@ -41,7 +41,7 @@ def seed_config(args, seed):
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
                 "negative_margin", "temperature", "precision", "backbone_width", "mix",
-                "augment", "ema_momentum"):
+                "hash_mix", "augment", "ema_momentum"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -252,6 +252,9 @@ def main():
     parser.add_argument("--backbone-width", type=int, default=None)
     parser.add_argument("--mix", default=None, choices=MIXES,
                         help="phase-1 batch mixing (default: the recipe's)")
+    parser.add_argument("--hash-mix", default=None, choices=MIXES,
+                        help="phase-2 batch mixing: mixed pairs count as similar in "
+                             "proportion to their labels' overlap (default: none)")
     parser.add_argument("--augment", default=None, choices=AUGMENTATIONS,
                         help="default: the recipe's (see tfhash.pipeline.make_dataset)")
     parser.add_argument("--ema-momentum", type=float, default=None,

@@ -218,10 +218,11 @@ def test_train_options_reach_the_config():
     cli.add_data_args(parser)
     cli.add_train_args(parser)
     args = parser.parse_args(["--dataset", "mnist-5k", "--augment", "affine",
-                              "--ema-momentum", "0.99"])
+                              "--ema-momentum", "0.99", "--hash-mix", "cutmix"])
     config = cli.train_config(args)
-    assert (config.augment, config.ema_momentum) == ("affine", 0.99)
-    assert cli.train_config(parser.parse_args(["--dataset", "x"])).ema_momentum is None
+    assert (config.augment, config.ema_momentum, config.hash_mix) == ("affine", 0.99, "cutmix")
+    default = cli.train_config(parser.parse_args(["--dataset", "x"]))
+    assert (default.ema_momentum, default.hash_mix) == (None, "none")
 
 
 def test_bad_ema_momentum_is_one_line(capsys, tmp_path):

@@ -186,3 +186,77 @@ def test_negative_margin_applies_to_dissimilar_pairs_only():
     loss = ExponentiatedHashingLoss(margin=0.9, negative_margin=0.1, temperature=0.4)
     assert float(loss(y, u)) == pytest.approx(expected, rel=1e-5)
     assert ExponentiatedHashingLoss.from_config(loss.get_config()).negative_margin == 0.1
+
+
+def numpy_soft_pair_loss(p, similar, dissimilar):
+    """Soft labels written out pair by pair: a pair weighs t = p_i . p_j on the similar side
+    and 1 - t on the dissimilar one, each side normalized to half the total weight."""
+    n = len(p)
+    pos = neg = pos_mass = neg_mass = 0.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                t = float(p[i] @ p[j])
+                pos += t * similar[i, j]
+                neg += (1 - t) * dissimilar[i, j]
+                pos_mass, neg_mass = pos_mass + t, neg_mass + 1 - t
+    return 0.5 * pos / pos_mass + 0.5 * neg / neg_mass
+
+
+def mixed_labels(rng, n, classes):
+    """Rows of class probabilities as mixup makes them: two classes blended."""
+    lam = rng.uniform(0, 1, n)[:, None]
+    eye = np.eye(classes)
+    return (lam * eye[rng.integers(0, classes, n)]
+            + (1 - lam) * eye[rng.integers(0, classes, n)]).astype(np.float32)
+
+
+def test_soft_labels_weigh_each_side_of_a_pair_by_the_chance_it_is_similar():
+    from tfhash.losses import ContrastiveHashingLoss, PairwiseLikelihoodLoss
+
+    rng = np.random.default_rng(4)
+    u = np.tanh(rng.normal(size=(9, 12))).astype(np.float64)
+    p = mixed_labels(rng, 9, 3).astype(np.float64)
+    a = u @ u.T / 12
+    want = numpy_soft_pair_loss(p, np.exp(-np.minimum(a, 1.0) / 0.5),
+                                np.exp(-np.minimum(-a, 0.0) / 0.5))
+    loss = ExponentiatedHashingLoss(negative_margin=0.0, label_mode="soft")
+    assert float(loss(p.astype(np.float32), u.astype(np.float32))) == pytest.approx(want, rel=1e-5)
+    theta = 0.5 * u @ u.T
+    want = numpy_soft_pair_loss(p, np.log1p(np.exp(-theta)), np.log1p(np.exp(theta)))
+    got = PairwiseLikelihoodLoss(quantization=0.0, label_mode="soft")(p.astype(np.float32),
+                                                                       u.astype(np.float32))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    d = ((u[:, None, :] - u[None, :, :]) ** 2).sum(-1) / 12
+    want = numpy_soft_pair_loss(p, d / 2, np.maximum(2.0 - d, 0) / 2)
+    got = ContrastiveHashingLoss(quantization=0.0, label_mode="soft")(p.astype(np.float32),
+                                                                       u.astype(np.float32))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_one_hot_soft_labels_give_the_class_id_loss():
+    rng = np.random.default_rng(6)
+    u = np.tanh(rng.normal(size=(10, 8))).astype(np.float32)
+    y = rng.integers(0, 3, 10)
+    hot = np.eye(3, dtype=np.float32)[y]
+    for margin, negative_margin in ((1.0, None), (0.8, 0.0)):
+        sparse = ExponentiatedHashingLoss(margin, negative_margin=negative_margin)
+        soft = ExponentiatedHashingLoss(margin, negative_margin=negative_margin,
+                                        label_mode="soft")
+        assert float(soft(hot, u)) == pytest.approx(float(sparse(y, u)), rel=1e-6)
+
+
+def test_orthohash_takes_rows_of_class_probabilities():
+    from tfhash.losses import OrthoHashLoss
+
+    rng = np.random.default_rng(7)
+    u = np.tanh(rng.normal(size=(6, 16))).astype(np.float32)
+    p = mixed_labels(rng, 6, 4)
+    loss = OrthoHashLoss(num_classes=4, bits=16, scale=8, margin=0.2, quantization=0.0)
+    cos = (u / np.linalg.norm(u, axis=1, keepdims=True)) @ loss.codewords.T
+    logits = 8 * (cos - 0.2 * p)
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    assert float(loss(p, u)) == pytest.approx(-(p * logp).sum(1).mean(), rel=1e-5)
+    y = rng.integers(0, 4, 6)
+    assert float(loss(np.eye(4, dtype=np.float32)[y], u)) == pytest.approx(float(loss(y, u)),
+                                                                          rel=1e-6)

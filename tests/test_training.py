@@ -115,7 +115,7 @@ def test_as_float32_matches_mixed_model_up_to_bfloat16_rounding():
 
 
 @pytest.mark.parametrize("field, value", [("precision", "float16"), ("mix", "cutout"),
-                                          ("augment", "rotate")])
+                                          ("hash_mix", "blend"), ("augment", "rotate")])
 def test_unknown_config_choices_are_refused(field, value):
     with pytest.raises(ValueError, match=f"`{field}` must be one of"):
         model.TrainConfig(**{field: value})
@@ -139,6 +139,26 @@ def test_cutmix_pretraining_fits_on_mixed_soft_labels(split, monkeypatch):
     assert mixed == [("cutmix", 3)]
     assert np.isfinite(history.history["loss"]).all() and len(history.history["loss"]) == 1
     assert classifier.predict(split.query.images[:4], verbose=0).shape == (4, 10)
+
+
+def test_phase2_mixup_feeds_the_losses_mixed_class_probabilities(split):
+    small = split.train.take(slice(0, 256))
+    plain = next(iter(model.phase2_dataset(small, model.TrainConfig(batch_size=64), 10)))[1]
+    assert plain.shape == (64,) and set(np.unique(plain)) <= set(range(10))
+    config = model.TrainConfig(batch_size=64, hash_mix="mixup", bits=(12,), hash_epochs=1,
+                               classification_weight=1.0)
+    labels = next(iter(model.phase2_dataset(small, config, 10)))[1].numpy()
+    assert labels.shape == (64, 10)
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-5)
+    assert (labels.max(axis=1) < 0.99).any()  # some rows blend two classes
+    assert config.hash_loss(10, 12).label_mode == "soft"
+    assert model.TrainConfig(hash_mix="mixup", method="dpsh").hash_loss().label_mode == "soft"
+    backbone = config.make_backbone(small.images.shape[1:])
+    hashers, history = model.train_hashers(
+        backbone, data.Split("cnnh", 0, small, small.take(slice(0, 0)), None, None), (12,),
+        config, num_classes=10, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert hashers[12].predict(split.query.images[:4], verbose=0).shape == (4, 12)
 
 
 def test_mixed_precision_heads_share_one_float32_input(split):

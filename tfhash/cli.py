@@ -84,6 +84,8 @@ def add_train_args(parser):
                         help="train with a moving average of the weights (e.g. 0.99)")
     parser.add_argument("--mix", default="none", choices=("none", "cutmix", "mixup"),
                         help="mix images and labels across phase-1 batches")
+    parser.add_argument("--hash-mix", default="none", choices=("none", "cutmix", "mixup"),
+                        help="mix phase-2 batches too (pairs weighed by their mixed labels)")
     parser.add_argument("--no-pretrain", action="store_true",
                         help="skip classification pre-training (the ablation)")
     parser.add_argument("--margin", type=float, default=None)
@@ -122,6 +124,7 @@ def train_config(args):
         batch_size=args.batch_size,
         augment=args.augment,
         mix=args.mix,
+        hash_mix=args.hash_mix,
         ema_momentum=args.ema_momentum,
         seed=args.seed,
         **values,

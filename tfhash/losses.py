@@ -13,7 +13,7 @@ from keras import ops
 
 from tfhash.errors import check
 
-LABEL_MODES = ("auto", "sparse", "multi_hot")
+LABEL_MODES = ("auto", "sparse", "multi_hot", "soft")
 FORMS = ("bilinear", "exact")
 MIN_TEMPERATURE = 0.02  # exp(1 / T) must stay finite in float32
 
@@ -45,18 +45,43 @@ def balanced_pair_weights(similarity, self_pairs=None, total=None):
     When a batch has only one kind of pair, that kind gets all of the weight; a batch with
     no pairs gets weight 0 everywhere. ``total`` sums a count over replicas (default: none).
     """
+    positive, negative = _balanced(ops.cast(similarity > 0, "float32"),
+                                   ops.cast(similarity < 0, "float32"), self_pairs, total)
+    return positive + negative
+
+
+def soft_pair_weights(y_rows, y_columns, self_pairs=None, total=None):
+    """Weights of the similar and the dissimilar side of each pair, for soft labels.
+
+    Rows of ``y_rows`` and ``y_columns`` are class probabilities (e.g. labels mixed by
+    mixup); ``t_ij = y_i . y_j`` is the chance that the pair shares its class. The pair
+    counts ``t_ij`` toward the similar side and ``1 - t_ij`` toward the dissimilar one;
+    each side gets half of the total weight, as `balanced_pair_weights` gives hard pairs,
+    which these weights equal for one-hot rows.
+
+    Returns:
+        ``(positive, negative)``: two weight matrices of the pairs.
+    """
+    rows = ops.cast(y_rows, "float32")
+    columns = ops.cast(y_columns, "float32")
+    same = ops.clip(ops.matmul(rows, ops.transpose(columns)), 0.0, 1.0)
+    return _balanced(same, 1.0 - same, self_pairs, total)
+
+
+def _balanced(positive, negative, self_pairs, total):
+    """``positive`` and ``negative`` pair masses (self pairs dropped) scaled so that each
+    side sums to one half, or the only side present to one."""
     if self_pairs is None:
-        self_pairs = ops.eye(ops.shape(similarity)[0], dtype="float32")
+        self_pairs = ops.eye(ops.shape(positive)[0], dtype="float32")
     total = total or (lambda x: x)
-    positive = ops.cast(similarity > 0, "float32") * (1.0 - self_pairs)
-    negative = ops.cast(similarity < 0, "float32") * (1.0 - self_pairs)
-    n_pos = total(ops.sum(positive))
-    n_neg = total(ops.sum(negative))
-    both = ops.logical_and(n_pos > 0, n_neg > 0)
-    share = ops.where(both, 0.5, 1.0)
-    w_pos = ops.where(n_pos > 0, share / ops.maximum(n_pos, 1.0), 0.0)
-    w_neg = ops.where(n_neg > 0, share / ops.maximum(n_neg, 1.0), 0.0)
-    return positive * w_pos + negative * w_neg
+    positive = positive * (1.0 - self_pairs)
+    negative = negative * (1.0 - self_pairs)
+    mass_pos = total(ops.sum(positive))
+    mass_neg = total(ops.sum(negative))
+    share = ops.where(ops.logical_and(mass_pos > 0, mass_neg > 0), 0.5, 1.0)
+    w_pos = ops.where(mass_pos > 0, share / ops.maximum(mass_pos, 1e-6), 0.0)
+    w_neg = ops.where(mass_neg > 0, share / ops.maximum(mass_neg, 1e-6), 0.0)
+    return positive * w_pos, negative * w_neg
 
 
 class PairBatch:
@@ -92,8 +117,16 @@ class PairBatch:
             replicas = context.num_replicas_in_sync
         # Keras averages per-sample values over the local rows, then divides by replicas.
         self.scale = ops.cast(n, "float32") * replicas
-        self.similarity = pair_similarity(y_true, label_mode, y_columns)
-        self.weights = balanced_pair_weights(self.similarity, self_pairs, total)
+        if label_mode == "soft":
+            self.positive, self.negative = soft_pair_weights(y_true, y_columns, self_pairs,
+                                                             total)
+            self.weights = self.positive + self.negative
+            self.similarity = ops.where(self.positive >= self.negative, 1.0, -1.0)
+        else:
+            self.similarity = pair_similarity(y_true, label_mode, y_columns)
+            self.weights = balanced_pair_weights(self.similarity, self_pairs, total)
+            self.positive = ops.where(self.similarity > 0, self.weights, 0.0)
+            self.negative = ops.where(self.similarity < 0, self.weights, 0.0)
 
     def affinity(self, binary=False):
         """``a_ij = u_i . u_j / bits`` in [-1, 1]; with ``binary`` the codes are signed first."""
@@ -104,9 +137,11 @@ class PairBatch:
         bits = ops.cast(ops.shape(rows)[-1], "float32")
         return ops.clip(ops.matmul(rows, ops.transpose(columns)) / bits, -1.0, 1.0)
 
-    def per_sample(self, pair_loss):
-        """Per-row values whose mean (over rows and replicas) is the weighted pair loss."""
-        return ops.sum(self.weights * pair_loss, axis=1) * self.scale
+    def per_sample(self, pair_loss, weights=None):
+        """Per-row values whose mean (over rows and replicas) is the weighted pair loss
+        (``weights``: default the pair weights)."""
+        weights = self.weights if weights is None else weights
+        return ops.sum(weights * pair_loss, axis=1) * self.scale
 
 
 def quantization_penalty(u):
@@ -122,15 +157,19 @@ def exponentiated_hashing_loss(
 
     ``form="bilinear"`` uses the smooth affinity ``u_i . u_j / bits`` (gradients flow);
     ``form="exact"`` the discrete affinity of the signed codes (a measurement, no gradient).
-    ``negative_margin`` (default: ``margin``) is the margin of dissimilar pairs.
+    ``negative_margin`` (default: ``margin``) is the margin of dissimilar pairs. With
+    ``label_mode="soft"`` a pair costs the similar side's loss in proportion to the chance
+    ``t_ij`` it shares its class and the dissimilar side's in proportion to ``1 - t_ij``
+    (see `soft_pair_weights`); for one-hot labels that is the loss above.
     """
     _check_choice(form, FORMS, "form")
     pairs = PairBatch(y_true, y_pred, label_mode, gather)
     affinity = pairs.affinity(binary=form == "exact")
-    if negative_margin is not None:
-        margin = ops.where(pairs.similarity > 0, margin, negative_margin)
-    pair_loss = ops.exp(-ops.minimum(pairs.similarity * affinity, margin) / temperature)
-    return pairs.per_sample(pair_loss)
+    negative_margin = margin if negative_margin is None else negative_margin
+    similar = ops.exp(-ops.minimum(affinity, margin) / temperature)
+    dissimilar = ops.exp(-ops.minimum(-affinity, negative_margin) / temperature)
+    return (pairs.per_sample(similar, pairs.positive)
+            + pairs.per_sample(dissimilar, pairs.negative))
 
 
 def _check_unit_interval(value, name):
@@ -180,7 +219,8 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
         temperature: ``T`` >= 0.02; smaller values focus on the hardest pairs.
         quantization: Weight ``lambda`` >= 0 of the quantization term.
         label_mode: ``"auto"`` (rank 1 or one column: class ids, else multi-hot),
-            ``"sparse"`` or ``"multi_hot"``.
+            ``"sparse"``, ``"multi_hot"``, or ``"soft"`` (rows of class probabilities,
+            e.g. labels mixed by mixup; see `soft_pair_weights`).
         gather: under `tf.distribute`, compare each replica's codes with the whole global
             batch (all-gather; see `PairBatch`). No effect on one device.
         negative_margin: margin of dissimilar pairs in [0, 1], ``None`` for ``margin``
@@ -313,8 +353,9 @@ class PairwiseLikelihoodLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         pairs = PairBatch(y_true, y_pred, self.label_mode, self.gather)
         theta = 0.5 * ops.matmul(pairs.rows, ops.transpose(pairs.columns))
-        pair_loss = ops.softplus(theta) - 0.5 * (pairs.similarity + 1.0) * theta
-        loss = pairs.per_sample(pair_loss)
+        # softplus(theta) - s01 * theta, split into its similar and dissimilar sides
+        loss = (pairs.per_sample(ops.softplus(-theta), pairs.positive)
+                + pairs.per_sample(ops.softplus(theta), pairs.negative))
         return loss + self.quantization * quantization_penalty(y_pred)
 
     def get_config(self):
@@ -355,9 +396,8 @@ class ContrastiveHashingLoss(keras.losses.Loss):
                 + ops.sum(ops.square(columns), axis=-1)[None, :]
                 - 2.0 * ops.matmul(rows, ops.transpose(columns)))
         dist = ops.maximum(dist, 0.0) / bits
-        pair_loss = ops.where(pairs.similarity > 0, 0.5 * dist,
-                              0.5 * ops.maximum(self.margin - dist, 0.0))
-        loss = pairs.per_sample(pair_loss)
+        loss = (pairs.per_sample(0.5 * dist, pairs.positive)
+                + pairs.per_sample(0.5 * ops.maximum(self.margin - dist, 0.0), pairs.negative))
         return loss + self.quantization * ops.mean(ops.abs(ops.abs(y_pred) - 1.0), axis=-1)
 
     def get_config(self):
@@ -373,7 +413,9 @@ class OrthoHashLoss(keras.losses.Loss):
 
     Each class gets a random +-1 codeword (seeded); logits are
     ``scale * (cos(u, c_k) - margin * [k == y])`` and the loss is their cross-entropy, plus
-    ``quantization * mean((|u| - 1)^2)``. Single-label (class id) targets only.
+    ``quantization * mean((|u| - 1)^2)``. Targets are class ids, or rows of class
+    probabilities ``(n, num_classes)`` such as mixed labels (then the margin is taken in
+    proportion to each class's share).
 
     Example:
 
@@ -397,10 +439,12 @@ class OrthoHashLoss(keras.losses.Loss):
         self.codewords = (codewords / np.sqrt(bits)).astype(np.float32)
 
     def call(self, y_true, y_pred):
-        ids = _sparse_ids(y_true)
+        if len(y_true.shape) == 2 and y_true.shape[-1] == self.num_classes > 1:
+            target = ops.cast(y_true, "float32")
+        else:
+            target = ops.one_hot(_sparse_ids(y_true), self.num_classes)
         unit = y_pred / (ops.norm(y_pred, axis=-1, keepdims=True) + 1e-7)
         cosine = ops.matmul(unit, ops.transpose(ops.convert_to_tensor(self.codewords)))
-        target = ops.one_hot(ids, self.num_classes)
         logits = self.scale * (cosine - self.margin * target)
         loss = keras.losses.categorical_crossentropy(target, logits, from_logits=True)
         return loss + self.quantization * quantization_penalty(y_pred)

@@ -102,8 +102,11 @@ class TrainConfig:
         augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"shift"`` or
             ``"none"`` (both phases).
         mix: ``"none"``, ``"cutmix"`` or ``"mixup"``: mixes images and labels across each
-            phase-1 batch (see `tfhash.pipeline.mix_batches`); phase 2 sees unmixed images,
-            since mixed ones have no single label to define pairs by.
+            phase-1 batch (see `tfhash.pipeline.mix_batches`).
+        hash_mix: the same for phase 2: a pair of mixed images counts as similar in
+            proportion to the overlap of their mixed labels (the pair losses'
+            ``label_mode="soft"``), so the codes learn to place an image between classes
+            when it looks like both.
         precision: ``"float32"`` or ``"mixed_bfloat16"``: the backbone computes in bfloat16
             with float32 weights (faster on CPUs with AVX512-BF16/AMX and on GPUs); heads
             and losses stay float32, and the returned hashers are float32 copies.
@@ -131,6 +134,7 @@ class TrainConfig:
     shared_heads: bool = False
     augment: str = "auto"
     mix: str = "none"
+    hash_mix: str = "none"
     precision: str = "float32"
     seed: int = 0
 
@@ -150,6 +154,8 @@ class TrainConfig:
         check(self.augment in AUGMENTATIONS,
               f"`augment` must be one of {AUGMENTATIONS}, got {self.augment!r}")
         check(self.mix in MIXES, f"`mix` must be one of {MIXES}, got {self.mix!r}")
+        check(self.hash_mix in MIXES,
+              f"`hash_mix` must be one of {MIXES}, got {self.hash_mix!r}")
         check(self.precision in PRECISIONS,
               f"`precision` must be one of {PRECISIONS}, got {self.precision!r}")
         check(self.ema_momentum is None
@@ -167,18 +173,23 @@ class TrainConfig:
 
     def hash_loss(self, num_classes=None, bits=None):
         """The phase-2 loss this config defines (``num_classes``, ``bits``: for orthohash)."""
+        if self.method == "orthohash":  # takes class ids and class probabilities alike
+            return OrthoHashLoss(num_classes, bits, seed=self.seed)
         if self.method == "exponentiated":
             return ExponentiatedHashingLoss(
                 margin=self.margin, temperature=self.temperature, quantization=self.quantization,
-                negative_margin=self.negative_margin,
+                negative_margin=self.negative_margin, label_mode=self.hash_label_mode,
             )
-        if self.method == "orthohash":
-            return OrthoHashLoss(num_classes, bits, seed=self.seed)
-        return METHODS[self.method]()
+        return METHODS[self.method](label_mode=self.hash_label_mode)
+
+    @property
+    def hash_label_mode(self):
+        """How phase-2 losses read labels: class probabilities when batches are mixed."""
+        return "auto" if self.hash_mix == "none" else "soft"
 
     def hash_metrics(self):
         """The phase-2 metrics: the exact (discrete) form of the loss."""
-        return [ExactHashingLoss(self.margin, self.temperature,
+        return [ExactHashingLoss(self.margin, self.temperature, label_mode=self.hash_label_mode,
                                  negative_margin=self.negative_margin)]
 
     def steps(self, n_train, epochs):
@@ -357,7 +368,9 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         if config.classification_weight:
             outputs[f"classes_{bits}"] = keras.layers.Dense(
                 num_classes, activation="softmax", name=f"classes_{bits}", dtype="float32")(codes)
-            losses[f"classes_{bits}"] = keras.losses.SparseCategoricalCrossentropy()
+            losses[f"classes_{bits}"] = (keras.losses.SparseCategoricalCrossentropy()
+                                         if config.hash_mix == "none"
+                                         else keras.losses.CategoricalCrossentropy())
             weights[f"classes_{bits}"] = config.classification_weight
     trainee = keras.Model(inputs, outputs, name="hash_trainer")
     trainee.compile(
@@ -366,8 +379,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
                                  config.weight_decay),
         loss=losses, loss_weights=weights, metrics=metrics,
     )
-    train = make_dataset(split.train.images, split.train.labels, config.batch_size,
-                         training=True, augment=config.augment, seed=config.seed)
+    train = phase2_dataset(split.train, config, num_classes)
     train = train.map(lambda x, y: (x, {name: y for name in outputs}))
     callbacks = list(callbacks)
     if len(split.val):
@@ -387,6 +399,20 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         hashers = {bits: keras.Model(joint.inputs, joint.get_layer(f"codes_{bits}").output,
                                      name=f"hasher_{bits}") for bits in hashers}
     return hashers, history
+
+
+def phase2_dataset(train, config, num_classes):
+    """Phase 2's batches of ``train`` (`Images`): augmented images with their class ids, or
+    with ``config.hash_mix`` mixed images with rows of mixed class probabilities.
+
+    >>> batches = phase2_dataset(split.train, TrainConfig(hash_mix="mixup"), 10)
+    """
+    batches = make_dataset(train.images, train.labels, config.batch_size, training=True,
+                           augment=config.augment, seed=config.seed)
+    if config.hash_mix == "none":
+        return batches
+    return mix_batches(batches.map(lambda x, y: (x, tf.one_hot(y, num_classes))),
+                       config.hash_mix, seed=config.seed)
 
 
 def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
