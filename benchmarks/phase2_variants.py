@@ -43,6 +43,9 @@ VARIANTS = {
     "classification_weight_3": {"classification_weight": 3.0},
     "hash_epochs_20": {"hash_epochs": 20},
     "hash_epochs_40": {"hash_epochs": 40},
+    "temperature_0.25": {"temperature": 0.25},
+    "hash_mix_mixup": {"hash_mix": "mixup"},
+    "hash_mix_mixup_temperature_0.25": {"hash_mix": "mixup", "temperature": 0.25},
     # peers on the same validation split, for reference
     "peer_dsh": {"method": "dsh"},
     "peer_orthohash": {"method": "orthohash"},
