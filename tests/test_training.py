@@ -143,11 +143,13 @@ def test_cutmix_pretraining_fits_on_mixed_soft_labels(split, monkeypatch):
 
 def test_phase2_mixup_feeds_the_losses_mixed_class_probabilities(split):
     small = split.train.take(slice(0, 256))
-    plain = next(iter(model.phase2_dataset(small, model.TrainConfig(batch_size=64), 10)))[1]
+    plain = next(iter(model.training_batches(small, model.TrainConfig(batch_size=64), 10,
+                                             "none", class_ids=True)))[1]
     assert plain.shape == (64,) and set(np.unique(plain)) <= set(range(10))
     config = model.TrainConfig(batch_size=64, hash_mix="mixup", bits=(12,), hash_epochs=1,
                                classification_weight=1.0)
-    labels = next(iter(model.phase2_dataset(small, config, 10)))[1].numpy()
+    labels = next(iter(model.training_batches(small, config, 10, config.hash_mix,
+                                              class_ids=True)))[1].numpy()
     assert labels.shape == (64, 10)
     np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-5)
     assert (labels.max(axis=1) < 0.99).any()  # some rows blend two classes

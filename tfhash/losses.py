@@ -18,14 +18,18 @@ FORMS = ("bilinear", "exact")
 MIN_TEMPERATURE = 0.02  # exp(1 / T) must stay finite in float32
 
 
-def pair_similarity(y_true, label_mode="auto", y_other=None):
-    """Similarity ``s_ij`` in {-1, +1} of rows of ``y_true`` against rows of ``y_other``.
-
-    Labels are class ids ``(n,)`` / ``(n, 1)`` or multi-hot ``(n, classes)``; ``y_other``
+def pair_overlap(y_true, label_mode="auto", y_other=None):
+    """Chance ``t_ij`` in [0, 1] that row i of ``y_true`` and row j of ``y_other`` share a
+    label: 1 or 0 for class ids ``(n,)`` / ``(n, 1)`` and multi-hot rows ``(n, classes)``
+    (sharing at least one label); for soft labels (``label_mode="soft"``: rows of class
+    probabilities, e.g. labels mixed by mixup) the dot product ``y_i . y_j``. ``y_other``
     defaults to ``y_true`` (all pairs within one batch).
     """
     y_true = ops.convert_to_tensor(y_true)
     y_other = y_true if y_other is None else ops.convert_to_tensor(y_other)
+    if label_mode == "soft":
+        rows, columns = ops.cast(y_true, "float32"), ops.cast(y_other, "float32")
+        return ops.clip(ops.matmul(rows, ops.transpose(columns)), 0.0, 1.0)
     sparse = label_mode == "sparse" or (
         label_mode == "auto" and (len(y_true.shape) == 1 or y_true.shape[-1] == 1)
     )
@@ -35,42 +39,23 @@ def pair_similarity(y_true, label_mode="auto", y_other=None):
         hot = ops.cast(y_true > 0, "float32")
         other = ops.cast(y_other > 0, "float32")
         same = ops.matmul(hot, ops.transpose(other)) > 0
-    return ops.where(same, 1.0, -1.0)
+    return ops.cast(same, "float32")
 
 
-def balanced_pair_weights(similarity, self_pairs=None, total=None):
-    """Pair weights: positives and negatives each get half of the total weight 1.
+def balanced_pair_weights(positive, negative, self_pairs=None, total=None):
+    """Weights of the similar and the dissimilar side of each pair, each side summing to half
+    of the total weight 1.
 
-    ``self_pairs`` marks the pairs of an item with itself (weight 0; default the diagonal).
-    When a batch has only one kind of pair, that kind gets all of the weight; a batch with
-    no pairs gets weight 0 everywhere. ``total`` sums a count over replicas (default: none).
-    """
-    positive, negative = _balanced(ops.cast(similarity > 0, "float32"),
-                                   ops.cast(similarity < 0, "float32"), self_pairs, total)
-    return positive + negative
-
-
-def soft_pair_weights(y_rows, y_columns, self_pairs=None, total=None):
-    """Weights of the similar and the dissimilar side of each pair, for soft labels.
-
-    Rows of ``y_rows`` and ``y_columns`` are class probabilities (e.g. labels mixed by
-    mixup); ``t_ij = y_i . y_j`` is the chance that the pair shares its class. The pair
-    counts ``t_ij`` toward the similar side and ``1 - t_ij`` toward the dissimilar one;
-    each side gets half of the total weight, as `balanced_pair_weights` gives hard pairs,
-    which these weights equal for one-hot rows.
+    ``positive`` and ``negative`` are the pairs' masses on each side (for hard labels a 0/1
+    mask and its complement; for soft labels ``t_ij`` and ``1 - t_ij``, see
+    `pair_overlap`). ``self_pairs`` marks the pairs of an item with itself (weight 0;
+    default the diagonal). When a batch has only one side, that side gets all of the
+    weight; a batch with no pairs gets weight 0 everywhere. ``total`` sums a mass over
+    replicas (default: none).
 
     Returns:
-        ``(positive, negative)``: two weight matrices of the pairs.
+        ``(positive, negative)``: the two weight matrices.
     """
-    rows = ops.cast(y_rows, "float32")
-    columns = ops.cast(y_columns, "float32")
-    same = ops.clip(ops.matmul(rows, ops.transpose(columns)), 0.0, 1.0)
-    return _balanced(same, 1.0 - same, self_pairs, total)
-
-
-def _balanced(positive, negative, self_pairs, total):
-    """``positive`` and ``negative`` pair masses (self pairs dropped) scaled so that each
-    side sums to one half, or the only side present to one."""
     if self_pairs is None:
         self_pairs = ops.eye(ops.shape(positive)[0], dtype="float32")
     total = total or (lambda x: x)
@@ -117,16 +102,9 @@ class PairBatch:
             replicas = context.num_replicas_in_sync
         # Keras averages per-sample values over the local rows, then divides by replicas.
         self.scale = ops.cast(n, "float32") * replicas
-        if label_mode == "soft":
-            self.positive, self.negative = soft_pair_weights(y_true, y_columns, self_pairs,
+        same = pair_overlap(y_true, label_mode, y_columns)
+        self.positive, self.negative = balanced_pair_weights(same, 1.0 - same, self_pairs,
                                                              total)
-            self.weights = self.positive + self.negative
-            self.similarity = ops.where(self.positive >= self.negative, 1.0, -1.0)
-        else:
-            self.similarity = pair_similarity(y_true, label_mode, y_columns)
-            self.weights = balanced_pair_weights(self.similarity, self_pairs, total)
-            self.positive = ops.where(self.similarity > 0, self.weights, 0.0)
-            self.negative = ops.where(self.similarity < 0, self.weights, 0.0)
 
     def affinity(self, binary=False):
         """``a_ij = u_i . u_j / bits`` in [-1, 1]; with ``binary`` the codes are signed first."""
@@ -137,10 +115,9 @@ class PairBatch:
         bits = ops.cast(ops.shape(rows)[-1], "float32")
         return ops.clip(ops.matmul(rows, ops.transpose(columns)) / bits, -1.0, 1.0)
 
-    def per_sample(self, pair_loss, weights=None):
-        """Per-row values whose mean (over rows and replicas) is the weighted pair loss
-        (``weights``: default the pair weights)."""
-        weights = self.weights if weights is None else weights
+    def per_sample(self, pair_loss, weights):
+        """Per-row values whose mean (over rows and replicas) is ``pair_loss`` weighted by
+        ``weights`` (`positive` for a loss's similar side, `negative` for its other side)."""
         return ops.sum(weights * pair_loss, axis=1) * self.scale
 
 
@@ -160,7 +137,7 @@ def exponentiated_hashing_loss(
     ``negative_margin`` (default: ``margin``) is the margin of dissimilar pairs. With
     ``label_mode="soft"`` a pair costs the similar side's loss in proportion to the chance
     ``t_ij`` it shares its class and the dissimilar side's in proportion to ``1 - t_ij``
-    (see `soft_pair_weights`); for one-hot labels that is the loss above.
+    (see `pair_overlap`); for one-hot labels that is the loss above.
     """
     _check_choice(form, FORMS, "form")
     pairs = PairBatch(y_true, y_pred, label_mode, gather)
@@ -220,7 +197,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
         quantization: Weight ``lambda`` >= 0 of the quantization term.
         label_mode: ``"auto"`` (rank 1 or one column: class ids, else multi-hot),
             ``"sparse"``, ``"multi_hot"``, or ``"soft"`` (rows of class probabilities,
-            e.g. labels mixed by mixup; see `soft_pair_weights`).
+            e.g. labels mixed by mixup; see `pair_overlap`).
         gather: under `tf.distribute`, compare each replica's codes with the whole global
             batch (all-gather; see `PairBatch`). No effect on one device.
         negative_margin: margin of dissimilar pairs in [0, 1], ``None`` for ``margin``

@@ -56,12 +56,11 @@ def mean_average_precision(
             ap = _index_ap(block)
         scores.append(ap)
         has_relevant.append(block.n_relevant > 0)
-    return _mean_over_relevant(scores, has_relevant)
+    return _mean_over_relevant(np.concatenate(scores), np.concatenate(has_relevant))
 
 
 def _mean_over_relevant(scores, has_relevant):
     """Mean AP over queries with at least one relevant database item (0 if none has)."""
-    scores, has_relevant = np.concatenate(scores), np.concatenate(has_relevant)
     return float(scores[has_relevant].mean()) if has_relevant.any() else 0.0
 
 
@@ -152,14 +151,14 @@ def retrieval_report(q_codes, q_labels, db_codes, db_labels, bits=None, radius=2
         has_relevant.append(block.n_relevant > 0)
     radii, precision, recall = curve.result()
     r = min(int(radius), len(radii) - 1)
-    query_ap = np.where(np.concatenate(has_relevant), np.concatenate(expected), np.nan)
+    expected, has_relevant = np.concatenate(expected), np.concatenate(has_relevant)
     return {
         "map": _mean_over_relevant(expected, has_relevant),
-        "map_index": _mean_over_relevant(by_index, has_relevant),
+        "map_index": _mean_over_relevant(np.concatenate(by_index), has_relevant),
         f"precision_r{radius}": float(precision[r]),
         f"recall_r{radius}": float(recall[r]),
         "pr_curve": {"radius": radii, "precision": precision, "recall": recall},
-        "query_ap": query_ap,
+        "query_ap": np.where(has_relevant, expected, np.nan),
     }
 
 

@@ -318,8 +318,7 @@ def _fit_callbacks(work_dir, phase, extra, ema_momentum=None):
 
 def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), verbose="auto"):
     """Phase 1: fits backbone + classifier on the training labels; returns the classifier."""
-    train = make_dataset(split.train.images, split.train.labels, config.batch_size,
-                         training=True, augment=config.augment, seed=config.seed)
+    train = training_batches(split.train, config, num_classes, config.mix)
     val = None
     if len(split.val):
         val = make_dataset(split.val.images, split.val.labels, 256)
@@ -330,14 +329,11 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
-    def one_hot(x, y):
-        return x, tf.one_hot(y, num_classes)
-
-    train = mix_batches(train.map(one_hot), config.mix, seed=config.seed)
     history = classifier.fit(
         train.repeat(),  # one iterator for all epochs: no restart per epoch
         steps_per_epoch=config.steps(len(split.train), 1),
-        validation_data=None if val is None else val.map(one_hot),
+        validation_data=None if val is None else val.map(
+            lambda x, y: (x, tf.one_hot(y, num_classes))),
         epochs=config.pretrain_epochs,
         callbacks=_fit_callbacks(work_dir, "phase1", callbacks, config.ema_momentum),
         verbose=verbose,
@@ -368,9 +364,9 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         if config.classification_weight:
             outputs[f"classes_{bits}"] = keras.layers.Dense(
                 num_classes, activation="softmax", name=f"classes_{bits}", dtype="float32")(codes)
-            losses[f"classes_{bits}"] = (keras.losses.SparseCategoricalCrossentropy()
-                                         if config.hash_mix == "none"
-                                         else keras.losses.CategoricalCrossentropy())
+            losses[f"classes_{bits}"] = (keras.losses.CategoricalCrossentropy()
+                                         if config.hash_label_mode == "soft"
+                                         else keras.losses.SparseCategoricalCrossentropy())
             weights[f"classes_{bits}"] = config.classification_weight
     trainee = keras.Model(inputs, outputs, name="hash_trainer")
     trainee.compile(
@@ -379,7 +375,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
                                  config.weight_decay),
         loss=losses, loss_weights=weights, metrics=metrics,
     )
-    train = phase2_dataset(split.train, config, num_classes)
+    train = training_batches(split.train, config, num_classes, config.hash_mix, class_ids=True)
     train = train.map(lambda x, y: (x, {name: y for name in outputs}))
     callbacks = list(callbacks)
     if len(split.val):
@@ -401,18 +397,20 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     return hashers, history
 
 
-def phase2_dataset(train, config, num_classes):
-    """Phase 2's batches of ``train`` (`Images`): augmented images with their class ids, or
-    with ``config.hash_mix`` mixed images with rows of mixed class probabilities.
+def training_batches(train, config, num_classes, mix, class_ids=False):
+    """Augmented, shuffled batches of ``train`` (`Images`) for either phase, with one-hot
+    labels mixed across each batch by ``mix`` (see `tfhash.pipeline.mix_batches`); with
+    ``class_ids`` and ``mix="none"`` the labels stay class ids (what phase 2's pair losses
+    take unless its batches are mixed).
 
-    >>> batches = phase2_dataset(split.train, TrainConfig(hash_mix="mixup"), 10)
+    >>> batches = training_batches(split.train, config, 10, config.hash_mix, class_ids=True)
     """
     batches = make_dataset(train.images, train.labels, config.batch_size, training=True,
                            augment=config.augment, seed=config.seed)
-    if config.hash_mix == "none":
+    if class_ids and mix == "none":
         return batches
-    return mix_batches(batches.map(lambda x, y: (x, tf.one_hot(y, num_classes))),
-                       config.hash_mix, seed=config.seed)
+    return mix_batches(batches.map(lambda x, y: (x, tf.one_hot(y, num_classes))), mix,
+                       seed=config.seed)
 
 
 def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
