@@ -79,7 +79,8 @@ def reproduction_section(doc):
         "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
         "negative_margin", "temperature", "classification_weight", "augment",
         "label_smoothing", "mix", "hash_mix", "precision", "self_train", "self_train_epochs",
-        "self_train_rounds", "pseudo_phase2", "flip_pseudo_labels", "fresh_student")
+        "self_train_rounds", "self_train_keep", "pseudo_phase2", "flip_pseudo_labels",
+        "fresh_student")
         if k in config)
     lines.append(f"Recipe: {recipe}.")
     taught = sorted({(r["seed"], r["teacher_query_accuracy"], r["query_accuracy"], r["n_pseudo"],

@@ -150,7 +150,8 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
             keras.utils.set_random_seed(config.seed + round_no - 1)
             student, _, picked, labels = self_train(
                 teacher, split, unlabelled.images, config, args.self_train,
-                args.self_train_epochs, flip_average=args.flip_pseudo_labels,
+                args.self_train_epochs, keep=args.self_train_keep,
+                flip_average=args.flip_pseudo_labels,
                 fresh_student=args.fresh_student, verbose=args.verbose)
             truth = unlabelled.labels[picked]  # only reported, never trained on
             return student, {"n_pseudo": len(picked),
@@ -174,28 +175,29 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
              "wall_s_self_train": round(wall, 1)}
     if args.pseudo_phase2:
         split, _, _ = with_pseudo_labels(split, student, unlabelled.images, args.self_train,
+                                         keep=args.self_train_keep,
                                          flip_average=args.flip_pseudo_labels, verbose=0)
     return seed_dir / f"{stem}.weights.h5", wall, correct, extra, split
 
 
-ROUND_OPTIONS = ("flip_pseudo_labels", "fresh_student")
+ROUND_OPTIONS = {"flip_pseudo_labels": False, "fresh_student": False, "self_train_keep": 1.0}
 
 
 def labelling_record(args):
     """How a self-training round is made, as recipes and cached rounds record it: the
-    options of `ROUND_OPTIONS` that are on (files from before an option hold nothing for it:
-    it was off)."""
-    return {key: True for key in ROUND_OPTIONS if getattr(args, key)}
+    options of `ROUND_OPTIONS` that differ from their default (files from before an option
+    hold nothing for it: it had its default)."""
+    return {key: getattr(args, key) for key, default in ROUND_OPTIONS.items()
+            if getattr(args, key) != default}
 
 
 def check_same_labelling(record, args, path):
     """Refuses a cached self-training round that was made another way."""
-    for key in ROUND_OPTIONS:
-        if record.get(key, False) != getattr(args, key):
-            made = "with" if record.get(key) else "without"
-            flag = "--" + key.replace("_", "-")
-            raise SystemExit(f"{path}: this cached round was made {made} {flag}; "
-                             "use another --tag or --work-dir")
+    for key, default in ROUND_OPTIONS.items():
+        made = record.get(key, default)
+        if made != getattr(args, key):
+            raise SystemExit(f"{path}: this cached round was made with {key} = {made}, "
+                             f"not {getattr(args, key)}; use another --tag or --work-dir")
 
 
 def recipe_record(args, config):
@@ -267,6 +269,9 @@ def main():
     parser.add_argument("--self-train-epochs", type=int, default=20)
     parser.add_argument("--self-train-rounds", type=int, default=1,
                         help="pseudo-label again with each round's classifier")
+    parser.add_argument("--self-train-keep", type=float, default=1.0, metavar="FRACTION",
+                        help="pseudo-label at most this fraction of each predicted class, its "
+                             "most confident, leaving the rest unlabelled (default: 1)")
     parser.add_argument("--pseudo-phase2", action="store_true",
                         help="with --self-train: phase 2 also trains on the N database images "
                              "per class the self-trained classifier is surest of")
@@ -289,8 +294,10 @@ def main():
     args = parser.parse_args()
     if args.pseudo_phase2 and not args.self_train:
         parser.error("--pseudo-phase2 needs --self-train N")
-    for flag in ("flip_pseudo_labels", "fresh_student"):
-        if getattr(args, flag) and not args.self_train:
+    if not 0 < args.self_train_keep <= 1:
+        parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
+    for flag in ROUND_OPTIONS:
+        if getattr(args, flag) != ROUND_OPTIONS[flag] and not args.self_train:
             parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
     if not args.methods and args.no_ablation:
         parser.error("--methods: name at least one method, or drop --no-ablation")

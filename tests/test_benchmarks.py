@@ -28,11 +28,11 @@ from common import cached_training  # noqa: E402
 
 
 def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_labels=False,
-         fresh_student=False):
+         fresh_student=False, keep=1.0):
     return argparse.Namespace(self_train=self_train, self_train_epochs=epochs,
                               self_train_rounds=rounds, pseudo_phase2=pseudo_phase2,
                               flip_pseudo_labels=flip_pseudo_labels,
-                              fresh_student=fresh_student)
+                              fresh_student=fresh_student, self_train_keep=keep)
 
 
 def saved(record):
@@ -81,25 +81,31 @@ def test_self_training_is_part_of_the_recipe():
     with pytest.raises(SystemExit, match=r"\['fresh_student'\]"):
         check_same_recipe(taught, recipe_record(args(100, 20, fresh_student=True),
                                                 TrainConfig()))
+    with pytest.raises(SystemExit, match=r"\['self_train_keep'\]"):
+        check_same_recipe(taught, recipe_record(args(100, 20, keep=0.98), TrainConfig()))
 
 
 def test_a_cached_round_is_reused_only_when_made_the_same_way(tmp_path):
     plain_round = {"wall_s": 1.0, "n_pseudo": 20}  # written before the options existed
     flipped_round = {**plain_round, "flip_pseudo_labels": True}
     fresh_round = {**plain_round, "fresh_student": True}
+    kept_round = {**plain_round, "self_train_keep": 0.98}
     check_same_labelling(plain_round, args(100), tmp_path / "r.json")
     check_same_labelling(flipped_round, args(100, flip_pseudo_labels=True), tmp_path / "r.json")
     check_same_labelling(fresh_round, args(100, fresh_student=True), tmp_path / "r.json")
-    with pytest.raises(SystemExit, match="r.json: this cached round was made "
-                                         "without --flip-pseudo-labels"):
-        check_same_labelling(plain_round, args(100, flip_pseudo_labels=True),
-                             tmp_path / "r.json")
-    with pytest.raises(SystemExit, match="made with --flip-pseudo-labels"):
-        check_same_labelling(flipped_round, args(100), tmp_path / "r.json")
-    with pytest.raises(SystemExit, match="made without --fresh-student"):
-        check_same_labelling(plain_round, args(100, fresh_student=True), tmp_path / "r.json")
-    with pytest.raises(SystemExit, match="made with --fresh-student"):
-        check_same_labelling(fresh_round, args(100), tmp_path / "r.json")
+    check_same_labelling(kept_round, args(100, keep=0.98), tmp_path / "r.json")
+    refused = [
+        (plain_round, args(100, flip_pseudo_labels=True), "flip_pseudo_labels = False, not True"),
+        (flipped_round, args(100), "flip_pseudo_labels = True, not False"),
+        (plain_round, args(100, fresh_student=True), "fresh_student = False, not True"),
+        (fresh_round, args(100), "fresh_student = True, not False"),
+        (plain_round, args(100, keep=0.98), "self_train_keep = 1.0, not 0.98"),
+        (kept_round, args(100, keep=0.9), "self_train_keep = 0.98, not 0.9"),
+    ]
+    for record, made_now, message in refused:
+        with pytest.raises(SystemExit, match=re.escape(f"r.json: this cached round was made "
+                                                       f"with {message}")):
+            check_same_labelling(record, made_now, tmp_path / "r.json")
 
 
 def tiny_model(seed):

@@ -7,24 +7,40 @@ from tfhash.errors import TfhashError
 from tfhash.self_training import select_confident, self_train, with_pseudo_labels
 
 
-def confident_by_sorting(probs, per_class):
-    """Reference: per predicted class, sort (confidence desc, row asc) and keep the head."""
+def confident_by_sorting(probs, per_class, keep=1.0):
+    """Reference: per predicted class, sort (confidence desc, row asc) and keep the head:
+    ``per_class`` rows, and no more than ``keep`` of the class's rows."""
     chosen = []
     for c in range(probs.shape[1]):
         rows = [(-probs[i].max(), i) for i in range(len(probs)) if probs[i].argmax() == c]
-        chosen += [(i, c) for _, i in sorted(rows)[:per_class]]
+        head = min(per_class, int(np.floor(keep * len(rows))))
+        chosen += [(i, c) for _, i in sorted(rows)[:head]]
     return sorted(chosen)
 
 
-@pytest.mark.parametrize("per_class", [1, 3, 50])
-def test_select_confident_matches_a_sort_per_class(per_class):
+@pytest.mark.parametrize("per_class, keep", [(1, 1.0), (3, 1.0), (50, 1.0), (50, 0.5),
+                                             (3, 0.25), (50, 0.9)])
+def test_select_confident_matches_a_sort_per_class(per_class, keep):
     rng = np.random.default_rng(per_class)
     logits = rng.normal(size=(40, 4)) * 2
     logits[:, 3] -= 10  # class 3 is predicted for no row: it contributes nothing
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     probs[5] = probs[6]  # a tie in confidence goes to the lower row
-    indices, labels = select_confident(probs, per_class)
-    assert list(zip(indices.tolist(), labels.tolist())) == confident_by_sorting(probs, per_class)
+    indices, labels = select_confident(probs, per_class, keep=keep)
+    expected = confident_by_sorting(probs, per_class, keep)
+    assert list(zip(indices.tolist(), labels.tolist())) == expected
+
+
+def test_select_confident_leaves_out_the_least_confident_fraction_of_each_class():
+    # class 0: confidences 0.9, 0.8, ..., 0.6 (rows 0-3); class 1: 0.95, 0.55 (rows 4-5)
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.05, 0.95],
+                      [0.45, 0.55]])
+    indices, labels = select_confident(probs, per_class=10, keep=0.75)
+    # 3 of class 0's 4 rows, 1 of class 1's 2 (1.5 rounded down)
+    assert indices.tolist() == [0, 1, 2, 4]
+    assert labels.tolist() == [0, 0, 0, 1]
+    indices, _ = select_confident(probs, per_class=10, keep=0.5)
+    assert indices.tolist() == [0, 1, 4]
 
 
 def test_select_confident_refuses_bad_arguments():
@@ -32,6 +48,9 @@ def test_select_confident_refuses_bad_arguments():
         select_confident(np.ones(5), 1)
     with pytest.raises(TfhashError, match="`per_class`"):
         select_confident(np.ones((5, 2)), 0)
+    for keep in (0, 1.5, True, "all"):
+        with pytest.raises(TfhashError, match="`keep` must be a fraction in"):
+            select_confident(np.ones((5, 2)), 1, keep=keep)
 
 
 def test_self_train_adds_confident_pseudo_labels_and_keeps_training():
@@ -127,23 +146,23 @@ def test_flip_averaged_pseudo_labels_rank_by_the_mean_of_image_and_mirror():
         with_pseudo_labels(split, classifier, pool, per_class=3, flip_average="yes")
 
 
-def test_self_train_labels_every_round_flip_averaged_when_asked(monkeypatch):
+def test_self_train_labels_every_round_with_its_keep_and_flip_options(monkeypatch):
     import tfhash.self_training as self_training
 
     asked = []
 
-    def fake_labels(split, classifier, unlabelled, per_class, flip_average, verbose):
-        asked.append(flip_average)
+    def fake_labels(split, classifier, unlabelled, per_class, keep, flip_average, verbose):
+        asked.append((keep, flip_average))
         return split, np.arange(2), np.zeros(2, int)
 
     monkeypatch.setattr(self_training, "with_pseudo_labels", fake_labels)
     monkeypatch.setattr(model, "pretrain", lambda *a, **k: (FixedClassifier(np.eye(3)), "h"))
     images = np.zeros((3, 4, 4, 1), np.uint8)
     small = data.Split("cnnh", 0, data.Images(images, np.arange(3)), None, None, None)
-    for flip_average in (True, False):
+    for keep, flip_average in ((1.0, True), (0.5, False)):
         self_train(FixedClassifier(np.eye(3)), small, images, model.TrainConfig(), per_class=1,
-                   epochs=1, rounds=3, flip_average=flip_average)
-    assert asked == [True, True, True, False, False, False]
+                   epochs=1, rounds=3, keep=keep, flip_average=flip_average)
+    assert asked == [(1.0, True)] * 3 + [(0.5, False)] * 3
 
 
 def test_a_fresh_student_is_a_new_backbone_each_round(monkeypatch):

@@ -22,13 +22,16 @@ from tfhash.data import Images
 from tfhash.errors import check
 
 
-def select_confident(probs, per_class):
+def select_confident(probs, per_class, keep=1.0):
     """The ``per_class`` most confident rows of each predicted class.
 
     Args:
         probs: ``(n, classes)`` class probabilities.
         per_class: how many rows to keep per predicted class at most (a class predicted
             for fewer rows keeps them all).
+        keep: the fraction of each predicted class's rows to keep at most, its most
+            confident (rounded down), before the ``per_class`` cap: ``keep=0.98`` leaves the
+            least confident 2% of every class unlabelled, where a teacher's mistakes gather.
 
     Returns:
         ``(indices, labels)``: sorted row indices and their predicted classes.
@@ -40,25 +43,29 @@ def select_confident(probs, per_class):
     check(probs.ndim == 2 and len(probs), f"`probs` must be (n, classes), got {probs.shape}")
     check(isinstance(per_class, (int, np.integer)) and per_class >= 1,
           f"`per_class` must be an integer >= 1, got {per_class!r}")
+    check(isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 < keep <= 1,
+          f"`keep` must be a fraction in (0, 1], got {keep!r}")
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
-    keep = []
+    kept = []
     for c in range(probs.shape[1]):
         members = np.flatnonzero(predicted == c)
-        keep.append(members[np.argsort(-confidence[members], kind="stable")[:per_class]])
-    indices = np.sort(np.concatenate(keep))
+        count = min(per_class, int(keep * len(members)))
+        kept.append(members[np.argsort(-confidence[members], kind="stable")[:count]])
+    indices = np.sort(np.concatenate(kept))
     return indices, predicted[indices]
 
 
 def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=1,
-               flip_average=False, fresh_student=False, verbose="auto"):
+               keep=1.0, flip_average=False, fresh_student=False, verbose="auto"):
     """Continues phase 1 on ``split.train`` plus pseudo-labelled ``unlabelled`` images.
 
     Each round, the classifier labels ``unlabelled`` (uint8 images of the training images'
-    shape); the ``per_class`` most confident images of each predicted class join the
-    training images, and `tfhash.model.pretrain` runs ``epochs`` more epochs (a fresh
-    learning-rate schedule and classifier layer on the same, already trained, backbone: the
-    backbone trains on in place, so ``classifier`` changes too). The next round's labels
+    shape); the ``per_class`` most confident images of each predicted class (and at most
+    the ``keep`` fraction of its images, see `select_confident`) join the training images,
+    and `tfhash.model.pretrain` runs ``epochs`` more epochs (a fresh learning-rate schedule
+    and classifier layer on the same, already trained, backbone: the backbone trains on in
+    place, so ``classifier`` changes too). The next round's labels
     come from the classifier this round made. With ``flip_average`` each round labels with
     the classifier's probabilities averaged over the image and its mirror (see
     `with_pseudo_labels`). With ``fresh_student`` each round's student is instead a new
@@ -85,7 +92,8 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     histories = []
     for _ in range(rounds):
         taught, indices, labels = with_pseudo_labels(split, classifier, unlabelled, per_class,
-                                                     flip_average=flip_average, verbose=verbose)
+                                                     keep=keep, flip_average=flip_average,
+                                                     verbose=verbose)
         if fresh_student:
             backbone = config.make_backbone(unlabelled.shape[1:])
         classifier, history = model.pretrain(backbone, taught, classifier.output_shape[-1],
@@ -94,10 +102,11 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     return classifier, histories, indices, labels
 
 
-def with_pseudo_labels(split, classifier, unlabelled, per_class, flip_average=False,
-                       verbose="auto"):
+def with_pseudo_labels(split, classifier, unlabelled, per_class, keep=1.0,
+                       flip_average=False, verbose="auto"):
     """``split`` whose training part also holds the unlabelled images the classifier is
-    surest of, ``per_class`` per predicted class, labelled with its predictions.
+    surest of, ``per_class`` (and at most the ``keep`` fraction) per predicted class,
+    labelled with its predictions.
 
     `self_train` uses it for phase 1; passing the result to `tfhash.model.train_hashers`
     lets phase 2 learn codes on the pseudo-labelled images too. ``flip_average`` predicts
@@ -119,7 +128,7 @@ def with_pseudo_labels(split, classifier, unlabelled, per_class, flip_average=Fa
     if flip_average:
         classifier = model.flip_averaged(classifier)
     probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
-    indices, labels = select_confident(probs, per_class)
+    indices, labels = select_confident(probs, per_class, keep=keep)
     train = Images(np.concatenate([split.train.images, unlabelled[indices]]),
                    np.concatenate([split.train.labels, labels.astype(split.train.labels.dtype)]))
     return dataclasses.replace(split, train=train), indices, labels
