@@ -19,7 +19,7 @@ def confident_by_sorting(probs, per_class, keep=1.0):
 
 
 @pytest.mark.parametrize("per_class, keep", [(1, 1.0), (3, 1.0), (50, 1.0), (50, 0.5),
-                                             (3, 0.25), (50, 0.9)])
+                                             (3, 0.25), (50, np.float32(0.9))])
 def test_select_confident_matches_a_sort_per_class(per_class, keep):
     rng = np.random.default_rng(per_class)
     logits = rng.normal(size=(40, 4)) * 2

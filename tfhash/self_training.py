@@ -43,7 +43,8 @@ def select_confident(probs, per_class, keep=1.0):
     check(probs.ndim == 2 and len(probs), f"`probs` must be (n, classes), got {probs.shape}")
     check(isinstance(per_class, (int, np.integer)) and per_class >= 1,
           f"`per_class` must be an integer >= 1, got {per_class!r}")
-    check(isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 < keep <= 1,
+    check(isinstance(keep, (int, float, np.integer, np.floating)) and not isinstance(keep, bool)
+          and 0 < keep <= 1,
           f"`keep` must be a fraction in (0, 1], got {keep!r}")
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
