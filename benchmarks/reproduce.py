@@ -296,9 +296,8 @@ def main():
         parser.error("--pseudo-phase2 needs --self-train N")
     if not 0 < args.self_train_keep <= 1:
         parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
-    for flag in ROUND_OPTIONS:
-        if getattr(args, flag) != ROUND_OPTIONS[flag] and not args.self_train:
-            parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
+    for flag in labelling_record(args) if not args.self_train else ():
+        parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
     if not args.methods and args.no_ablation:
         parser.error("--methods: name at least one method, or drop --no-ablation")
     dataset = data.load_dataset(args.dataset)
