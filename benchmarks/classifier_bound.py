@@ -60,7 +60,10 @@ def hash_maps(doc, seed):
             and r.get("encoding", "plain") == "plain"}
 
 
-def bound_rows(run, work_dir):
+def last_classifiers(run, work_dir):
+    """For each seed of the `reproduce.py` run ``run``: ``(seed, split, classifier, stem)``,
+    the seed's last cached classifier (phase 1, or the last self-training round; ``stem``
+    names its file) on that seed's split."""
     doc = json.loads((RESULTS / f"{run}.json").read_text())
     config = doc["config"]
     stem = round_stem(config.get("self_train_rounds", 1) if config.get("self_train") else 0)
@@ -68,7 +71,6 @@ def bound_rows(run, work_dir):
     dataset = data.load_dataset(first["dataset"])
     architecture = ("backbone", "backbone_width", "precision")  # older files lack some
     base = model.TrainConfig(bits=(12,), **{k: config[k] for k in architecture if k in config})
-    rows = []
     for seed in sorted({r["seed"] for r in doc["rows"]}):
         weights = Path(work_dir) / run / f"seed{seed}" / f"{stem}.weights.h5"
         if not weights.exists():
@@ -77,6 +79,13 @@ def bound_rows(run, work_dir):
         classifier = model.build_classifier(base.make_backbone(split.train.images.shape[1:]),
                                             dataset.num_classes)
         classifier.load_weights(weights)
+        yield seed, split, classifier, stem
+
+
+def bound_rows(run, work_dir):
+    doc = json.loads((RESULTS / f"{run}.json").read_text())
+    rows = []
+    for seed, split, classifier, stem in last_classifiers(run, work_dir):
         q_probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
         db_probs = classifier.predict(split.database.images, batch_size=256, verbose=0)
         q_labels, db_labels = split.query.labels, split.database.labels

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import phase2_spread  # noqa: E402
 from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E402
 from reproduce import (  # noqa: E402
     check_same_labelling,
@@ -203,3 +204,17 @@ def test_append_keeps_the_bound_rows_of_the_runs_not_named(tmp_path):
     path.write_text(json.dumps({"rows": rows}))
     assert kept_rows(path, ["a"]) == [rows[1], rows[3]]
     assert kept_rows(path, ["a", "c"]) == [rows[1]]
+
+
+def test_phase2_spread_refuses_runs_it_cannot_redo_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(phase2_spread, "RESULTS", tmp_path)
+    (tmp_path / "p2.json").write_text(json.dumps({"config": {"pseudo_phase2": True},
+                                                  "rows": []}))
+    for argv, message in ((["--runs", "p2"], "p2 trains phase 2 on pseudo-labelled images"),
+                          (["--runs", "missing"], "--runs: no results file"),
+                          (["--runs", "p2", "--repeats", "0"], "--repeats must be")):
+        monkeypatch.setattr(sys, "argv", ["phase2_spread.py", *argv])
+        with pytest.raises(SystemExit):
+            phase2_spread.main()
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "phase2_spread.json").exists()

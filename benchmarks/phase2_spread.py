@@ -1,0 +1,78 @@
+"""Phase 2's own run-to-run spread: the recipe's phase 2 again, on a run's cached classifiers.
+
+For runs of `reproduce.py`, loads each seed's last cached classifier (as
+`classifier_bound.py` does) and trains that run's phase 2 (its recipe, the exponentiated
+loss, all code lengths as heads on one backbone) ``--repeats`` more times from it, scoring
+each on the protocol's queries beside the results file's own figures for that seed. Two
+rows made from one classifier that differ by less than this spread differ by noise.
+
+    python benchmarks/phase2_spread.py --runs mnist-cnnh-long-selfall2-keep98-hmix --repeats 2
+
+With ``--append`` the results file keeps its rows of the runs not named.
+"""
+
+import argparse
+import dataclasses
+import json
+
+import keras
+from classifier_bound import hash_maps, kept_rows, last_classifiers
+from phase2_variants import recipe_config
+
+from tfhash import model
+from tfhash.evaluation import encode_heads, evaluate_codes
+
+from common import RESULTS, write_results
+
+
+def spread_rows(run, work_dir, repeats):
+    doc = json.loads((RESULTS / f"{run}.json").read_text())
+    rows = []
+    for seed, split, classifier, stem in last_classifiers(run, work_dir):
+        config = dataclasses.replace(recipe_config(RESULTS / f"{run}.json", seed),
+                                     method="exponentiated")
+        rows.append({"run": run, "seed": seed, "classifier": stem, "phase2": "results file",
+                     **{f"map_{key[len('map_hash_'):]}": value
+                        for key, value in hash_maps(doc, seed).items()}})
+        for repeat in range(1, repeats + 1):
+            keras.utils.set_random_seed(seed)  # as reproduce.py: the same seed every time
+            hashers, _ = model.train_hashers(model.copy_model(classifier.layers[1]), split,
+                                             config.bits, config, int(classifier.output_shape[-1]),
+                                             verbose=0)
+            q_codes = encode_heads(hashers, split.query.images)
+            db_codes = encode_heads(hashers, split.database.images)
+            rows.append({"run": run, "seed": seed, "classifier": stem,
+                         "phase2": f"rerun {repeat}",
+                         **{f"map_{bits}": round(evaluate_codes(q_codes[bits], db_codes[bits],
+                                                                split)["map"], 6)
+                            for bits in config.bits}})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="results names of reproduce.py runs, e.g. mnist-cnnh-long-selfall")
+    parser.add_argument("--repeats", type=int, default=2, help="phase-2 reruns per seed")
+    parser.add_argument("--work-dir", default="runs/reproduce")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the results file's rows of the runs not named here")
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be an integer >= 1, got {args.repeats}")
+    for run in args.runs:
+        path = RESULTS / f"{run}.json"
+        if not path.exists():
+            parser.error(f"--runs: no results file {path}")
+        if json.loads(path.read_text())["config"].get("pseudo_phase2"):
+            parser.error(f"--runs: {run} trains phase 2 on pseudo-labelled images "
+                         "(--pseudo-phase2), which this script does not redo")
+    rows = kept_rows(RESULTS / "phase2_spread.json", args.runs) if args.append else []
+    for run in args.runs:
+        rows.extend(spread_rows(run, args.work_dir, args.repeats))
+        write_results("phase2_spread", rows)
+
+
+if __name__ == "__main__":
+    main()
