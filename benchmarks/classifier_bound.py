@@ -60,11 +60,10 @@ def hash_maps(doc, seed):
             and r.get("encoding", "plain") == "plain"}
 
 
-def last_classifiers(run, work_dir):
-    """For each seed of the `reproduce.py` run ``run``: ``(seed, split, classifier, stem)``,
-    the seed's last cached classifier (phase 1, or the last self-training round; ``stem``
-    names its file) on that seed's split."""
-    doc = json.loads((RESULTS / f"{run}.json").read_text())
+def last_classifiers(run, doc, work_dir):
+    """For each seed of the `reproduce.py` run ``run`` (``doc``: its results file, read):
+    ``(seed, split, classifier, stem)``, the seed's last cached classifier (phase 1, or the
+    last self-training round; ``stem`` names its file) on that seed's split."""
     config = doc["config"]
     stem = round_stem(config.get("self_train_rounds", 1) if config.get("self_train") else 0)
     first = doc["rows"][0]
@@ -85,7 +84,7 @@ def last_classifiers(run, work_dir):
 def bound_rows(run, work_dir):
     doc = json.loads((RESULTS / f"{run}.json").read_text())
     rows = []
-    for seed, split, classifier, stem in last_classifiers(run, work_dir):
+    for seed, split, classifier, stem in last_classifiers(run, doc, work_dir):
         q_probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
         db_probs = classifier.predict(split.database.images, batch_size=256, verbose=0)
         q_labels, db_labels = split.query.labels, split.database.labels

@@ -26,11 +26,12 @@ from common import RESULTS, write_results
 
 
 def spread_rows(run, work_dir, repeats):
-    doc = json.loads((RESULTS / f"{run}.json").read_text())
+    path = RESULTS / f"{run}.json"
+    doc = json.loads(path.read_text())
+    recipe = dataclasses.replace(recipe_config(path, 0), method="exponentiated")
     rows = []
-    for seed, split, classifier, stem in last_classifiers(run, work_dir):
-        config = dataclasses.replace(recipe_config(RESULTS / f"{run}.json", seed),
-                                     method="exponentiated")
+    for seed, split, classifier, stem in last_classifiers(run, doc, work_dir):
+        config = dataclasses.replace(recipe, seed=seed)
         rows.append({"run": run, "seed": seed, "classifier": stem, "phase2": "results file",
                      **{f"map_{key[len('map_hash_'):]}": value
                         for key, value in hash_maps(doc, seed).items()}})
