@@ -218,3 +218,27 @@ def test_phase2_spread_refuses_runs_it_cannot_redo_in_one_line(tmp_path, monkeyp
             phase2_spread.main()
         assert message in capsys.readouterr().err
     assert not (tmp_path / "phase2_spread.json").exists()
+
+
+def test_phase2_spread_quotes_the_plain_pretrained_exponentiated_row_of_each_seed(
+        tmp_path, monkeypatch):
+    def row(seed, bits, value, method="exponentiated", pretrain=True, **extra):
+        return {"seed": seed, "bits": bits, "map": value, "method": method,
+                "pretrain": pretrain, **extra}
+
+    rows = [row(0, 12, 0.91), row(0, 24, 0.92), row(1, 12, 0.81), row(1, 24, 0.82),
+            row(0, 12, 0.5, method="dpsh"), row(0, 12, 0.6, pretrain=False),
+            row(0, 12, 0.7, encoding="flip-averaged"), row(1, 24, 0.4, method="dsh")]
+    (tmp_path / "r.json").write_text(json.dumps({"config": {}, "rows": rows}))
+    monkeypatch.setattr(phase2_spread, "RESULTS", tmp_path)
+    monkeypatch.setattr(phase2_spread, "recipe_config",
+                        lambda path, seed: TrainConfig(bits=(12, 24), seed=seed))
+    monkeypatch.setattr(phase2_spread, "last_classifiers",
+                        lambda run, doc, work_dir: iter([(1, None, None, "pretrained"),
+                                                         (0, None, None, "self_trained")]))
+    assert phase2_spread.spread_rows("r", "unused", repeats=0) == [
+        {"run": "r", "seed": 1, "classifier": "pretrained", "phase2": "results file",
+         "map_12": 0.81, "map_24": 0.82},
+        {"run": "r", "seed": 0, "classifier": "self_trained", "phase2": "results file",
+         "map_12": 0.91, "map_24": 0.92},
+    ]
