@@ -41,7 +41,7 @@ def seed_config(args, seed):
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
                 "negative_margin", "temperature", "precision", "backbone_width", "mix",
-                "hash_mix", "augment", "ema_momentum"):
+                "hash_mix", "augment", "ema_momentum", "soup_size"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -261,6 +261,9 @@ def main():
                         help="default: the recipe's (see tfhash.pipeline.make_dataset)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="keep a moving average of the weights in both phases")
+    parser.add_argument("--soup-size", type=int, default=None, metavar="K",
+                        help="train phase 2 K times from the same start and average the "
+                             "weights (every method alike; default 1)")
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--self-train", type=int, default=0, metavar="N",

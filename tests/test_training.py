@@ -220,3 +220,49 @@ def test_ema_momentum_reaches_both_phases(split, averaging_momenta):
 def test_ema_momentum_must_be_a_float_in_the_open_unit_interval(value):
     with pytest.raises(ValueError, match="`ema_momentum` must be None or a float in"):
         model.TrainConfig(ema_momentum=value)
+
+
+def test_a_soup_averages_runs_that_start_alike_and_see_their_own_batches(split):
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.starts, self.ends = [], []
+
+        def on_train_begin(self, logs=None):
+            self.starts.append(self.model.get_weights())
+
+        def on_train_end(self, logs=None):
+            self.ends.append(self.model.get_weights())
+
+    config = model.TrainConfig(bits=(8,), hash_epochs=1, batch_size=64, soup_size=2)
+    small = split.train.take(slice(0, 128))
+    small_split = data.Split("cnnh", 0, small, small.take(slice(0, 0)), split.query,
+                             split.database)
+    recorder = Recorder()
+    hashers, _ = model.train_hashers(config.make_backbone(small.images.shape[1:]), small_split,
+                                     (8,), config, num_classes=10, callbacks=[recorder],
+                                     verbose=0)
+    assert len(recorder.starts) == 2
+    for first, second in zip(*recorder.starts):
+        np.testing.assert_array_equal(first, second)
+    assert any(not np.array_equal(a, b) for a, b in zip(*recorder.ends))  # other batches
+    for soup, a, b in zip(recorder.model.get_weights(), *recorder.ends):
+        np.testing.assert_allclose(soup, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    x = split.query.images[:4]
+    np.testing.assert_allclose(hashers[8].predict(x, verbose=0),
+                               recorder.model.predict(x, verbose=0)["codes_8"], atol=1e-6)
+
+
+def test_soup_weights_keep_non_float_arrays_and_refuse_mismatched_lists():
+    a = [np.array([0.0, 2.0], "float32"), np.array([7], "int64")]
+    b = [np.array([1.0, 4.0], "float32"), np.array([9], "int64")]
+    soup = model.soup_weights([a, b])
+    np.testing.assert_array_equal(soup[0], [0.5, 3.0])
+    assert soup[0].dtype == np.float32
+    np.testing.assert_array_equal(soup[1], [9])
+    with pytest.raises(ValueError, match="`weight_lists` must come from models of one"):
+        model.soup_weights([a, b[:1]])
+    with pytest.raises(ValueError, match="`weight_lists` must hold at least one"):
+        model.soup_weights([])
+    with pytest.raises(ValueError, match="`soup_size` must be an integer >= 1"):
+        model.TrainConfig(soup_size=0)

@@ -82,6 +82,9 @@ def add_train_args(parser):
                              "images, shifts for grayscale)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="train with a moving average of the weights (e.g. 0.99)")
+    parser.add_argument("--soup-size", type=positive_int, default=1, metavar="K",
+                        help="train phase 2 K times from the same start (own batch orders) "
+                             "and average the weights")
     parser.add_argument("--mix", default="none", choices=("none", "cutmix", "mixup"),
                         help="mix images and labels across phase-1 batches")
     parser.add_argument("--hash-mix", default="none", choices=("none", "cutmix", "mixup"),
@@ -126,6 +129,7 @@ def train_config(args):
         mix=args.mix,
         hash_mix=args.hash_mix,
         ema_momentum=args.ema_momentum,
+        soup_size=args.soup_size,
         seed=args.seed,
         **values,
     )

@@ -90,6 +90,10 @@ class TrainConfig:
         weight_decay: decoupled weight decay of both phases.
         ema_momentum: ``None``, or the momentum of a moving average of the weights kept in
             both phases (`tfhash.callbacks.WeightAveraging`); each phase ends with it.
+        soup_size: how many times phase 2 is trained from the same starting weights (the
+            same pre-trained backbone and head initialization, each run with its own batch
+            order, augmentation and mixing: seeds ``seed``, ``seed + 1``, ...); the hashers
+            get the mean of the runs' weights, a uniform model soup. 1: a single run.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
@@ -124,6 +128,7 @@ class TrainConfig:
     hash_lr: float = 1e-3
     weight_decay: float = 5e-4
     ema_momentum: float | None = None
+    soup_size: int = 1
     label_smoothing: float = 0.1
     margin: float = 1.0
     negative_margin: float | None = None
@@ -142,7 +147,7 @@ class TrainConfig:
         bits = (self.bits,) if isinstance(self.bits, (int, np.integer)) else tuple(self.bits)
         check(bits, "`bits` must name at least one code length")
         self.bits = tuple(check_bits(b) for b in bits)
-        for name in ("pretrain_epochs", "hash_epochs", "batch_size"):
+        for name in ("pretrain_epochs", "hash_epochs", "batch_size", "soup_size"):
             value = getattr(self, name)
             low = 0 if name == "pretrain_epochs" else 1
             check(
@@ -300,6 +305,21 @@ def flip_averaged(hashers):
     return averaged[None] if single else averaged
 
 
+def soup_weights(weight_lists):
+    """The element-wise mean of several models' ``get_weights()`` lists (a uniform model
+    soup); arrays that are not floating point (e.g. random-generator states) are taken
+    from the last list.
+
+    >>> model.set_weights(soup_weights([a.get_weights() for a in runs]))
+    """
+    check(len(weight_lists) >= 1, "`weight_lists` must hold at least one list of weights")
+    check(len({len(w) for w in weight_lists}) == 1,
+          "`weight_lists` must come from models of one architecture (equal lengths)")
+    return [np.mean(arrays, axis=0, dtype=np.float64).astype(arrays[-1].dtype)
+            if np.issubdtype(arrays[-1].dtype, np.floating) else arrays[-1]
+            for arrays in zip(*weight_lists)]
+
+
 def make_optimizer(lr, steps, weight_decay):
     """AdamW with cosine decay from ``lr`` to 0 over ``steps``."""
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1))
@@ -346,9 +366,11 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     """Phase 2: fits backbone + one `HashingHead` per code length in ``bits_list`` together.
 
     Each head gets the phase-2 loss; with ``config.classification_weight > 0`` a softmax
-    classifier on each head's codes is trained alongside. Returns ``({bits: hasher},
-    history)``, each hasher the images -> relaxed codes branch of the trained model (float32
-    copies sharing one input when ``config.precision`` is mixed).
+    classifier on each head's codes is trained alongside; with ``config.soup_size > 1`` the
+    whole fit is repeated from the same starting weights and the runs' weights averaged.
+    Returns ``({bits: hasher}, history)``, each hasher the images -> relaxed codes branch of
+    the trained model (float32 copies sharing one input when ``config.precision`` is mixed),
+    ``history`` the last run's.
     """
     num_classes = num_classes or int(split.train.labels.max()) + 1
     inputs = keras.Input(backbone.input_shape[1:], name="images")
@@ -369,27 +391,35 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
                                          else keras.losses.SparseCategoricalCrossentropy())
             weights[f"classes_{bits}"] = config.classification_weight
     trainee = keras.Model(inputs, outputs, name="hash_trainer")
-    trainee.compile(
-        optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
-                                                              config.hash_epochs),
-                                 config.weight_decay),
-        loss=losses, loss_weights=weights, metrics=metrics,
-    )
-    train = training_batches(split.train, config, num_classes, config.hash_mix, class_ids=True)
-    train = train.map(lambda x, y: (x, {name: y for name in outputs}))
-    callbacks = list(callbacks)
     if len(split.val):
-        callbacks.insert(0, RetrievalMAP((split.val.images, split.val.labels),
-                                         (split.train.images, split.train.labels),
-                                         output=f"codes_{bits_list[0]}"))
+        callbacks = [RetrievalMAP((split.val.images, split.val.labels),
+                                  (split.train.images, split.train.labels),
+                                  output=f"codes_{bits_list[0]}"), *callbacks]
     tag = "-".join(str(b) for b in bits_list)
-    history = trainee.fit(
-        train.repeat(),
-        steps_per_epoch=config.steps(len(split.train), 1),
-        epochs=config.hash_epochs,
-        callbacks=_fit_callbacks(work_dir, f"phase2-{tag}", callbacks, config.ema_momentum),
-        verbose=verbose,
-    )
+    start, ends = trainee.get_weights(), []
+    for member in range(config.soup_size):
+        trainee.set_weights(start)
+        trainee.compile(
+            optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
+                                                                  config.hash_epochs),
+                                     config.weight_decay),
+            loss=losses, loss_weights=weights, metrics=metrics,
+        )
+        member_config = dataclasses.replace(config, seed=config.seed + member)
+        train = training_batches(split.train, member_config, num_classes, config.hash_mix,
+                                 class_ids=True)
+        train = train.map(lambda x, y: (x, {name: y for name in outputs}))
+        phase = f"phase2-{tag}" if config.soup_size == 1 else f"phase2-{tag}-run{member}"
+        history = trainee.fit(
+            train.repeat(),
+            steps_per_epoch=config.steps(len(split.train), 1),
+            epochs=config.hash_epochs,
+            callbacks=_fit_callbacks(work_dir, phase, callbacks, config.ema_momentum),
+            verbose=verbose,
+        )
+        ends.append(trainee.get_weights())
+    if config.soup_size > 1:
+        trainee.set_weights(soup_weights(ends))
     if config.precision != "float32":
         joint = as_float32(keras.Model(inputs, [h.output for h in hashers.values()]))
         hashers = {bits: keras.Model(joint.inputs, joint.get_layer(f"codes_{bits}").output,
