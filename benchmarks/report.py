@@ -37,6 +37,9 @@ def mean_std(values):
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
+UNUSED = {"ema_momentum": None, "soup_size": 1}  # options left out of a recipe when off
+
+
 def reproduction_section(doc):
     rows = doc["rows"]
     dataset, protocol = rows[0]["dataset"], rows[0]["protocol"]
@@ -78,10 +81,10 @@ def reproduction_section(doc):
     recipe = ", ".join(f"{k}={config[k]}" for k in (
         "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
         "negative_margin", "temperature", "classification_weight", "augment",
-        "label_smoothing", "mix", "hash_mix", "precision", "self_train", "self_train_epochs",
-        "self_train_rounds", "self_train_keep", "pseudo_phase2", "flip_pseudo_labels",
-        "fresh_student")
-        if k in config)
+        "label_smoothing", "mix", "hash_mix", "precision", "ema_momentum", "soup_size",
+        "self_train", "self_train_epochs", "self_train_rounds", "self_train_keep",
+        "pseudo_phase2", "flip_pseudo_labels", "fresh_student")
+        if k in config and config[k] != UNUSED.get(k, "never"))
     lines.append(f"Recipe: {recipe}.")
     taught = sorted({(r["seed"], r["teacher_query_accuracy"], r["query_accuracy"], r["n_pseudo"],
                       r["pseudo_label_accuracy"]) for r in rows if "n_pseudo" in r})

@@ -218,11 +218,20 @@ def test_train_options_reach_the_config():
     cli.add_data_args(parser)
     cli.add_train_args(parser)
     args = parser.parse_args(["--dataset", "mnist-5k", "--augment", "affine",
-                              "--ema-momentum", "0.99", "--hash-mix", "cutmix"])
+                              "--ema-momentum", "0.99", "--hash-mix", "cutmix",
+                              "--soup-size", "3"])
     config = cli.train_config(args)
-    assert (config.augment, config.ema_momentum, config.hash_mix) == ("affine", 0.99, "cutmix")
+    assert (config.augment, config.ema_momentum, config.hash_mix, config.soup_size) == (
+        "affine", 0.99, "cutmix", 3)
     default = cli.train_config(parser.parse_args(["--dataset", "x"]))
-    assert (default.ema_momentum, default.hash_mix) == (None, "none")
+    assert (default.ema_momentum, default.hash_mix, default.soup_size) == (None, "none", 1)
+
+
+def test_bad_soup_size_is_one_line(capsys, tmp_path):
+    code = cli.main(["train", "--dataset", "mnist-5k", "--soup-size", "0",
+                     "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "`soup_size` must be an integer >= 1" in err
 
 
 def test_bad_ema_momentum_is_one_line(capsys, tmp_path):
