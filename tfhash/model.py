@@ -93,7 +93,9 @@ class TrainConfig:
         soup_size: how many times phase 2 is trained from the same starting weights (the
             same pre-trained backbone and head initialization, each run with its own batch
             order, augmentation and mixing: seeds ``seed``, ``seed + 1``, ...); the hashers
-            get the mean of the runs' weights, a uniform model soup. 1: a single run.
+            get the mean of the runs' weights, a uniform model soup. 1: a single run. With
+            a ``work_dir``, an interrupted soup resumes inside the run it stopped in but
+            trains the runs before it again (their weights are held in memory only).
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
