@@ -222,7 +222,7 @@ def test_ema_momentum_must_be_a_float_in_the_open_unit_interval(value):
         model.TrainConfig(ema_momentum=value)
 
 
-def test_a_soup_averages_runs_that_start_alike_and_see_their_own_batches(split):
+def test_a_soup_averages_runs_that_start_alike_and_see_their_own_batches(split, monkeypatch):
     class Recorder(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -239,13 +239,22 @@ def test_a_soup_averages_runs_that_start_alike_and_see_their_own_batches(split):
     small_split = data.Split("cnnh", 0, small, small.take(slice(0, 0)), split.query,
                              split.database)
     recorder = Recorder()
+    batch_seeds = []
+    make_batches = model.training_batches
+
+    def recording_batches(train, run_config, *args, **kwargs):
+        batch_seeds.append(run_config.seed)
+        return make_batches(train, run_config, *args, **kwargs)
+
+    monkeypatch.setattr(model, "training_batches", recording_batches)
     hashers, _ = model.train_hashers(config.make_backbone(small.images.shape[1:]), small_split,
                                      (8,), config, num_classes=10, callbacks=[recorder],
                                      verbose=0)
     assert len(recorder.starts) == 2
     for first, second in zip(*recorder.starts):
         np.testing.assert_array_equal(first, second)
-    assert any(not np.array_equal(a, b) for a, b in zip(*recorder.ends))  # other batches
+    assert batch_seeds == [config.seed, config.seed + 1]  # each run its own batches
+    assert any(not np.array_equal(a, b) for a, b in zip(*recorder.ends))
     for soup, a, b in zip(recorder.model.get_weights(), *recorder.ends):
         np.testing.assert_allclose(soup, (a + b) / 2, rtol=1e-6, atol=1e-7)
     x = split.query.images[:4]
