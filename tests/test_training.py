@@ -222,23 +222,34 @@ def test_ema_momentum_must_be_a_float_in_the_open_unit_interval(value):
         model.TrainConfig(ema_momentum=value)
 
 
-def test_a_soup_averages_runs_that_start_alike_and_see_their_own_batches(split, monkeypatch):
-    class Recorder(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.starts, self.ends = [], []
+class RunRecorder(keras.callbacks.Callback):
+    """Records the weights each fit starts and ends with; raises at the start of fit number
+    ``stop_at`` (1-based), as an interruption would."""
 
-        def on_train_begin(self, logs=None):
-            self.starts.append(self.model.get_weights())
+    def __init__(self, stop_at=None):
+        super().__init__()
+        self.starts, self.ends, self.stop_at = [], [], stop_at
 
-        def on_train_end(self, logs=None):
-            self.ends.append(self.model.get_weights())
+    def on_train_begin(self, logs=None):
+        if len(self.starts) + 1 == self.stop_at:
+            raise KeyboardInterrupt
+        self.starts.append(self.model.get_weights())
 
+    def on_train_end(self, logs=None):
+        self.ends.append(self.model.get_weights())
+
+
+def soup_setup(split):
     config = model.TrainConfig(bits=(8,), hash_epochs=1, batch_size=64, soup_size=2)
     small = split.train.take(slice(0, 128))
-    small_split = data.Split("cnnh", 0, small, small.take(slice(0, 0)), split.query,
-                             split.database)
-    recorder = Recorder()
+    return config, data.Split("cnnh", 0, small, small.take(slice(0, 0)), split.query,
+                              split.database)
+
+
+def test_a_soup_averages_runs_that_start_alike_and_see_their_own_batches(split, monkeypatch):
+    config, small_split = soup_setup(split)
+    small = small_split.train
+    recorder = RunRecorder()
     batch_seeds = []
     make_batches = model.training_batches
 
@@ -275,3 +286,27 @@ def test_soup_weights_keep_non_float_arrays_and_refuse_mismatched_lists():
         model.soup_weights([])
     with pytest.raises(ValueError, match="`soup_size` must be an integer >= 1"):
         model.TrainConfig(soup_size=0)
+
+
+def test_an_interrupted_soup_resumes_with_the_run_it_stopped_in(split, tmp_path):
+    config, small_split = soup_setup(split)
+    start = config.make_backbone(small_split.train.images.shape[1:]).get_weights()
+
+    def train(recorder):
+        keras.utils.set_random_seed(0)
+        backbone = config.make_backbone(small_split.train.images.shape[1:])
+        backbone.set_weights(start)
+        return model.train_hashers(backbone, small_split, (8,), config, num_classes=10,
+                                   work_dir=tmp_path, callbacks=[recorder], verbose=0)
+
+    interrupted = RunRecorder(stop_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted)
+    assert [p.name for p in (tmp_path / "soup").iterdir()] == ["phase2-8-run0.npz"]
+    resumed = RunRecorder()
+    train(resumed)
+    assert len(resumed.starts) == 1  # only the second run trains again
+    for soup, first, second in zip(resumed.model.get_weights(), interrupted.ends[0],
+                                   resumed.ends[0]):
+        np.testing.assert_allclose(soup, (first + second) / 2, rtol=1e-6, atol=1e-7)
+    assert not list((tmp_path / "soup").iterdir())

@@ -94,8 +94,8 @@ class TrainConfig:
             same pre-trained backbone and head initialization, each run with its own batch
             order, augmentation and mixing: seeds ``seed``, ``seed + 1``, ...); the hashers
             get the mean of the runs' weights, a uniform model soup. 1: a single run. With
-            a ``work_dir``, an interrupted soup resumes inside the run it stopped in but
-            trains the runs before it again (their weights are held in memory only).
+            a ``work_dir``, each finished run's weights are kept there until the soup is
+            made, so an interrupted soup resumes with the run it stopped in.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
@@ -372,7 +372,8 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     whole fit is repeated from the same starting weights and the runs' weights averaged.
     Returns ``({bits: hasher}, history)``, each hasher the images -> relaxed codes branch of
     the trained model (float32 copies sharing one input when ``config.precision`` is mixed),
-    ``history`` the last run's.
+    ``history`` the last run's (``None`` if every run of a soup was loaded from
+    ``work_dir``).
     """
     num_classes = num_classes or int(split.train.labels.max()) + 1
     inputs = keras.Input(backbone.input_shape[1:], name="images")
@@ -398,8 +399,14 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
                                   (split.train.images, split.train.labels),
                                   output=f"codes_{bits_list[0]}"), *callbacks]
     tag = "-".join(str(b) for b in bits_list)
-    start, ends = trainee.get_weights(), []
+    soup_dir = None if work_dir is None or config.soup_size == 1 else Path(work_dir) / "soup"
+    start, ends, history = trainee.get_weights(), [], None
     for member in range(config.soup_size):
+        phase = f"phase2-{tag}" if config.soup_size == 1 else f"phase2-{tag}-run{member}"
+        finished = None if soup_dir is None else soup_dir / f"{phase}.npz"
+        if finished is not None and finished.exists():
+            ends.append(_load_arrays(finished))  # a run done before an interruption
+            continue
         trainee.set_weights(start)
         trainee.compile(
             optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
@@ -411,7 +418,6 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         train = training_batches(split.train, member_config, num_classes, config.hash_mix,
                                  class_ids=True)
         train = train.map(lambda x, y: (x, {name: y for name in outputs}))
-        phase = f"phase2-{tag}" if config.soup_size == 1 else f"phase2-{tag}-run{member}"
         history = trainee.fit(
             train.repeat(),
             steps_per_epoch=config.steps(len(split.train), 1),
@@ -420,8 +426,13 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
             verbose=verbose,
         )
         ends.append(trainee.get_weights())
+        if finished is not None:
+            _save_arrays(finished, ends[-1])
     if config.soup_size > 1:
         trainee.set_weights(soup_weights(ends))
+    if soup_dir is not None:  # the soup is made: as BackupAndRestore, keep no run files
+        for path in soup_dir.glob(f"phase2-{tag}-run*.npz"):
+            path.unlink()
     if config.precision != "float32":
         joint = as_float32(keras.Model(inputs, [h.output for h in hashers.values()]))
         hashers = {bits: keras.Model(joint.inputs, joint.get_layer(f"codes_{bits}").output,
@@ -491,6 +502,16 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
         hashers.update(trained)
         wall[f"hash_{tag}"] = time.perf_counter() - start
     return TrainResult(hashers, classifier, histories, wall)
+
+
+def _save_arrays(path, arrays):
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, *arrays)
+
+
+def _load_arrays(path):
+    with np.load(path, allow_pickle=False) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def _save_weights_atomic(model, path):
