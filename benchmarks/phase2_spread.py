@@ -19,8 +19,8 @@ import keras
 from classifier_bound import hash_maps, kept_rows, last_classifiers
 from phase2_variants import recipe_config
 
-from tfhash import model
-from tfhash.evaluation import encode_heads, evaluate_codes
+from tfhash import metrics, model
+from tfhash.evaluation import encode_heads
 
 from common import RESULTS, write_results
 
@@ -44,9 +44,9 @@ def spread_rows(run, work_dir, repeats):
             db_codes = encode_heads(hashers, split.database.images)
             rows.append({"run": run, "seed": seed, "classifier": stem,
                          "phase2": f"rerun {repeat}",
-                         **{f"map_{bits}": round(evaluate_codes(q_codes[bits], db_codes[bits],
-                                                                split)["map"], 6)
-                            for bits in config.bits}})
+                         **{f"map_{bits}": round(metrics.mean_average_precision(
+                             q_codes[bits], split.query.labels, db_codes[bits],
+                             split.database.labels), 6) for bits in config.bits}})
             print(rows[-1], flush=True)
     return rows
 

@@ -84,7 +84,7 @@ def reproduction_section(doc):
         "label_smoothing", "mix", "hash_mix", "precision", "ema_momentum", "soup_size",
         "self_train", "self_train_epochs", "self_train_rounds", "self_train_keep",
         "pseudo_phase2", "flip_pseudo_labels", "fresh_student")
-        if k in config and config[k] != UNUSED.get(k, "never"))
+        if k in config and not (k in UNUSED and config[k] == UNUSED[k]))
     lines.append(f"Recipe: {recipe}.")
     taught = sorted({(r["seed"], r["teacher_query_accuracy"], r["query_accuracy"], r["n_pseudo"],
                       r["pseudo_label_accuracy"]) for r in rows if "n_pseudo" in r})

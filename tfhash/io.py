@@ -48,6 +48,18 @@ def write_json(path, obj):
         tmp.write_text(json.dumps(obj, indent=2, default=_to_builtin) + "\n")
 
 
+def write_arrays(path, arrays):
+    """Writes a list of numpy arrays to an ``.npz`` file, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, *arrays)
+
+
+def read_arrays(path):
+    """The list of arrays `write_arrays` wrote, in order (never unpickles)."""
+    with np.load(path, allow_pickle=False) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
 def _to_builtin(value):
     if isinstance(value, np.ndarray):
         return value.tolist()

@@ -27,7 +27,7 @@ from tfhash.callbacks import RetrievalMAP, WeightAveraging
 from tfhash.codes import binarize, check_bits
 from tfhash.distribute import writable_dir
 from tfhash.errors import check
-from tfhash.io import atomic_path
+from tfhash.io import atomic_path, read_arrays, write_arrays
 from tfhash.layers import HashingHead, HorizontalFlip
 from tfhash.losses import (
     ContrastiveHashingLoss,
@@ -399,15 +399,20 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
                                   (split.train.images, split.train.labels),
                                   output=f"codes_{bits_list[0]}"), *callbacks]
     tag = "-".join(str(b) for b in bits_list)
-    soup_dir = None if work_dir is None or config.soup_size == 1 else Path(work_dir) / "soup"
-    start, ends, history = trainee.get_weights(), [], None
+    soup = config.soup_size > 1
+    soup_dir = Path(work_dir) / "soup" if soup and work_dir is not None else None
+    start = trainee.get_weights() if soup else None
+    ends, run_files, history = [], [], None
     for member in range(config.soup_size):
-        phase = f"phase2-{tag}" if config.soup_size == 1 else f"phase2-{tag}-run{member}"
+        phase = f"phase2-{tag}-run{member}" if soup else f"phase2-{tag}"
         finished = None if soup_dir is None else soup_dir / f"{phase}.npz"
-        if finished is not None and finished.exists():
-            ends.append(_load_arrays(finished))  # a run done before an interruption
-            continue
-        trainee.set_weights(start)
+        if finished is not None:
+            run_files.append(finished)
+            if finished.exists():
+                ends.append(read_arrays(finished))  # a run done before an interruption
+                continue
+        if member:
+            trainee.set_weights(start)
         trainee.compile(
             optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
                                                                   config.hash_epochs),
@@ -425,14 +430,14 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
             callbacks=_fit_callbacks(work_dir, phase, callbacks, config.ema_momentum),
             verbose=verbose,
         )
-        ends.append(trainee.get_weights())
+        if soup:
+            ends.append(trainee.get_weights())
         if finished is not None:
-            _save_arrays(finished, ends[-1])
-    if config.soup_size > 1:
+            write_arrays(finished, ends[-1])
+    if soup:
         trainee.set_weights(soup_weights(ends))
-    if soup_dir is not None:  # the soup is made: as BackupAndRestore, keep no run files
-        for path in soup_dir.glob(f"phase2-{tag}-run*.npz"):
-            path.unlink()
+    for path in run_files:  # the soup is made: as BackupAndRestore, keep no run files
+        path.unlink()
     if config.precision != "float32":
         joint = as_float32(keras.Model(inputs, [h.output for h in hashers.values()]))
         hashers = {bits: keras.Model(joint.inputs, joint.get_layer(f"codes_{bits}").output,
@@ -502,16 +507,6 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
         hashers.update(trained)
         wall[f"hash_{tag}"] = time.perf_counter() - start
     return TrainResult(hashers, classifier, histories, wall)
-
-
-def _save_arrays(path, arrays):
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, *arrays)
-
-
-def _load_arrays(path):
-    with np.load(path, allow_pickle=False) as saved:
-        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def _save_weights_atomic(model, path):
