@@ -25,7 +25,7 @@ import numpy as np
 from tfhash import data, model
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import AUGMENTATIONS, MIXES
-from tfhash.self_training import self_train, with_pseudo_labels
+from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 
 from common import RESULTS, cached_training, correct_queries, write_results
 
@@ -120,12 +120,6 @@ def map_on(queries, report):
     selected = report["query_ap"][queries]
     selected = selected[~np.isnan(selected)]
     return round(float(selected.mean()), 6) if selected.size else None
-
-
-def unlabelled_rows(split):
-    """Database rows that are not training images (cnnh's database holds the training set)."""
-    seen = {image.tobytes() for image in split.train.images}
-    return [i for i, image in enumerate(split.database.images) if image.tobytes() not in seen]
 
 
 def round_stem(round_no):

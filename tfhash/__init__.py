@@ -27,8 +27,8 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "artifacts", "backbones", "callbacks", "codes", "data", "distribute", "evaluation", "export",
-    "index", "losses", "layers", "metrics", "model", "pipeline", "plots", "self_training",
-    "tuning",
+    "index", "losses", "layers", "metrics", "model", "networks", "pipeline", "plots",
+    "self_training", "tuning",
 )
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

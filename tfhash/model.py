@@ -36,6 +36,7 @@ from tfhash.losses import (
     OrthoHashLoss,
     PairwiseLikelihoodLoss,
 )
+from tfhash.networks import build_classifier, build_hasher, make_optimizer  # noqa: F401 (public here too)
 from tfhash.pipeline import AUGMENTATIONS, MIXES, make_dataset, mix_batches
 
 METHODS = {
@@ -227,26 +228,6 @@ class TrainResult:
     wall_s: dict
 
 
-def build_classifier(backbone, num_classes):
-    """Backbone + softmax classifier: the phase-1 model."""
-    inputs = keras.Input(backbone.input_shape[1:], name="images")
-    features = backbone(inputs)
-    probs = keras.layers.Dense(num_classes, activation="softmax", name="classes",
-                               dtype="float32")(features)
-    return keras.Model(inputs, probs, name="classifier")
-
-
-def build_hasher(backbone, bits, **head_kwargs):
-    """Backbone + `HashingHead`: the phase-2 model; outputs relaxed codes ``(batch, bits)``.
-
-    The head computes in float32 whatever the backbone's precision.
-    """
-    inputs = keras.Input(backbone.input_shape[1:], name="images")
-    head_kwargs.setdefault("dtype", "float32")
-    codes = HashingHead(bits, name="codes", **head_kwargs)(backbone(inputs))
-    return keras.Model(inputs, codes, name=f"hasher_{bits}")
-
-
 def copy_model(model):
     """A new model of the same architecture holding a copy of the weights."""
     clone = keras.models.clone_model(model)
@@ -320,12 +301,6 @@ def soup_weights(weight_lists):
     return [np.mean(arrays, axis=0, dtype=np.float64).astype(arrays[-1].dtype)
             if np.issubdtype(arrays[-1].dtype, np.floating) else arrays[-1]
             for arrays in zip(*weight_lists)]
-
-
-def make_optimizer(lr, steps, weight_decay):
-    """AdamW with cosine decay from ``lr`` to 0 over ``steps``."""
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1))
-    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
 
 
 def _fit_callbacks(work_dir, phase, extra, ema_momentum=None):

@@ -3,7 +3,9 @@ phase 1 continues on the labelled and the pseudo-labelled images together.
 
 This uses images outside the training set (e.g. the retrieval database, without its
 labels), so results made with it belong in a row of their own, apart from a protocol's
-supervised rows.
+supervised rows. The selection (`select_confident`, `unlabelled_rows`) is numpy alone, so
+it serves classifiers trained under any Keras backend; `self_train` trains with
+`tfhash.model` (TensorFlow).
 
 Example:
 
@@ -17,9 +19,18 @@ import dataclasses
 
 import numpy as np
 
-from tfhash import model
 from tfhash.data import Images
 from tfhash.errors import check
+
+
+def unlabelled_rows(split):
+    """Indices of the database images that are not training images: what self-training may
+    label (cnnh's database holds the training set; no image is compared with a label).
+
+    >>> unlabelled = split.database.take(unlabelled_rows(split))
+    """
+    seen = {image.tobytes() for image in split.train.images}
+    return [i for i, image in enumerate(split.database.images) if image.tobytes() not in seen]
 
 
 def select_confident(probs, per_class, keep=1.0):
@@ -88,6 +99,8 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
               f"`{name}` must be an integer >= 1, got {value!r}")
     check(isinstance(fresh_student, bool),
           f"`fresh_student` must be True or False, got {fresh_student!r}")
+    from tfhash import model  # TensorFlow: imported on use (the module's selection is numpy)
+
     backbone = classifier.layers[1]
     round_config = dataclasses.replace(config, pretrain_epochs=epochs)
     histories = []
@@ -127,7 +140,9 @@ def with_pseudo_labels(split, classifier, unlabelled, per_class, keep=1.0,
     check(isinstance(flip_average, bool), f"`flip_average` must be True or False, "
           f"got {flip_average!r}")
     if flip_average:
-        classifier = model.flip_averaged(classifier)
+        from tfhash.model import flip_averaged  # TensorFlow, imported on use
+
+        classifier = flip_averaged(classifier)
     probs = classifier.predict(unlabelled, batch_size=256, verbose=verbose)
     indices, labels = select_confident(probs, per_class, keep=keep)
     train = Images(np.concatenate([split.train.images, unlabelled[indices]]),

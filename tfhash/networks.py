@@ -1,0 +1,44 @@
+"""The phase-1 and phase-2 networks and their optimizer, built from Keras alone.
+
+Nothing here imports TensorFlow, so these models build and train under any Keras backend
+(``benchmarks/accelerated_phase1.py`` trains classifiers under JAX on machines without
+TensorFlow); `tfhash.model` trains them with tf.data pipelines.
+
+Example:
+
+>>> backbone = get_backbone("mnist_cnn", (28, 28, 1))
+>>> classifier = build_classifier(backbone, 10)
+>>> classifier.compile(optimizer=make_optimizer(2e-3, steps=400, weight_decay=5e-4),
+...                    loss="categorical_crossentropy")
+>>> hasher = build_hasher(backbone, 12)  # same backbone, a hashing head instead
+"""
+
+import keras
+
+from tfhash.layers import HashingHead
+
+
+def build_classifier(backbone, num_classes):
+    """Backbone + softmax classifier: the phase-1 model."""
+    inputs = keras.Input(backbone.input_shape[1:], name="images")
+    features = backbone(inputs)
+    probs = keras.layers.Dense(num_classes, activation="softmax", name="classes",
+                               dtype="float32")(features)
+    return keras.Model(inputs, probs, name="classifier")
+
+
+def build_hasher(backbone, bits, **head_kwargs):
+    """Backbone + `HashingHead`: the phase-2 model; outputs relaxed codes ``(batch, bits)``.
+
+    The head computes in float32 whatever the backbone's precision.
+    """
+    inputs = keras.Input(backbone.input_shape[1:], name="images")
+    head_kwargs.setdefault("dtype", "float32")
+    codes = HashingHead(bits, name="codes", **head_kwargs)(backbone(inputs))
+    return keras.Model(inputs, codes, name=f"hasher_{bits}")
+
+
+def make_optimizer(lr, steps, weight_decay):
+    """AdamW with cosine decay from ``lr`` to 0 over ``steps``."""
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1))
+    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
