@@ -176,6 +176,13 @@ def machine_record():
         import jax
 
         record.update(jax=jax.__version__, device=jax.devices()[0].device_kind)
+    elif backend == "torch":
+        import torch
+
+        record.update(torch=torch.__version__, device=torch.cuda.get_device_name(0)
+                      if torch.cuda.is_available() else platform.machine())
+    else:
+        record["device"] = platform.machine()
     return record
 
 

@@ -95,6 +95,7 @@ def reproduction_section(doc):
                          for s, t, a, n, c in taught) + ".")
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
+    lines += trained_on_lines(rows)
     lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
@@ -104,6 +105,18 @@ def reproduction_section(doc):
     links = reproduction_plots(doc, groups, bits)
     lines.append("\n" + " ".join(f"![{alt}]({png})" for alt, png in links))
     return "\n".join(lines) + "\n"
+
+
+def trained_on_lines(rows):
+    """The line naming where phase 1 was trained, for seeds whose classifiers were trained
+    on another machine (`accelerated_phase1.py`); no line when all were trained here."""
+    places = sorted({(r["seed"], r["phase1_trained_on"]) for r in rows
+                     if r.get("phase1_trained_on")})
+    if not places:
+        return []
+    return ["Phase 1 (with any self-training) trained on another machine, per seed: "
+            + ", ".join(f"seed {s}: {p}" for s, p in places)
+            + "; phase 2 and the evaluation ran on the machine named above."]
 
 
 def correct_queries_lines(rows, bits):

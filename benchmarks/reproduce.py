@@ -67,11 +67,15 @@ def run_seed(args, dataset, base, work_root, curves):
     correct = correct_queries(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
           flush=True)
-    extra, hash_split = {}, split
+    extra, hash_split, places = {}, split, {trained_on(record)}
     if args.self_train:
         pretrained, self_s, correct, extra, hash_split = run_self_training(
             args, classifier, split, base, seed_dir, float(correct.mean()))
         pretrain_s += self_s
+        places.update(extra.pop("trained_on"))
+    places.discard(None)
+    if places:
+        extra["phase1_trained_on"] = "; ".join(sorted(places))
     accuracy = float(correct.mean())
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
@@ -111,6 +115,20 @@ def run_seed(args, dataset, base, work_root, curves):
                     curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
                                          "recall": curve["recall"].round(6).tolist()}
     return rows
+
+
+def trained_on(record):
+    """Where a cached classifier was trained, when not by this script: the accelerator and
+    Keras backend `accelerated_phase1.py` records; ``None`` for a classifier trained here.
+
+    >>> trained_on({"wall_s": 3.0, "keras_backend": "jax", "keras": "3.15.1",
+    ...             "device": "NVIDIA H200"})
+    'NVIDIA H200, Keras 3.15.1 on jax'
+    """
+    if "keras_backend" not in record:
+        return None
+    return f"{record.get('device', 'unknown device')}, Keras {record.get('keras', '?')} " \
+           f"on {record['keras_backend']}"
 
 
 def map_on(queries, report):
@@ -166,7 +184,8 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
              "self_train_epochs": args.self_train_epochs,
              "self_train_rounds": args.self_train_rounds, "n_pseudo": records[-1]["n_pseudo"],
              "pseudo_label_accuracy": records[-1]["pseudo_label_accuracy"],
-             "wall_s_self_train": round(wall, 1)}
+             "wall_s_self_train": round(wall, 1),
+             "trained_on": [trained_on(record) for record in records]}
     if args.pseudo_phase2:
         split, _, _ = with_pseudo_labels(split, student, unlabelled.images, args.self_train,
                                          keep=args.self_train_keep,

@@ -3,15 +3,18 @@ caches it writes for reproduce.py (run here under the TensorFlow backend; the co
 backend-agnostic)."""
 
 import json
+import platform
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import accelerated_phase1 as acc  # noqa: E402
-from reproduce import check_same_labelling  # noqa: E402
+from report import trained_on_lines  # noqa: E402
+from reproduce import check_same_labelling, trained_on  # noqa: E402
 from test_benchmarks import args as labelling_args  # noqa: E402
 
 from tfhash import data  # noqa: E402
@@ -146,10 +149,23 @@ def test_train_writes_the_caches_reproduce_loads(tmp_path, monkeypatch):
             seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json", train=untrainable,
             build=lambda: build_classifier(get_backbone(None, (28, 28, 1)), 10))
         assert record == json.loads((seed_dir / f"{stem}.json").read_text())
-        assert record["wall_s"] > 0 and record["keras_backend"]
+        assert record["wall_s"] > 0
+        assert trained_on(record) == f"{platform.machine()}, Keras {keras.__version__} on " \
+                                     f"{keras.backend.backend()}"
         if round_no:
             assert 1 <= record["n_pseudo"] <= 50  # at most 5 per predicted class
             assert 0 <= record["pseudo_label_accuracy"] <= 1
             check_same_labelling(record, labelling_args(keep=0.5), seed_dir / stem)
             with pytest.raises(SystemExit, match="self_train_keep = 0.5"):
                 check_same_labelling(record, labelling_args(keep=1.0), seed_dir / stem)
+
+
+def test_a_classifier_trained_here_names_no_machine_and_the_report_lists_those_that_do():
+    assert trained_on({"wall_s": 12.0}) is None  # what reproduce.py's own phase 1 records
+    rows = [{"seed": 0, "phase1_trained_on": "NVIDIA H200, Keras 3 on jax"},
+            {"seed": 0, "phase1_trained_on": "NVIDIA H200, Keras 3 on jax"},
+            {"seed": 1}, {"seed": 2, "phase1_trained_on": "cpu, Keras 3 on torch"}]
+    (line,) = trained_on_lines(rows)
+    assert "seed 0: NVIDIA H200, Keras 3 on jax, seed 2: cpu, Keras 3 on torch;" in line
+    assert "seed 1" not in line
+    assert trained_on_lines([{"seed": 0}, {"seed": 1}]) == []
