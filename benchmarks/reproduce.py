@@ -93,6 +93,8 @@ def run_seed(args, dataset, base, work_root, curves):
         encodings = {"plain": result.hashers}
         if args.flip_average:
             encodings["flip-averaged"] = model.flip_averaged(result.hashers)
+        if args.shift_average:
+            encodings["shift-averaged"] = model.shift_averaged(result.hashers)
         for encoding, hashers in encodings.items():
             q_codes = encode_heads(hashers, split.query.images)
             db_codes = encode_heads(hashers, split.database.images)
@@ -301,6 +303,10 @@ def main():
     parser.add_argument("--flip-average", action="store_true",
                         help="also evaluate flip-averaged codes (tfhash.model.flip_averaged) "
                              "of every trained model, as extra rows")
+    parser.add_argument("--shift-average", action="store_true",
+                        help="also evaluate shift-averaged codes (tfhash.model.shift_averaged: "
+                             "each image and its one-pixel shifts) of every trained model, "
+                             "as extra rows")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--append", action="store_true",

@@ -198,6 +198,30 @@ def test_train_with_flip_average_saves_mirror_invariant_encoders(tmp_path, capsy
                                   encode(encoder, images[:, :, ::-1], verbose=0))
 
 
+def test_train_with_shift_average_saves_shift_averaged_encoders(tmp_path, capsys):
+    from tfhash.artifacts import load_encoder
+    from tfhash.layers import Shift
+
+    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "8", "--pretrain-epochs", "1",
+                     "--hash-epochs", "1", "--shift-average", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["shift_averaged"] is True and run["flip_averaged"] is False
+    encoder, meta = load_encoder(tmp_path / "model-8.keras")
+    assert meta["shift_averaged"] is True
+    shifts = sorted((layer.rows, layer.cols) for layer in encoder.layers
+                    if isinstance(layer, Shift))
+    assert shifts == [(-1, 0), (0, -1), (0, 1), (1, 0)]
+
+
+def test_train_takes_one_test_time_average_only(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--dataset", "mnist-5k", "--flip-average", "--shift-average",
+                  "--out", "unused"])
+    err = capsys.readouterr().err
+    assert "--shift-average: not allowed with argument --flip-average" in err
+
+
 def test_choices_spelled_in_the_cli_are_the_librarys():
     import argparse
 

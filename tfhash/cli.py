@@ -154,10 +154,11 @@ def read_hparams(path):
 
 
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
-                   flip_average=False):
+                   flip_average=False, shift_average=False):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
-    With ``flip_average`` the saved encoders are `tfhash.model.flip_averaged` ones.
+    With ``flip_average`` (or ``shift_average``) the saved encoders are
+    `tfhash.model.flip_averaged` (`tfhash.model.shift_averaged`) ones.
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
@@ -166,13 +167,19 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     from tfhash.distribute import is_chief
     from tfhash.evaluation import evaluate_encoder, format_table, summary_row
     from tfhash.io import write_json
-    from tfhash.model import fit_two_phase, flip_averaged
+    from tfhash.model import fit_two_phase, flip_averaged, shift_averaged
     from tfhash.plots import plot_pr_curves
 
+    if flip_average and shift_average:
+        raise TfhashError("flip_average and shift_average: choose one test-time average")
     out = Path(out)
     result = fit_two_phase(split, config, dataset.num_classes,
                            work_dir=work_dir or out / "work", strategy=strategy)
-    hashers = flip_averaged(result.hashers) if flip_average else result.hashers
+    hashers = result.hashers
+    if flip_average:
+        hashers = flip_averaged(hashers)
+    elif shift_average:
+        hashers = shift_averaged(hashers)
     for bits, hasher in hashers.items():
         print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
     if not is_chief(strategy):
@@ -181,7 +188,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     for bits, hasher in hashers.items():
         meta = {"dataset": dataset.name, "class_names": list(dataset.class_names),
                 **split.record(), "config": dataclasses.asdict(config),
-                "flip_averaged": flip_average}
+                "flip_averaged": flip_average, "shift_averaged": shift_average}
         save_encoder(hasher, out / f"model-{bits}.keras", meta)
         report = evaluate_encoder(hasher, split)
         reports[bits] = report
@@ -192,7 +199,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         write_grid(split, reports[max(reports)], out / "retrieval_grid.png")
     write_json(out / "run.json", {
         "dataset": dataset.name, **split.record(), "config": dataclasses.asdict(config),
-        "flip_averaged": flip_average, "wall_s": result.wall_s, "rows": rows,
+        "flip_averaged": flip_average, "shift_averaged": shift_average,
+        "wall_s": result.wall_s, "rows": rows,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "python": platform.python_version(),
     })
@@ -221,9 +229,13 @@ def write_grid(split, report, path, n_queries=8, k=10):
 def configure_train(parser):
     add_data_args(parser)
     add_train_args(parser)
-    parser.add_argument("--flip-average", action="store_true",
-                        help="encoders average each image's codes with its mirror image's "
-                             "(two forward passes per image)")
+    averages = parser.add_mutually_exclusive_group()
+    averages.add_argument("--flip-average", action="store_true",
+                          help="encoders average each image's codes with its mirror image's "
+                               "(two forward passes per image)")
+    averages.add_argument("--shift-average", action="store_true",
+                          help="encoders average each image's codes with its one-pixel "
+                               "shifts' (five forward passes per image; digits, text)")
     parser.add_argument("--out", required=True, help="output folder for models and results")
 
     def run(args):
@@ -233,7 +245,7 @@ def configure_train(parser):
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
-                       flip_average=args.flip_average)
+                       flip_average=args.flip_average, shift_average=args.shift_average)
 
     return run
 

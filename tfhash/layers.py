@@ -116,3 +116,50 @@ class HorizontalFlip(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class Shift(keras.layers.Layer):
+    """Moves image content by whole pixels, ``rows`` down and ``cols`` right (negative: up,
+    left), filling the vacated pixels with 0; in training and at inference alike.
+
+    `tfhash.model.shift_averaged` uses it to encode each image together with its one-pixel
+    shifts. Inputs are ``(batch, height, width, channels)``.
+
+    Args:
+        rows: pixels down (negative: up), smaller than the height.
+        cols: pixels right (negative: left), smaller than the width.
+
+    Example:
+
+    >>> images = np.arange(4.0).reshape(1, 1, 4, 1)
+    >>> keras.ops.convert_to_numpy(Shift(0, 1)(images))[0, 0, :, 0]
+    array([0., 0., 1., 2.], dtype=float32)
+    """
+
+    def __init__(self, rows=0, cols=0, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("rows", rows), ("cols", cols)):
+            check(isinstance(value, int) and not isinstance(value, bool),
+                  f"Shift: `{name}` must be an integer, got {value!r}")
+        self.rows = rows
+        self.cols = cols
+
+    def call(self, inputs):
+        check(len(inputs.shape) == 4,
+              f"Shift: expected images (batch, height, width, channels), "
+              f"got shape {tuple(inputs.shape)}")
+        h, w = inputs.shape[1], inputs.shape[2]
+        check(h is None or abs(self.rows) < h, f"Shift: `rows` must be under the height {h}")
+        check(w is None or abs(self.cols) < w, f"Shift: `cols` must be under the width {w}")
+        padded = ops.pad(inputs, [[0, 0], [max(self.rows, 0), max(-self.rows, 0)],
+                                  [max(self.cols, 0), max(-self.cols, 0)], [0, 0]])
+        top, left = max(-self.rows, 0), max(-self.cols, 0)
+        shape = ops.shape(inputs)
+        return padded[:, top:top + shape[1], left:left + shape[2], :]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows, "cols": self.cols}

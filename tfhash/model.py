@@ -28,7 +28,7 @@ from tfhash.codes import binarize, check_bits
 from tfhash.distribute import writable_dir
 from tfhash.errors import check
 from tfhash.io import atomic_path, read_arrays, write_arrays
-from tfhash.layers import HashingHead, HorizontalFlip
+from tfhash.layers import HashingHead, HorizontalFlip, Shift
 from tfhash.losses import (
     ContrastiveHashingLoss,
     ExactHashingLoss,
@@ -264,27 +264,61 @@ def flip_averaged(hashers):
     >>> hasher = flip_averaged(build_hasher(get_backbone("mnist_cnn", (28, 28, 1)), 12))
     >>> codes = encode(hasher, images)
     """
+    return _view_averaged(hashers, "flip_averaged", [HorizontalFlip(name="mirror")])
+
+
+def shift_averaged(hashers, pixels=1):
+    """Hashers that encode each image together with its shifts by ``pixels`` up, down, left
+    and right (vacated pixels 0): test-time augmentation for content that may sit a pixel
+    off, such as digits, where `flip_averaged` does not apply.
+
+    The relaxed codes of the five views are averaged before the sign. Encoding costs five
+    forward passes; the result exports and serves like any hasher.
+
+    Args:
+        hashers: a hashing model, or ``{bits: hasher}`` of heads that share their input (as
+            `train_hashers` returns them); any model from images to a vector works alike.
+        pixels: the shift, a positive integer under the image's height and width.
+
+    Returns:
+        The same shape: one model, or ``{bits: model}`` whose models share one input.
+
+    Example:
+
+    >>> hashers = shift_averaged(result.hashers)
+    >>> codes = encode(hashers[12], images)
+    """
+    check(isinstance(pixels, int) and not isinstance(pixels, bool) and pixels >= 1,
+          f"shift_averaged: `pixels` must be an integer >= 1, got {pixels!r}")
+    views = [Shift(rows, cols, name=f"shift_{name}") for rows, cols, name in (
+        (-pixels, 0, "up"), (pixels, 0, "down"), (0, -pixels, "left"), (0, pixels, "right"))]
+    return _view_averaged(hashers, "shift_averaged", views)
+
+
+def _view_averaged(hashers, name, views):
+    """``hashers`` (a model or ``{bits: model}`` sharing one input) whose outputs are the
+    mean over the image itself and its ``views`` (layers from images to images)."""
     single = isinstance(hashers, keras.Model)
     heads = {None: hashers} if single else hashers
     check(isinstance(heads, dict) and heads
           and all(isinstance(h, keras.Model) for h in heads.values()),
-          f"flip_averaged: `hashers` must be a keras.Model or a non-empty dict of them, "
+          f"{name}: `hashers` must be a keras.Model or a non-empty dict of them, "
           f"got {type(hashers).__name__}")
     first = next(iter(heads.values()))
     check(all(h.inputs[0] is first.inputs[0] for h in heads.values()),
-          "flip_averaged: the hashers in `hashers` must share their input (heads on one "
+          f"{name}: the hashers in `hashers` must share their input (heads on one "
           "backbone, as train_hashers returns them)")
     check(len(first.input_shape) == 4,
-          f"flip_averaged: hashers must take images (batch, height, width, channels), "
+          f"{name}: hashers must take images (batch, height, width, channels), "
           f"got input shape {first.input_shape}")
     joint = keras.Model(first.inputs, [h.outputs[0] for h in heads.values()])
     images = keras.Input(first.input_shape[1:], name="images")
-    plain = joint(images)
-    mirrored = joint(HorizontalFlip(name="mirror")(images))
+    outputs = [joint(images)] + [joint(view(images)) for view in views]
     averaged = {}
-    for (key, head), p, m in zip(heads.items(), plain, mirrored):
+    for index, (key, head) in enumerate(heads.items()):
         mean = keras.layers.Average(name="codes" if single else f"codes_{key}", dtype="float32")
-        averaged[key] = keras.Model(images, mean([p, m]), name=f"{head.name}_flip_averaged")
+        averaged[key] = keras.Model(images, mean([out[index] for out in outputs]),
+                                    name=f"{head.name}_{name}")
     return averaged[None] if single else averaged
 
 
