@@ -2,6 +2,7 @@
 caches it writes for reproduce.py (run here under the TensorFlow backend; the code is
 backend-agnostic)."""
 
+import ast
 import json
 import platform
 import sys
@@ -169,3 +170,33 @@ def test_a_classifier_trained_here_names_no_machine_and_the_report_lists_those_t
     assert "seed 0: NVIDIA H200, Keras 3 on jax, seed 2: cpu, Keras 3 on torch;" in line
     assert "seed 1" not in line
     assert trained_on_lines([{"seed": 0}, {"seed": 1}]) == []
+
+
+def module_level_imports(path):
+    """The modules a Python file imports at module level (not inside functions)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_what_the_accelerator_script_imports_needs_no_tensorflow():
+    root = Path(__file__).parents[1]
+    pending, seen = [root / "benchmarks" / "accelerated_phase1.py"], set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        imports = module_level_imports(path)
+        assert not any(name.split(".")[0] == "tensorflow" for name in imports), path
+        for name in imports:
+            module = root / (name.replace(".", "/") + ".py")
+            if name.startswith("tfhash") and module.exists():
+                pending.append(module)
+    reached = {path.stem for path in seen}
+    assert {"networks", "self_training", "backbones", "layers", "data"} <= reached

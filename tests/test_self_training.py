@@ -4,7 +4,12 @@ import pytest
 
 from tfhash import data, model
 from tfhash.errors import TfhashError
-from tfhash.self_training import select_confident, self_train, with_pseudo_labels
+from tfhash.self_training import (
+    select_confident,
+    self_train,
+    unlabelled_rows,
+    with_pseudo_labels,
+)
 
 
 def confident_by_sorting(probs, per_class, keep=1.0):
@@ -187,3 +192,13 @@ def test_a_fresh_student_is_a_new_backbone_each_round(monkeypatch):
     with pytest.raises(TfhashError, match="`fresh_student`"):
         self_train(FixedClassifier(np.eye(3)), small, images, config, per_class=1, epochs=1,
                    fresh_student="yes")
+
+
+def test_unlabelled_rows_are_the_database_images_not_in_training():
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=3, val_fraction=0.0)
+    rows = unlabelled_rows(split)
+    train = split.train.images.reshape(len(split.train), -1)
+    expected = [i for i, image in enumerate(split.database.images.reshape(
+        len(split.database), -1)) if not (train == image).all(axis=1).any()]
+    assert rows == expected
+    assert len(rows) == len(split.database) - len(split.train)  # cnnh: training in database
