@@ -2,7 +2,7 @@
 
 ``train`` trains the classifiers reproduce.py caches for one seed (phase 1, then any
 self-training rounds) under Keras' JAX backend (or any other), and writes them in
-reproduce.py's work directory layout (``<work-dir>/<dataset>-<protocol>[-<tag>]/seed<k>/``:
+reproduce.py's work directory layout (``<work-dir>/<dataset>-<protocol><tag>/seed<k>/``:
 ``pretrained``, ``self_trained``, ``self_trained_round<r>``, each ``.weights.h5`` + ``.json``).
 reproduce.py, run with the same recipe, then loads them instead of training phase 1 and runs
 phase 2 and the evaluation as usual. Each record names the machine and backend that trained it.
@@ -26,11 +26,11 @@ a packed copy.
     python benchmarks/accelerated_phase1.py pack --dataset cifar10 --seeds 0 1 2 --out DIR
     # there (Keras, JAX):
     KERAS_BACKEND=jax TFHASH_DATA_DIR=DIR python benchmarks/accelerated_phase1.py train \\
-        --dataset cifar10 --seed 0 --tag h200-w32 --backbone-width 32 --precision mixed_bfloat16 \\
+        --dataset cifar10 --seed 0 --tag=-h200-w32 --backbone-width 32 --precision mixed_bfloat16 \\
         --augment crop_flip_cutout --pretrain-epochs 500
     # here again, with the same recipe: phase 1 loads, phase 2 trains
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/reproduce.py --dataset cifar10 \\
-        --seeds 0 --tag h200-w32 --backbone-width 32 --precision mixed_bfloat16 \\
+        --seeds 0 --tag=-h200-w32 --backbone-width 32 --precision mixed_bfloat16 \\
         --augment crop_flip_cutout --pretrain-epochs 500 ...
 """
 
@@ -49,6 +49,8 @@ from tfhash.backbones import get_backbone
 from tfhash.io import atomic_path, write_json
 from tfhash.networks import build_classifier, make_optimizer
 from tfhash.self_training import select_confident, unlabelled_rows
+
+from common import run_name
 
 AUGMENTS = ("none", "shift", "crop_flip", "crop_flip_cutout", "auto")
 PACKED_KEY = "packed_for_seeds"
@@ -210,7 +212,7 @@ def train(args):
             raise SystemExit("--self-train needs the database images; this data is packed "
                              "(training images only)")
     split = data.make_split(dataset, args.protocol, seed=args.seed, val_fraction=0.0)
-    name = f"{args.dataset}-{args.protocol}" + (f"-{args.tag}" if args.tag else "")
+    name = run_name(args.dataset, args.protocol, args.tag)
     seed_dir = Path(args.work_dir) / name / f"seed{args.seed}"
     shape = split.train.images.shape[1:]
     keras.mixed_precision.set_global_policy(args.precision)
@@ -291,7 +293,8 @@ def main(argv=None):
     trainer.add_argument("--dataset", required=True, choices=("mnist", "cifar10"))
     trainer.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"))
     trainer.add_argument("--seed", type=int, default=0)
-    trainer.add_argument("--tag", default="", help="reproduce.py's --tag of the run")
+    trainer.add_argument("--tag", default="",
+                         help="reproduce.py's --tag of the run, e.g. --tag=-h200-w32")
     trainer.add_argument("--work-dir", default="runs/reproduce")
     trainer.add_argument("--backbone-width", type=int, default=None)
     trainer.add_argument("--precision", default="float32",

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Phase 1 of two reproduce.py rows on one accelerator machine (an H200 lent through this
 # project's device tool: Keras and JAX, no TensorFlow), six processes sharing the GPU:
-#   mnist   cnnh, tag h200-self3-keep98: 3 seeds, phase 1 then 3 self-training rounds
-#   cifar10 cnnh, tag h200-w32:           3 seeds, supervised (the protocol's 5,000 images)
+#   mnist   cnnh, --tag=-h200-self3-keep98: 3 seeds, phase 1 then 3 self-training rounds
+#   cifar10 cnnh, --tag=-h200-w32:           3 seeds, supervised (the protocol's 5,000 images)
 # It expects the data in .devdata (mnist.npz; cifar10.npz from accelerated_phase1.py pack)
 # and Keras' wheels in .whl, and leaves one tar per seed and the log in $OUT. Then, here:
 # tar xf each into runs/reproduce and run reproduce.py with the same recipe and --tag (see
@@ -29,10 +29,10 @@ python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'ker
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 run="timeout $LIMIT_S python3 benchmarks/accelerated_phase1.py train --work-dir $WORK"
 for s in 0 1 2; do
-  $run --dataset mnist --seed "$s" --tag h200-self3-keep98 --pretrain-epochs "$MNIST_EPOCHS" \
+  $run --dataset mnist --seed "$s" --tag=-h200-self3-keep98 --pretrain-epochs "$MNIST_EPOCHS" \
     --self-train "$MNIST_SELF" --self-train-epochs "$MNIST_SELF_EPOCHS" \
     --self-train-rounds 3 --self-train-keep 0.98 >"/tmp/mnist$s.log" 2>&1 &
-  $run --dataset cifar10 --seed "$s" --tag h200-w32 --backbone-width 32 \
+  $run --dataset cifar10 --seed "$s" --tag=-h200-w32 --backbone-width 32 \
     --precision mixed_bfloat16 --augment crop_flip_cutout --pretrain-epochs "$CIFAR_EPOCHS" \
     >"/tmp/cifar$s.log" 2>&1 &
 done

@@ -36,6 +36,16 @@ def versions():
     return out
 
 
+def run_name(dataset, protocol, tag=""):
+    """A reproduce.py run's name: its results file's stem and its folder under the work
+    directory. ``tag`` is appended as given (by convention it starts with ``-``).
+
+    >>> run_name("cifar10", "cnnh", "-w16-bf16")
+    'cifar10-cnnh-w16-bf16'
+    """
+    return f"{dataset}-{protocol}{tag}"
+
+
 def correct_queries(classifier, split):
     """Which of the split's queries a phase-1 classifier labels right (a bool array)."""
     probs = classifier.predict(split.query.images, batch_size=256, verbose=0)

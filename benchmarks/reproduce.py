@@ -27,7 +27,7 @@ from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 
-from common import RESULTS, cached_training, correct_queries, write_results
+from common import RESULTS, cached_training, correct_queries, run_name, write_results
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
@@ -323,7 +323,7 @@ def main():
     if not args.methods and args.no_ablation:
         parser.error("--methods: name at least one method, or drop --no-ablation")
     dataset = data.load_dataset(args.dataset)
-    name = f"{args.dataset}-{args.protocol}{args.tag}"
+    name = run_name(args.dataset, args.protocol, args.tag)
     work_root = Path(args.work_dir) / name
     earlier = load_earlier(name) if args.append else {"rows": [], "total_wall_s": 0.0}
     rows = []
