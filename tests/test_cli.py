@@ -214,6 +214,14 @@ def test_train_with_shift_average_saves_shift_averaged_encoders(tmp_path, capsys
     assert shifts == [(-1, 0), (0, -1), (0, 1), (1, 0)]
 
 
+def test_run_and_report_refuses_two_test_time_averages_before_training(tmp_path):
+    from tfhash.errors import TfhashError
+
+    with pytest.raises(TfhashError, match="choose one test-time average"):
+        cli.run_and_report(None, None, None, tmp_path, flip_average=True, shift_average=True)
+    assert not any(tmp_path.iterdir())
+
+
 def test_train_takes_one_test_time_average_only(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--dataset", "mnist-5k", "--flip-average", "--shift-average",
