@@ -4,7 +4,9 @@
 #   mnist   cnnh, --tag=-h200-self3-keep98: 3 seeds, phase 1 then 3 self-training rounds
 #   cifar10 cnnh, --tag=-h200-w32:           3 seeds, supervised (the protocol's 5,000 images)
 # It expects the data in .devdata (mnist.npz; cifar10.npz from accelerated_phase1.py pack)
-# and Keras' wheels in .whl, and leaves one tar per seed and the log in $OUT. Then, here:
+# and Keras' wheels in .whl (python3 -m pip download --no-deps --only-binary=:all:
+# --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl keras==<ours> namex optree),
+# both carried, and leaves one tar per seed and the log in $OUT. Then, here:
 # tar xf each into runs/reproduce and run reproduce.py with the same recipe and --tag (see
 # accelerated_phase1.py). Epochs can be lowered for a dry run (MNIST_EPOCHS=1 ...).
 set -u
