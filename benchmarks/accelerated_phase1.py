@@ -19,7 +19,7 @@ Phase-1 batch mixing (``--mix``) is not offered here.
 
 ``pack`` makes a copy of a dataset that holds only the images some seeds train on (every other
 image black, the labels all kept, so ``make_split`` draws the same split): an upload of about
-a third of CIFAR-10's size for supervised runs. Self-training needs the database, so it refuses
+a quarter of CIFAR-10's size for three seeds of supervised runs. Self-training needs the database, so it refuses
 a packed copy.
 
     # here: what the accelerator machine needs
