@@ -19,8 +19,8 @@ Phase-1 batch mixing (``--mix``) is not offered here.
 
 ``pack`` makes a copy of a dataset that holds only the images some seeds train on (every other
 image black, the labels all kept, so ``make_split`` draws the same split): an upload of about
-a quarter of CIFAR-10's size for three seeds of supervised runs. Self-training needs the database, so it refuses
-a packed copy.
+a quarter of CIFAR-10's size for three seeds of supervised runs. Self-training needs the
+database, so it refuses a packed copy.
 
     # here: what the accelerator machine needs
     python benchmarks/accelerated_phase1.py pack --dataset cifar10 --seeds 0 1 2 --out DIR
