@@ -38,7 +38,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -46,11 +45,11 @@ import numpy as np
 
 from tfhash import data
 from tfhash.backbones import get_backbone
-from tfhash.io import atomic_path, write_json
-from tfhash.networks import build_classifier, make_optimizer
+from tfhash.io import atomic_path
+from tfhash.networks import build_classifier, make_optimizer, precision_policy
 from tfhash.self_training import select_confident, unlabelled_rows
 
-from common import run_name
+from common import cached_training, round_stem, run_name
 
 AUGMENTS = ("none", "shift", "crop_flip", "crop_flip_cutout", "auto")
 PACKED_KEY = "packed_for_seeds"
@@ -188,19 +187,6 @@ def machine_record():
     return record
 
 
-def save(classifier, seed_dir, stem, facts):
-    """Writes ``<stem>.weights.h5`` then ``<stem>.json``, each atomically (`cached_training`'s
-    order: a record never exists without its weights)."""
-    seed_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(seed_dir / f"{stem}.weights.h5") as tmp:
-        classifier.save_weights(tmp)
-    write_json(seed_dir / f"{stem}.json", facts)
-
-
-def round_stem(round_no):
-    return "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
-
-
 def train(args):
     dataset = data.load_dataset(args.dataset)
     packed = packed_seeds(args.dataset)
@@ -214,40 +200,44 @@ def train(args):
     split = data.make_split(dataset, args.protocol, seed=args.seed, val_fraction=0.0)
     name = run_name(args.dataset, args.protocol, args.tag)
     seed_dir = Path(args.work_dir) / name / f"seed{args.seed}"
-    shape = split.train.images.shape[1:]
-    keras.mixed_precision.set_global_policy(args.precision)
     kwargs = {} if args.backbone_width is None else {"width": args.backbone_width}
     keras.utils.set_random_seed(args.seed)
-    backbone = get_backbone(None, shape, **kwargs)
-    keras.mixed_precision.set_global_policy("float32")
+    with precision_policy(args.precision):
+        backbone = get_backbone(None, split.train.images.shape[1:], **kwargs)
     where = machine_record()
-    start = time.perf_counter()
-    classifier = fit_classifier(backbone, split.train.images, split.train.labels,
-                                dataset.num_classes, args, args.seed, args.pretrain_epochs)
-    save(classifier, seed_dir, "pretrained",
-         {"wall_s": time.perf_counter() - start, **where})
-    print(f"seed {args.seed}: phase 1 {time.perf_counter() - start:.0f}s", flush=True)
+
+    def cached(stem, train):  # reproduce.py's cache files; a rerun resumes after the last
+        return cached_training(seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json",
+                               build=lambda: build_classifier(backbone, dataset.num_classes),
+                               train=train)
+
+    classifier, record = cached(round_stem(0), lambda: (fit_classifier(
+        backbone, split.train.images, split.train.labels, dataset.num_classes, args,
+        args.seed, args.pretrain_epochs), where))
+    print(f"seed {args.seed}: phase 1 {record['wall_s']:.0f}s", flush=True)
     if not args.self_train:
         return
     unlabelled = split.database.take(unlabelled_rows(split))
     for round_no in range(1, args.self_train_rounds + 1):
-        start = time.perf_counter()
-        probs = classifier.predict(unlabelled.images.astype("float32"), batch_size=1024,
-                                   verbose=0)
-        picked, labels = select_confident(probs, args.self_train, keep=args.self_train_keep)
-        images = np.concatenate([split.train.images, unlabelled.images[picked]])
-        targets = np.concatenate([split.train.labels, labels])
-        classifier = fit_classifier(backbone, images, targets, dataset.num_classes, args,
-                                    args.seed + round_no - 1, args.self_train_epochs)
-        truth = unlabelled.labels[picked]  # only reported, never trained on
-        facts = {"wall_s": time.perf_counter() - start, "n_pseudo": len(picked),
-                 "pseudo_label_accuracy": float((truth == labels).mean()), **where}
-        if args.self_train_keep != 1.0:
-            facts["self_train_keep"] = args.self_train_keep
-        save(classifier, seed_dir, round_stem(round_no), facts)
-        print(f"seed {args.seed}: self-training round {round_no} "
-              f"{facts['wall_s']:.0f}s on {len(picked)} pseudo-labels "
-              f"({facts['pseudo_label_accuracy']:.4f} correct)", flush=True)
+
+        def train_student(teacher=classifier, round_no=round_no):
+            probs = teacher.predict(unlabelled.images.astype("float32"), batch_size=1024,
+                                    verbose=0)
+            picked, labels = select_confident(probs, args.self_train, keep=args.self_train_keep)
+            student = fit_classifier(
+                backbone, np.concatenate([split.train.images, unlabelled.images[picked]]),
+                np.concatenate([split.train.labels, labels]), dataset.num_classes, args,
+                args.seed + round_no - 1, args.self_train_epochs)
+            truth = unlabelled.labels[picked]  # only reported, never trained on
+            keep = {} if args.self_train_keep == 1.0 else {"self_train_keep": args.self_train_keep}
+            return student, {"n_pseudo": len(picked),
+                             "pseudo_label_accuracy": float((truth == labels).mean()),
+                             **keep, **where}
+
+        classifier, record = cached(round_stem(round_no), train_student)
+        print(f"seed {args.seed}: self-training round {round_no} {record['wall_s']:.0f}s on "
+              f"{record['n_pseudo']} pseudo-labels ({record['pseudo_label_accuracy']:.4f} "
+              "correct)", flush=True)
 
 
 def packed_seeds(name):

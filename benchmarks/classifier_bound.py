@@ -21,11 +21,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from reproduce import round_stem
 
 from tfhash import data, metrics, model
 
-from common import RESULTS, write_results
+from common import RESULTS, round_stem, write_results
 
 QUERY_BLOCK = 50
 

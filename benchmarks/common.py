@@ -46,6 +46,14 @@ def run_name(dataset, protocol, tag=""):
     return f"{dataset}-{protocol}{tag}"
 
 
+def round_stem(round_no):
+    """File stem of a seed's cached classifier after self-training round ``round_no``
+    (0: phase 1 alone)."""
+    if round_no == 0:
+        return "pretrained"
+    return "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
+
+
 def correct_queries(classifier, split):
     """Which of the split's queries a phase-1 classifier labels right (a bool array)."""
     probs = classifier.predict(split.query.images, batch_size=256, verbose=0)

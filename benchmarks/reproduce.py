@@ -27,7 +27,14 @@ from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 
-from common import RESULTS, cached_training, correct_queries, run_name, write_results
+from common import (
+    RESULTS,
+    cached_training,
+    correct_queries,
+    round_stem,
+    run_name,
+    write_results,
+)
 
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
@@ -67,13 +74,13 @@ def run_seed(args, dataset, base, work_root, curves):
     correct = correct_queries(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
           flush=True)
-    extra, hash_split, places = {}, split, {trained_on(record)}
+    extra, hash_split, records = {}, split, [record]
     if args.self_train:
-        pretrained, self_s, correct, extra, hash_split = run_self_training(
+        pretrained, rounds, correct, extra, hash_split = run_self_training(
             args, classifier, split, base, seed_dir, float(correct.mean()))
-        pretrain_s += self_s
-        places.update(extra.pop("trained_on"))
-    places.discard(None)
+        pretrain_s += sum(r["wall_s"] for r in rounds)
+        records += rounds
+    places = {trained_on(r) for r in records} - {None}
     if places:
         extra["phase1_trained_on"] = "; ".join(sorted(places))
     accuracy = float(correct.mean())
@@ -142,19 +149,12 @@ def map_on(queries, report):
     return round(float(selected.mean()), 6) if selected.size else None
 
 
-def round_stem(round_no):
-    """File stem of a seed's cached classifier after self-training round ``round_no``
-    (0: phase 1 alone)."""
-    if round_no == 0:
-        return "pretrained"
-    return "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
-
-
 def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1, one cached round at a time (round r > 1 is kept as
     ``self_trained_round<r>``), so an interrupted run, or one with more rounds, reuses the
-    rounds already made. Returns the last round's weights file, the wall time, which queries
-    the last round labels right, the fields rows record, and the split phase 2 trains on."""
+    rounds already made. Returns the last round's weights file, the rounds' records, which
+    queries the last round labels right, the fields rows record, and the split phase 2
+    trains on."""
     unlabelled = split.database.take(unlabelled_rows(split))  # indexed once, not per round
     student, records = teacher, []
     for round_no in range(1, args.self_train_rounds + 1):
@@ -186,13 +186,12 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
              "self_train_epochs": args.self_train_epochs,
              "self_train_rounds": args.self_train_rounds, "n_pseudo": records[-1]["n_pseudo"],
              "pseudo_label_accuracy": records[-1]["pseudo_label_accuracy"],
-             "wall_s_self_train": round(wall, 1),
-             "trained_on": [trained_on(record) for record in records]}
+             "wall_s_self_train": round(wall, 1)}
     if args.pseudo_phase2:
         split, _, _ = with_pseudo_labels(split, student, unlabelled.images, args.self_train,
                                          keep=args.self_train_keep,
                                          flip_average=args.flip_pseudo_labels, verbose=0)
-    return seed_dir / f"{stem}.weights.h5", wall, correct, extra, split
+    return seed_dir / f"{stem}.weights.h5", records, correct, extra, split
 
 
 ROUND_OPTIONS = {"flip_pseudo_labels": False, "fresh_student": False, "self_train_keep": 1.0}

@@ -135,13 +135,24 @@ def test_train_refuses_what_a_packed_copy_cannot_serve(packed, monkeypatch, extr
         acc.main(["train", "--dataset", "mnist", *extra])
 
 
-def test_train_writes_the_caches_reproduce_loads(tmp_path, monkeypatch):
+def test_train_writes_the_caches_reproduce_loads_and_a_rerun_reuses_them(tmp_path,
+                                                                        monkeypatch):
     monkeypatch.setenv("TFHASH_DATA_DIR", str(synthetic_mnist(tmp_path / "data")))
-    acc.main(["train", "--dataset", "mnist", "--seed", "0", "--tag=-t", "--work-dir",
-              str(tmp_path / "runs"), "--pretrain-epochs", "1", "--self-train", "5",
-              "--self-train-epochs", "1", "--self-train-rounds", "2", "--self-train-keep", "0.5",
-              "--verbose", "0"])
+    command = ["train", "--dataset", "mnist", "--seed", "0", "--tag=-t", "--work-dir",
+               str(tmp_path / "runs"), "--pretrain-epochs", "1", "--self-train", "5",
+               "--self-train-epochs", "1", "--self-train-rounds", "2",
+               "--self-train-keep", "0.5", "--verbose", "0"]
+    acc.main(command)
     seed_dir = tmp_path / "runs" / "mnist-cnnh-t" / "seed0"
+    written = {path.name: path.read_bytes() for path in seed_dir.glob("*.json")}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a rerun should load the cached classifiers")
+
+    monkeypatch.setattr(acc, "fit_classifier", no_training)
+    acc.main(command)
+    assert {path.name: path.read_bytes() for path in seed_dir.glob("*.json")} == written
+    assert len(written) == 3
     for stem, round_no in (("pretrained", 0), ("self_trained", 1), ("self_trained_round2", 2)):
         def untrainable(stem=stem):
             raise AssertionError(f"{stem} should load, not train")

@@ -19,13 +19,12 @@ from reproduce import (  # noqa: E402
     check_same_recipe,
     map_on,
     recipe_record,
-    round_stem,
 )
 
 from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
 from tfhash.model import TrainConfig  # noqa: E402
 
-from common import cached_training  # noqa: E402
+from common import cached_training, round_stem  # noqa: E402
 
 
 def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_labels=False,

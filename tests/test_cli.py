@@ -214,11 +214,11 @@ def test_train_with_shift_average_saves_shift_averaged_encoders(tmp_path, capsys
     assert shifts == [(-1, 0), (0, -1), (0, 1), (1, 0)]
 
 
-def test_run_and_report_refuses_two_test_time_averages_before_training(tmp_path):
+def test_run_and_report_refuses_an_unknown_average_before_training(tmp_path):
     from tfhash.errors import TfhashError
 
-    with pytest.raises(TfhashError, match="choose one test-time average"):
-        cli.run_and_report(None, None, None, tmp_path, flip_average=True, shift_average=True)
+    with pytest.raises(TfhashError, match="`average` must be one of"):
+        cli.run_and_report(None, None, None, tmp_path, average="mirror")
     assert not any(tmp_path.iterdir())
 
 

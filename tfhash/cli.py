@@ -154,11 +154,11 @@ def read_hparams(path):
 
 
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
-                   flip_average=False, shift_average=False):
+                   average=None):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
-    With ``flip_average`` (or ``shift_average``) the saved encoders are
-    `tfhash.model.flip_averaged` (`tfhash.model.shift_averaged`) ones.
+    With ``average="flip"`` (``"shift"``) the saved encoders are `tfhash.model.flip_averaged`
+    (`tfhash.model.shift_averaged`) ones; ``None``: the trained hashers as they are.
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
@@ -170,16 +170,14 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     from tfhash.model import fit_two_phase, flip_averaged, shift_averaged
     from tfhash.plots import plot_pr_curves
 
-    if flip_average and shift_average:
-        raise TfhashError("flip_average and shift_average: choose one test-time average")
+    views = {None: lambda hashers: hashers, "flip": flip_averaged, "shift": shift_averaged}
+    if average not in views:
+        raise TfhashError(f"`average` must be one of {list(views)}, got {average!r}")
     out = Path(out)
     result = fit_two_phase(split, config, dataset.num_classes,
                            work_dir=work_dir or out / "work", strategy=strategy)
-    hashers = result.hashers
-    if flip_average:
-        hashers = flip_averaged(hashers)
-    elif shift_average:
-        hashers = shift_averaged(hashers)
+    hashers = views[average](result.hashers)
+    flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift"}
     for bits, hasher in hashers.items():
         print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
     if not is_chief(strategy):
@@ -188,7 +186,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     for bits, hasher in hashers.items():
         meta = {"dataset": dataset.name, "class_names": list(dataset.class_names),
                 **split.record(), "config": dataclasses.asdict(config),
-                "flip_averaged": flip_average, "shift_averaged": shift_average}
+                **flags}
         save_encoder(hasher, out / f"model-{bits}.keras", meta)
         report = evaluate_encoder(hasher, split)
         reports[bits] = report
@@ -199,8 +197,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         write_grid(split, reports[max(reports)], out / "retrieval_grid.png")
     write_json(out / "run.json", {
         "dataset": dataset.name, **split.record(), "config": dataclasses.asdict(config),
-        "flip_averaged": flip_average, "shift_averaged": shift_average,
-        "wall_s": result.wall_s, "rows": rows,
+        **flags, "wall_s": result.wall_s, "rows": rows,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "python": platform.python_version(),
     })
@@ -244,8 +241,8 @@ def configure_train(parser):
         config = train_config(args)
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
-        run_and_report(dataset, split, config, args.out, strategy=strategy,
-                       flip_average=args.flip_average, shift_average=args.shift_average)
+        average = "flip" if args.flip_average else "shift" if args.shift_average else None
+        run_and_report(dataset, split, config, args.out, strategy=strategy, average=average)
 
     return run
 

@@ -13,7 +13,6 @@ Example:
 >>> codes = model.encode(result.hashers[12], split.query.images)
 """
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -36,7 +35,12 @@ from tfhash.losses import (
     OrthoHashLoss,
     PairwiseLikelihoodLoss,
 )
-from tfhash.networks import build_classifier, build_hasher, make_optimizer  # noqa: F401 (public here too)
+from tfhash.networks import (  # noqa: F401 (build_hasher is public here too)
+    build_classifier,
+    build_hasher,
+    make_optimizer,
+    precision_policy,
+)
 from tfhash.pipeline import AUGMENTATIONS, MIXES, make_dataset, mix_batches
 
 METHODS = {
@@ -47,17 +51,6 @@ METHODS = {
 }
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-
-
-@contextlib.contextmanager
-def precision_policy(name):
-    """Sets Keras' global dtype policy to ``name`` inside the block, then restores it."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def as_float32(model):

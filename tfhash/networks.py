@@ -1,4 +1,4 @@
-"""The phase-1 and phase-2 networks and their optimizer, built from Keras alone.
+"""The phase-1 and phase-2 networks, their optimizer and precision, from Keras alone.
 
 Nothing here imports TensorFlow, so these models build and train under any Keras backend
 (``benchmarks/accelerated_phase1.py`` trains classifiers under JAX on machines without
@@ -12,6 +12,8 @@ Example:
 ...                    loss="categorical_crossentropy")
 >>> hasher = build_hasher(backbone, 12)  # same backbone, a hashing head instead
 """
+
+import contextlib
 
 import keras
 
@@ -36,6 +38,17 @@ def build_hasher(backbone, bits, **head_kwargs):
     head_kwargs.setdefault("dtype", "float32")
     codes = HashingHead(bits, name="codes", **head_kwargs)(backbone(inputs))
     return keras.Model(inputs, codes, name=f"hasher_{bits}")
+
+
+@contextlib.contextmanager
+def precision_policy(name):
+    """Sets Keras' global dtype policy to ``name`` inside the block, then restores it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def make_optimizer(lr, steps, weight_decay):
