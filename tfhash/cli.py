@@ -227,10 +227,11 @@ def configure_train(parser):
     add_data_args(parser)
     add_train_args(parser)
     averages = parser.add_mutually_exclusive_group()
-    averages.add_argument("--flip-average", action="store_true",
+    averages.add_argument("--flip-average", dest="average", action="store_const", const="flip",
                           help="encoders average each image's codes with its mirror image's "
                                "(two forward passes per image)")
-    averages.add_argument("--shift-average", action="store_true",
+    averages.add_argument("--shift-average", dest="average", action="store_const",
+                          const="shift",
                           help="encoders average each image's codes with its one-pixel "
                                "shifts' (five forward passes per image; digits, text)")
     parser.add_argument("--out", required=True, help="output folder for models and results")
@@ -241,8 +242,8 @@ def configure_train(parser):
         config = train_config(args)
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
-        average = "flip" if args.flip_average else "shift" if args.shift_average else None
-        run_and_report(dataset, split, config, args.out, strategy=strategy, average=average)
+        run_and_report(dataset, split, config, args.out, strategy=strategy,
+                       average=args.average)
 
     return run
 
