@@ -96,6 +96,7 @@ def reproduction_section(doc):
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
     lines += trained_on_lines(rows)
+    lines += phase1_from_lines(rows)
     lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
@@ -117,6 +118,16 @@ def trained_on_lines(rows):
     return ["Phase 1 (with any self-training) trained on another machine, per seed: "
             + ", ".join(f"seed {s}: {p}" for s, p in places)
             + "; phase 2 and the evaluation ran on the machine named above."]
+
+
+def phase1_from_lines(rows):
+    """The line naming the runs whose classifiers phase 2 started from (``reproduce.py
+    --phase1-from``); no line when every seed trained its own."""
+    sources = sorted({(r["seed"], r["phase1_from"]) for r in rows if r.get("phase1_from")})
+    if not sources:
+        return []
+    return ["Phase 1 taken from another run's cached classifiers (its wall time is that "
+            "run's), per seed: " + ", ".join(f"seed {s}: {run}" for s, run in sources) + "."]
 
 
 def correct_queries_lines(rows, bits):

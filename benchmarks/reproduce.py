@@ -5,7 +5,9 @@ from those weights with all code lengths as heads on one backbone, same data, sa
 The ablation row trains the exponentiated loss from a random backbone. With ``--self-train N``
 phase 1 continues on the training images plus the N most confident database images per
 predicted class, pseudo-labelled by the phase-1 classifier (`tfhash.self_training`): the
-database is used without its labels, so give such a run its own ``--tag``. Writes
+database is used without its labels, so give such a run its own ``--tag``. With
+``--phase1-from RUN`` every seed starts from the classifier another run (same dataset,
+protocol and phase-1 recipe) trained, so a new phase-2 recipe costs no phase 1. Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
@@ -14,6 +16,7 @@ database is used without its labels, so give such a run its own ``--tag``. Write
 
 import argparse
 import dataclasses
+import filecmp
 import json
 import shutil
 import time
@@ -29,6 +32,7 @@ from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 
 from common import (
     RESULTS,
+    atomic_path,
     cached_training,
     correct_queries,
     round_stem,
@@ -83,6 +87,8 @@ def run_seed(args, dataset, base, work_root, curves):
     places = {trained_on(r) for r in records} - {None}
     if places:
         extra["phase1_trained_on"] = "; ".join(sorted(places))
+    if args.phase1_from:
+        extra["phase1_from"] = args.phase1_from
     accuracy = float(correct.mean())
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
@@ -227,25 +233,68 @@ def recipe_record(args, config):
     return record
 
 
-def load_earlier(name):
-    """The results file a run with ``--append`` adds to."""
+def load_results(name, flag):
+    """The results file ``name`` that the option ``flag`` names."""
     path = RESULTS / f"{name}.json"
     if not path.exists():
-        raise SystemExit(f"--append: no {path} to add to")
+        raise SystemExit(f"{flag}: no {path}")
     return json.loads(path.read_text())
+
+
+def stored_config(results):
+    """The recipe a results file holds, fields added since it was written at their
+    defaults (they had them)."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(model.TrainConfig())))
+    return {**defaults, **results["config"]}
 
 
 def check_same_recipe(earlier, config):
     """Refuses to mix rows of different recipes (everything but the seed must match)."""
     if "config" not in earlier:
         return
-    defaults = json.loads(json.dumps(dataclasses.asdict(model.TrainConfig())))
-    old = {**defaults, **earlier["config"]}  # fields added since the file was written
+    old = stored_config(earlier)
     new = json.loads(json.dumps(config))
     old.pop("seed"), new.pop("seed")
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if diff:
         raise SystemExit(f"--append: the recipe differs from the results file in {diff}")
+
+
+PHASE1_FIELDS = ("backbone", "backbone_width", "pretrain_epochs", "batch_size", "pretrain_lr",
+                 "weight_decay", "ema_momentum", "label_smoothing", "augment", "mix",
+                 "precision")
+
+
+def check_phase1_source(source, dataset, protocol, config):
+    """Refuses to take phase 1 from a run (its results file ``source``, as a dict) that
+    trained it on another dataset or protocol, or with other phase-1 settings than
+    ``config`` (a `recipe_record`): the rows would claim a phase 1 they did not get."""
+    places = {(r["dataset"], r["protocol"]) for r in source["rows"]}
+    if places != {(dataset, protocol)}:
+        raise SystemExit(f"--phase1-from: that run holds {sorted(places)}, "
+                         f"not {dataset} {protocol}")
+    old, new = stored_config(source), json.loads(json.dumps(config))
+    diff = [k for k in PHASE1_FIELDS if old.get(k) != new.get(k)]
+    if diff:
+        raise SystemExit(f"--phase1-from: that run's phase 1 differs from this recipe in {diff}")
+
+
+def adopt_phase1(source_dir, seed_dir):
+    """Copies a seed's cached phase 1 (``pretrained.weights.h5`` and its record) from
+    another run's seed folder, each file atomically, the weights first as
+    `cached_training` writes them. A seed folder that already holds the same files is left
+    as it is; one that holds another phase 1 is refused."""
+    for stem in ("pretrained.weights.h5", "pretrained.json"):
+        source, target = Path(source_dir) / stem, Path(seed_dir) / stem
+        if not source.exists():
+            raise SystemExit(f"--phase1-from: no {source}")
+        if target.exists():
+            if not filecmp.cmp(source, target, shallow=False):
+                raise SystemExit(f"{target} is another phase 1 than {source}; "
+                                 "use another --tag or --work-dir")
+            continue
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
 
 
 def main():
@@ -306,6 +355,10 @@ def main():
                         help="also evaluate shift-averaged codes (tfhash.model.shift_averaged: "
                              "each image and its one-pixel shifts) of every trained model, "
                              "as extra rows")
+    parser.add_argument("--phase1-from", default=None, metavar="RUN",
+                        help="start every seed from the phase-1 classifier of run RUN (a "
+                             "results file stem under the same --work-dir, e.g. "
+                             "cifar10-cnnh-w16-bf16-p300-h40) instead of training one")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--append", action="store_true",
@@ -324,11 +377,21 @@ def main():
     dataset = data.load_dataset(args.dataset)
     name = run_name(args.dataset, args.protocol, args.tag)
     work_root = Path(args.work_dir) / name
-    earlier = load_earlier(name) if args.append else {"rows": [], "total_wall_s": 0.0}
+    earlier = (load_results(name, "--append") if args.append
+               else {"rows": [], "total_wall_s": 0.0})
     rows = []
     configs = {seed: seed_config(args, seed) for seed in args.seeds}
     for config in configs.values():  # before any training, not after an hour of it
         check_same_recipe(earlier, recipe_record(args, config))
+    if args.phase1_from:
+        if args.phase1_from == name:
+            parser.error(f"--phase1-from: {name} is this run")
+        source = load_results(args.phase1_from, "--phase1-from")
+        check_phase1_source(source, args.dataset, args.protocol,
+                            recipe_record(args, configs[args.seeds[0]]))
+        for seed in args.seeds:
+            adopt_phase1(work_root.parent / args.phase1_from / f"seed{seed}",
+                         work_root / f"seed{seed}")
     pr_curves = earlier.get("pr_curves") or {"method": "exponentiated", "seed": args.seeds[0],
                                              "curves": {}}
     start = time.perf_counter()

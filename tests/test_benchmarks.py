@@ -14,7 +14,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import phase2_spread  # noqa: E402
 from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E402
+from report import phase1_from_lines  # noqa: E402
 from reproduce import (  # noqa: E402
+    adopt_phase1,
+    check_phase1_source,
     check_same_labelling,
     check_same_recipe,
     map_on,
@@ -241,3 +244,64 @@ def test_phase2_spread_quotes_the_plain_pretrained_exponentiated_row_of_each_see
         {"run": "r", "seed": 0, "classifier": "self_trained", "phase2": "results file",
          "map_12": 0.91, "map_24": 0.92},
     ]
+
+
+def results_of(config, dataset="cifar10", protocol="cnnh"):
+    """A results file holding one row of ``config``, as --phase1-from reads it back."""
+    return {"rows": [{"dataset": dataset, "protocol": protocol}],
+            **saved(recipe_record(args(), config))}
+
+
+def test_phase1_is_taken_from_a_run_that_differs_in_phase_2_only():
+    source = results_of(TrainConfig(pretrain_epochs=300, hash_epochs=40, margin=0.5, seed=0))
+    check_phase1_source(source, "cifar10", "cnnh", recipe_record(
+        args(), TrainConfig(pretrain_epochs=300, hash_epochs=160, margin=1.0, seed=2)))
+
+
+@pytest.mark.parametrize("change, names", [
+    ({"pretrain_epochs": 100}, "['pretrain_epochs']"),
+    ({"augment": "crop_flip", "precision": "mixed_bfloat16"}, "['augment', 'precision']"),
+])
+def test_phase1_is_refused_from_a_run_that_trained_it_otherwise(change, names):
+    source = results_of(TrainConfig(pretrain_epochs=300))
+    new = recipe_record(args(), TrainConfig(**{"pretrain_epochs": 300, **change}))
+    with pytest.raises(SystemExit, match=re.escape(f"differs from this recipe in {names}")):
+        check_phase1_source(source, "cifar10", "cnnh", new)
+
+
+def test_phase1_is_refused_from_another_dataset_or_protocol():
+    for dataset, protocol in (("mnist", "cnnh"), ("cifar10", "full")):
+        with pytest.raises(SystemExit, match=f"not {dataset} {protocol}"):
+            check_phase1_source(results_of(TrainConfig()), dataset, protocol,
+                                recipe_record(args(), TrainConfig()))
+
+
+def test_adopted_phase1_is_a_byte_copy_and_another_one_is_refused(tmp_path):
+    source, seed_dir = tmp_path / "a" / "seed0", tmp_path / "b" / "seed0"
+    source.mkdir(parents=True)
+    (source / "pretrained.weights.h5").write_bytes(bytes(range(256)))
+    (source / "pretrained.json").write_text('{"wall_s": 12.5}')
+    adopt_phase1(source, seed_dir)
+    for stem in ("pretrained.weights.h5", "pretrained.json"):
+        assert (seed_dir / stem).read_bytes() == (source / stem).read_bytes()
+    adopt_phase1(source, seed_dir)  # a rerun finds the same files: nothing to do
+    assert sorted(p.name for p in seed_dir.iterdir()) == ["pretrained.json",
+                                                          "pretrained.weights.h5"]
+    (source / "pretrained.weights.h5").write_bytes(bytes(range(255, -1, -1)))
+    with pytest.raises(SystemExit, match="is another phase 1"):
+        adopt_phase1(source, seed_dir)
+    assert (seed_dir / "pretrained.weights.h5").read_bytes() == bytes(range(256))
+
+
+def test_adopting_from_a_seed_that_has_no_phase1_names_the_missing_file(tmp_path):
+    with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "pretrained.weights.h5"))):
+        adopt_phase1(tmp_path, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_report_names_the_run_each_seeds_phase1_came_from():
+    rows = [{"seed": 1, "phase1_from": "cifar10-cnnh-p300"}, {"seed": 0},
+            {"seed": 1, "phase1_from": "cifar10-cnnh-p300"}, {"seed": 2, "phase1_from": "b"}]
+    (line,) = phase1_from_lines(rows)
+    assert line.endswith("per seed: seed 1: cifar10-cnnh-p300, seed 2: b.")
+    assert phase1_from_lines([{"seed": 0}]) == []
