@@ -7,7 +7,8 @@ phase 1 continues on the training images plus the N most confident database imag
 predicted class, pseudo-labelled by the phase-1 classifier (`tfhash.self_training`): the
 database is used without its labels, so give such a run its own ``--tag``. With
 ``--phase1-from RUN`` every seed starts from the classifier another run (same dataset,
-protocol and phase-1 recipe) trained, so a new phase-2 recipe costs no phase 1. Writes
+protocol and phase-1 recipe) trained, and its self-training rounds when both runs
+self-train the same way, so a new phase-2 recipe costs no phase 1. Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
@@ -279,22 +280,41 @@ def check_phase1_source(source, dataset, protocol, config):
         raise SystemExit(f"--phase1-from: that run's phase 1 differs from this recipe in {diff}")
 
 
-def adopt_phase1(source_dir, seed_dir):
-    """Copies a seed's cached phase 1 (``pretrained.weights.h5`` and its record) from
-    another run's seed folder, each file atomically, the weights first as
-    `cached_training` writes them. A seed folder that already holds the same files is left
-    as it is; one that holds another phase 1 is refused."""
-    for stem in ("pretrained.weights.h5", "pretrained.json"):
-        source, target = Path(source_dir) / stem, Path(seed_dir) / stem
-        if not source.exists():
-            raise SystemExit(f"--phase1-from: no {source}")
-        if target.exists():
-            if not filecmp.cmp(source, target, shallow=False):
-                raise SystemExit(f"{target} is another phase 1 than {source}; "
-                                 "use another --tag or --work-dir")
-            continue
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
+SELF_TRAINING_FIELDS = ("self_train", "self_train_epochs", *ROUND_OPTIONS)
+
+
+def adopted_rounds(source, config):
+    """How many self-training rounds a run with recipe ``config`` (a `recipe_record`) takes
+    with its phase 1 from the run whose results file is ``source``: that run's rounds, up to
+    as many as ``config`` asks for, when both self-train the same way; otherwise none, and
+    only the phase-1 classifier is taken."""
+    old, new = stored_config(source), json.loads(json.dumps(config))
+    if not (old.get("self_train") and new.get("self_train")):
+        return 0
+    if any(old.get(k, ROUND_OPTIONS.get(k)) != new.get(k, ROUND_OPTIONS.get(k))
+           for k in SELF_TRAINING_FIELDS):
+        return 0
+    return min(old.get("self_train_rounds", 1), new.get("self_train_rounds", 1))
+
+
+def adopt_phase1(source_dir, seed_dir, rounds=0):
+    """Copies a seed's cached phase 1 (``pretrained.weights.h5`` and its record) and its
+    first ``rounds`` self-training rounds from another run's seed folder, each file
+    atomically, weights before records as `cached_training` writes them. Files already
+    there and the same are left as they are; another classifier under the same name is
+    refused."""
+    for stem in (round_stem(r) for r in range(rounds + 1)):
+        for suffix in (".weights.h5", ".json"):
+            source, target = Path(source_dir) / (stem + suffix), Path(seed_dir) / (stem + suffix)
+            if not source.exists():
+                raise SystemExit(f"--phase1-from: no {source}")
+            if target.exists():
+                if not filecmp.cmp(source, target, shallow=False):
+                    raise SystemExit(f"{target} is another classifier than {source}; "
+                                     "use another --tag or --work-dir")
+                continue
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
 
 
 def main():
@@ -358,7 +378,8 @@ def main():
     parser.add_argument("--phase1-from", default=None, metavar="RUN",
                         help="start every seed from the phase-1 classifier of run RUN (a "
                              "results file stem under the same --work-dir, e.g. "
-                             "cifar10-cnnh-w16-bf16-p300-h40) instead of training one")
+                             "cifar10-cnnh-w16-bf16-p300-h40) instead of training one; "
+                             "its self-training rounds too when both self-train alike")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--append", action="store_true",
@@ -387,11 +408,14 @@ def main():
         if args.phase1_from == name:
             parser.error(f"--phase1-from: {name} is this run")
         source = load_results(args.phase1_from, "--phase1-from")
-        check_phase1_source(source, args.dataset, args.protocol,
-                            recipe_record(args, configs[args.seeds[0]]))
+        recipe = recipe_record(args, configs[args.seeds[0]])
+        check_phase1_source(source, args.dataset, args.protocol, recipe)
+        rounds = adopted_rounds(source, recipe)
         for seed in args.seeds:
             adopt_phase1(work_root.parent / args.phase1_from / f"seed{seed}",
-                         work_root / f"seed{seed}")
+                         work_root / f"seed{seed}", rounds)
+        print(f"phase 1{f' and self-training rounds 1-{rounds}' if rounds else ''} "
+              f"from {args.phase1_from}", flush=True)
     pr_curves = earlier.get("pr_curves") or {"method": "exponentiated", "seed": args.seeds[0],
                                              "curves": {}}
     start = time.perf_counter()

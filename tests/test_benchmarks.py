@@ -17,6 +17,7 @@ from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E4
 from report import phase1_from_lines  # noqa: E402
 from reproduce import (  # noqa: E402
     adopt_phase1,
+    adopted_rounds,
     check_phase1_source,
     check_same_labelling,
     check_same_recipe,
@@ -246,10 +247,11 @@ def test_phase2_spread_quotes_the_plain_pretrained_exponentiated_row_of_each_see
     ]
 
 
-def results_of(config, dataset="cifar10", protocol="cnnh"):
-    """A results file holding one row of ``config``, as --phase1-from reads it back."""
+def results_of(config, dataset="cifar10", protocol="cnnh", labelling=None):
+    """A results file holding one row of ``config`` (self-trained as ``labelling``, an
+    `args`), as --phase1-from reads it back."""
     return {"rows": [{"dataset": dataset, "protocol": protocol}],
-            **saved(recipe_record(args(), config))}
+            **saved(recipe_record(labelling or args(), config))}
 
 
 def test_phase1_is_taken_from_a_run_that_differs_in_phase_2_only():
@@ -288,9 +290,44 @@ def test_adopted_phase1_is_a_byte_copy_and_another_one_is_refused(tmp_path):
     assert sorted(p.name for p in seed_dir.iterdir()) == ["pretrained.json",
                                                           "pretrained.weights.h5"]
     (source / "pretrained.weights.h5").write_bytes(bytes(range(255, -1, -1)))
-    with pytest.raises(SystemExit, match="is another phase 1"):
+    with pytest.raises(SystemExit, match="is another classifier"):
         adopt_phase1(source, seed_dir)
     assert (seed_dir / "pretrained.weights.h5").read_bytes() == bytes(range(256))
+
+
+@pytest.mark.parametrize("source, wanted, rounds", [
+    (args(), args(2000, rounds=3), 0),  # nothing to take but the classifier
+    (args(2000, rounds=4), args(), 0),  # this run does not self-train
+    (args(2000, rounds=4), args(2000, rounds=5), 4),  # four taken, the fifth trained here
+    (args(2000, rounds=4), args(2000, rounds=2), 2),
+    (args(2000), args(2000), 1),
+    (args(2000, rounds=2), args(1000, rounds=2), 0),  # each way of labelling differs
+    (args(2000, rounds=2), args(2000, epochs=5, rounds=2), 0),
+    (args(2000, rounds=2), args(2000, rounds=2, keep=0.98), 0),
+    (args(2000, rounds=2), args(2000, rounds=2, flip_pseudo_labels=True), 0),
+    (args(2000, rounds=2), args(2000, rounds=2, fresh_student=True), 0),
+    (args(2000, rounds=2), args(2000, rounds=2, pseudo_phase2=True), 2),  # phase 2 only
+])
+def test_self_training_rounds_are_taken_only_when_made_the_same_way(source, wanted, rounds):
+    config = TrainConfig(pretrain_epochs=100)
+    assert adopted_rounds(results_of(config, labelling=source),
+                          recipe_record(wanted, config)) == rounds
+
+
+def test_adopted_rounds_are_copied_with_the_classifier(tmp_path):
+    source = tmp_path / "a"
+    source.mkdir()
+    for i, stem in enumerate(["pretrained", "self_trained", "self_trained_round2",
+                              "self_trained_round3"]):
+        (source / f"{stem}.weights.h5").write_bytes(bytes([i]) * 8)
+        (source / f"{stem}.json").write_text(f'{{"wall_s": {i}}}')
+    adopt_phase1(source, tmp_path / "b", rounds=2)
+    taken = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert taken == ["pretrained.json", "pretrained.weights.h5", "self_trained.json",
+                     "self_trained.weights.h5", "self_trained_round2.json",
+                     "self_trained_round2.weights.h5"]
+    for name in taken:
+        assert (tmp_path / "b" / name).read_bytes() == (source / name).read_bytes()
 
 
 def test_adopting_from_a_seed_that_has_no_phase1_names_the_missing_file(tmp_path):
