@@ -123,11 +123,15 @@ def trained_on_lines(rows):
 def phase1_from_lines(rows):
     """The line naming the runs whose classifiers phase 2 started from (``reproduce.py
     --phase1-from``); no line when every seed trained its own."""
-    sources = sorted({(r["seed"], r["phase1_from"]) for r in rows if r.get("phase1_from")})
-    if not sources:
+    seeds = defaultdict(set)
+    for r in rows:
+        if r.get("phase1_from"):
+            seeds[r["phase1_from"]].add(r["seed"])
+    if not seeds:
         return []
     return ["Phase 1 taken from another run's cached classifiers (its wall time is that "
-            "run's), per seed: " + ", ".join(f"seed {s}: {run}" for s, run in sources) + "."]
+            "run's): " + "; ".join(f"{run} (seeds {', '.join(map(str, sorted(s)))})"
+                                  for run, s in sorted(seeds.items())) + "."]
 
 
 def correct_queries_lines(rows, bits):
