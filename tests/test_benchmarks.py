@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import phase2_spread  # noqa: E402
 from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E402
-from report import phase1_from_lines  # noqa: E402
+from report import overview_rows, overview_section, phase1_from_lines  # noqa: E402
 from reproduce import (  # noqa: E402
     adopt_phase1,
     adopted_rounds,
@@ -344,3 +344,41 @@ def test_the_report_names_the_run_each_seeds_phase1_came_from():
     rows = [{"seed": s, "phase1_from": "p300"} for s in (2, 0, 1, 0)]
     assert phase1_from_lines(rows)[0].endswith(": p300 (seeds 0, 1, 2).")
     assert phase1_from_lines([{"seed": 0}]) == []
+
+
+def reproduction_doc(name, maps, method="exponentiated", pretrain=True, encoding="plain",
+                     dataset="mnist", pseudo=False):
+    """A results file whose rows have mAP ``maps[seed][bits]``."""
+    rows = [{"dataset": dataset, "protocol": "cnnh", "method": method, "pretrain": pretrain,
+             "encoding": encoding, "seed": seed, "bits": bits, "map": value,
+             **({"n_pseudo": 100} if pseudo else {})}
+            for seed, by_bits in maps.items() for bits, value in by_bits.items()]
+    return {"benchmark": name, "rows": rows}
+
+
+def test_the_overview_lists_three_seed_pretrained_exponentiated_rows_labelled_ones_first():
+    three = {0: {12: 0.97, 48: 0.98}, 1: {12: 0.98, 48: 0.99}, 2: {12: 0.99, 48: 1.0}}
+    strict = reproduction_doc("strict", three)
+    for kind in (dict(method="dsh"), dict(pretrain=False)):  # peers and ablation: left out
+        strict["rows"] += reproduction_doc("strict", three, **kind)["rows"]
+    strict["rows"] += reproduction_doc("strict", {0: {12: 1.0}, 1: {12: 1.0}},
+                                       encoding="flip-averaged")["rows"]  # two seeds only
+    selfish = reproduction_doc("self", {s: {12: 0.995, 48: 0.995} for s in range(3)},
+                               pseudo=True)
+    better = reproduction_doc("better", {s: {12: 0.985 + s / 1000} for s in range(3)})
+    found = overview_rows([selfish, strict, better])
+    assert [(f[2], f[3], f[4], f[5]) for f in found] == [
+        ("better", False, "plain", [0, 1, 2]), ("strict", False, "plain", [0, 1, 2]),
+        ("self", True, "plain", [0, 1, 2])]
+    assert found[0][6] == pytest.approx({12: 0.986})
+    assert found[1][6] == pytest.approx({12: 0.98, 48: 0.99})
+
+
+def test_the_overview_says_a_target_is_missed_when_only_rounding_reaches_it():
+    just_under = reproduction_doc("under", {s: {12: 0.98996} for s in range(3)})
+    table = overview_section([just_under])
+    (row,) = [line for line in table.splitlines() if line.startswith("| mnist | cnnh | under")]
+    assert row.endswith("| 0.9900 | no |")
+    assert "| Mu & Liu 2017 (paper, abstract) | labelled | | | 0.99 |" in table
+    at = reproduction_doc("at", {s: {12: 0.99} for s in range(3)})
+    assert "| 0.9900 | yes |" in overview_section([at])
