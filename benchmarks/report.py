@@ -7,6 +7,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,12 +44,29 @@ UNUSED = {"ema_momentum": None, "soup_size": 1}  # options left out of a recipe 
 OVERVIEW_MIN_SEEDS = 3
 
 
+class OverviewRow(NamedTuple):
+    """One run's mean mAP in one encoding; ``unlabelled``: its phase 1 also saw database
+    images without their labels (self-training)."""
+
+    dataset: str
+    protocol: str
+    run: str
+    unlabelled: bool
+    encoding: str
+    seeds: list
+    means: dict  # bits -> mean mAP over the seeds
+
+
+def is_reproduction(doc):
+    """Whether a results file holds `reproduce.py` rows (a dataset under a protocol)."""
+    return bool(doc["rows"]) and "protocol" in doc["rows"][0]
+
+
 def overview_rows(docs):
     """The exponentiated loss's pre-trained rows of every reproduction run with at least
-    `OVERVIEW_MIN_SEEDS` seeds, one per run and encoding: ``(dataset, protocol, run,
-    unlabelled, encoding, seeds, {bits: mean mAP})``, ``unlabelled`` true for runs whose
-    phase 1 also saw database images (self-training). Sorted by dataset and protocol, runs
-    on the labelled images first, then by mean mAP at the shortest length, highest first."""
+    `OVERVIEW_MIN_SEEDS` seeds, as `OverviewRow`s, one per run and encoding. Sorted by
+    dataset and protocol, runs on the labelled images first, then by mean mAP at the
+    shortest length, highest first."""
     found = []
     for doc in docs:
         by_encoding = defaultdict(list)
@@ -61,9 +79,10 @@ def overview_rows(docs):
                 continue
             means = {b: float(np.mean([r["map"] for r in rs if r["bits"] == b]))
                      for b in sorted({r["bits"] for r in rs})}
-            found.append((rs[0]["dataset"], rs[0]["protocol"], doc["benchmark"],
-                          any("n_pseudo" in r for r in rs), encoding, seeds, means))
-    return sorted(found, key=lambda f: (f[0], f[1], f[3], -f[6][min(f[6])], f[2], f[4]))
+            found.append(OverviewRow(rs[0]["dataset"], rs[0]["protocol"], doc["benchmark"],
+                                     any("n_pseudo" in r for r in rs), encoding, seeds, means))
+    return sorted(found, key=lambda f: (f.dataset, f.protocol, f.unlabelled,
+                                        -f.means[min(f.means)], f.run, f.encoding))
 
 
 def overview_section(docs):
@@ -71,7 +90,7 @@ def overview_section(docs):
     found = overview_rows(docs)
     if not found:
         return ""
-    bits = sorted({b for f in found for b in f[6]})
+    bits = sorted({b for f in found for b in f.means})
     lines = ["### Overview\n",
              f"Every run below with at least {OVERVIEW_MIN_SEEDS} seeds: the exponentiated "
              "loss with pre-training, mean mAP@all over the seeds (each run's own section "
@@ -315,11 +334,11 @@ def _cell(value):
 def main():
     notes = (HERE / "notes.md").read_text() if (HERE / "notes.md").exists() else ""
     docs = [load(path) for path in sorted(RESULTS.glob("*.json"))]
-    reproductions = [d for d in docs if d["rows"] and "protocol" in d["rows"][0]]
+    reproductions = [d for d in docs if is_reproduction(d)]
     sections = [overview_section(reproductions)] if reproductions else []
     for doc in docs:
         name = doc["benchmark"]
-        if doc["rows"] and "protocol" in doc["rows"][0]:
+        if is_reproduction(doc):
             sections.append(reproduction_section(doc))
         elif name == "map_speed":
             sections.append(map_speed_section(doc))

@@ -367,11 +367,11 @@ def test_the_overview_lists_three_seed_pretrained_exponentiated_rows_labelled_on
                                pseudo=True)
     better = reproduction_doc("better", {s: {12: 0.985 + s / 1000} for s in range(3)})
     found = overview_rows([selfish, strict, better])
-    assert [(f[2], f[3], f[4], f[5]) for f in found] == [
+    assert [(f.run, f.unlabelled, f.encoding, f.seeds) for f in found] == [
         ("better", False, "plain", [0, 1, 2]), ("strict", False, "plain", [0, 1, 2]),
         ("self", True, "plain", [0, 1, 2])]
-    assert found[0][6] == pytest.approx({12: 0.986})
-    assert found[1][6] == pytest.approx({12: 0.98, 48: 0.99})
+    assert found[0].means == pytest.approx({12: 0.986})
+    assert found[1].means == pytest.approx({12: 0.98, 48: 0.99})
 
 
 def test_the_overview_says_a_target_is_missed_when_only_rounding_reaches_it():
