@@ -79,6 +79,7 @@ def run_seed(args, dataset, base, work_root, curves):
     correct = correct_queries(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
           flush=True)
+    # facts of the classifier phase 2 starts from: the rows that start from it carry them
     extra, hash_split, records = {}, split, [record]
     if args.self_train:
         pretrained, rounds, correct, extra, hash_split = run_self_training(
@@ -122,7 +123,8 @@ def run_seed(args, dataset, base, work_root, curves):
                             "map_correct_queries": map_on(correct, report),
                             "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
                             "hash_epochs": config.hash_epochs,
-                            "n_train_phase2": len(phase2_split.train), **extra})
+                            "n_train_phase2": len(phase2_split.train),
+                            **(extra if use_pretrain else {})})
                 rows.append(row)
                 print(row, flush=True)
                 if (seed == args.seeds[0] and method == "exponentiated" and use_pretrain

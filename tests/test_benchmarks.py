@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import filecmp
 import json
 import re
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import phase2_spread  # noqa: E402
+import reproduce  # noqa: E402
 from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E402
 from report import overview_rows, overview_section, phase1_from_lines  # noqa: E402
 from reproduce import (  # noqa: E402
@@ -28,6 +30,7 @@ from reproduce import (  # noqa: E402
 from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
 from tfhash.model import TrainConfig  # noqa: E402
 
+import common  # noqa: E402
 from common import cached_training, round_stem  # noqa: E402
 
 
@@ -382,3 +385,31 @@ def test_the_overview_says_a_target_is_missed_when_only_rounding_reaches_it():
     assert "| Mu & Liu 2017 (paper, abstract) | labelled | | | 0.99 |" in table
     at = reproduction_doc("at", {s: {12: 0.99} for s in range(3)})
     assert "| 0.9900 | yes |" in overview_section([at])
+
+
+def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
+        tmp_path, monkeypatch):
+    """reproduce.py end to end, twice, on the bundled digits: a run, then one that takes
+    its classifier (--phase1-from) and also trains the no-pre-training row."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    work = tmp_path / "runs"
+    tiny = ["reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
+            "--hash-epochs", "1", "--backbone-width", "4", "--work-dir", str(work),
+            "--verbose", "0", "--methods", "exponentiated"]
+    monkeypatch.setattr(sys, "argv", [*tiny, "--no-ablation"])
+    reproduce.main()
+    monkeypatch.setattr(sys, "argv", [*tiny, "--phase1-from", "mnist-5k-cnnh", "--tag=-on"])
+    reproduce.main()
+
+    source = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "mnist-5k-cnnh-on.json").read_text())["rows"]
+    pre = [r for r in rows if r["pretrain"]]
+    scratch = [r for r in rows if not r["pretrain"]]
+    assert len(pre) == len(scratch) == 1
+    assert pre[0]["phase1_from"] == "mnist-5k-cnnh"
+    assert pre[0]["wall_s_pretrain"] == source[0]["wall_s_pretrain"]  # not trained again
+    assert "phase1_from" not in scratch[0] and scratch[0]["wall_s_pretrain"] == 0.0
+    weights = "seed0/pretrained.weights.h5"
+    assert filecmp.cmp(work / "mnist-5k-cnnh" / weights, work / "mnist-5k-cnnh-on" / weights,
+                       shallow=False)
