@@ -16,7 +16,15 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import phase2_spread  # noqa: E402
 import reproduce  # noqa: E402
 from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E402
-from report import overview_rows, overview_section, phase1_from_lines  # noqa: E402
+from report import (  # noqa: E402
+    PeerLead,
+    describe_leads,
+    overview_rows,
+    overview_section,
+    peer_goal_lines,
+    peers_ahead,
+    phase1_from_lines,
+)
 from reproduce import (  # noqa: E402
     adopt_phase1,
     adopted_rounds,
@@ -381,7 +389,7 @@ def test_the_overview_says_a_target_is_missed_when_only_rounding_reaches_it():
     just_under = reproduction_doc("under", {s: {12: 0.98996} for s in range(3)})
     table = overview_section([just_under])
     (row,) = [line for line in table.splitlines() if line.startswith("| mnist | cnnh | under")]
-    assert row.endswith("| 0.9900 | no |")
+    assert row.endswith("| 0.9900 | no |  |")
     assert "| Mu & Liu 2017 (paper, abstract) | labelled | | | 0.99 |" in table
     at = reproduction_doc("at", {s: {12: 0.99} for s in range(3)})
     assert "| 0.9900 | yes |" in overview_section([at])
@@ -413,3 +421,50 @@ def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
     weights = "seed0/pretrained.weights.h5"
     assert filecmp.cmp(work / "mnist-5k-cnnh" / weights, work / "mnist-5k-cnnh-on" / weights,
                        shallow=False)
+
+
+def test_a_peer_is_ahead_only_on_the_seeds_both_ran_and_a_tie_is_no_lead():
+    ours = reproduction_doc("r", {0: {12: 0.60, 24: 0.70}, 1: {12: 0.70, 24: 0.70},
+                                  2: {12: 0.80, 24: 0.70}})["rows"]
+    dpsh = reproduction_doc("r", {0: {12: 0.62, 24: 0.69}}, method="dpsh")["rows"]
+    dsh = reproduction_doc("r", {0: {12: 0.50, 24: 0.70}, 1: {12: 0.80, 24: 0.71}},
+                           method="dsh")["rows"]
+    scratch = reproduction_doc("r", {0: {12: 0.99}}, method="dsh", pretrain=False)["rows"]
+    flip = reproduction_doc("r", {0: {12: 0.99}}, method="dpsh", encoding="flip-averaged")
+    rows = ours + dpsh + dsh + scratch + flip["rows"]
+    # dpsh on seed 0 alone: 0.62 - 0.60 at 12 bits; dsh on seeds 0 and 1: at 12 bits
+    # (0.50 + 0.80) / 2 = 0.65 ties (0.60 + 0.70) / 2, at 24 bits 0.705 - 0.70
+    assert [(a.peer, a.bits, a.seeds) for a in peers_ahead(rows, "plain")] == [
+        ("dpsh", 12, [0]), ("dsh", 24, [0, 1])]
+    assert [a.lead for a in peers_ahead(rows, "plain")] == pytest.approx([0.02, 0.005])
+    assert peers_ahead(rows, "flip-averaged") is None  # no exponentiated flip rows
+    assert peers_ahead(ours, "plain") is None
+    assert peer_goal_lines(rows) == [
+        "", "Peer goal, plain codes (each peer against the exponentiated loss, both "
+        "pre-trained, on the seeds both ran): peers ahead: dpsh at 12 bits by 0.0200 (seed 0); "
+        "dsh at 24 bits by 0.0050 (seeds 0, 1)."]
+    hair = reproduction_doc("r", {0: {12: 0.60002}, 1: {12: 0.70002}}, method="orthohash")
+    assert peer_goal_lines(ours + hair["rows"])[1].endswith(
+        "orthohash at 12 bits by under 0.0001 (seeds 0, 1).")
+    behind = reproduction_doc("r", {0: {12: 0.5, 24: 0.5}}, method="dpsh")["rows"]
+    assert peer_goal_lines(ours + behind)[1].endswith("met at every length.")
+    assert peer_goal_lines(ours) == []
+
+
+def test_the_overview_names_the_peers_ahead_of_each_run():
+    three = {s: {12: 0.9} for s in range(3)}
+    alone = reproduction_doc("alone", three)
+    beaten = reproduction_doc("beaten", three)
+    beaten["rows"] += reproduction_doc("beaten", {1: {12: 0.91}}, method="dsh")["rows"]
+    leading = reproduction_doc("leading", three)
+    leading["rows"] += reproduction_doc("leading", {1: {12: 0.89}}, method="dsh")["rows"]
+    table = overview_section([alone, beaten, leading]).splitlines()
+    ends = {run: next(line for line in table if line.startswith(f"| mnist | cnnh | {run} |"))
+            for run in ("alone", "beaten", "leading")}
+    assert ends["alone"].endswith("| 0.9000 | no |  |")  # no peer ran
+    assert ends["beaten"].endswith("| no | dsh at 12 bits (seed 1) |")
+    assert ends["leading"].endswith("| no | none |")
+    two = [PeerLead("dsh", 24, 0.01, [0]), PeerLead("dsh", 32, 0.02, [0]),
+           PeerLead("dpsh", 12, 0.01, [0, 1])]
+    assert describe_leads(two, brief=True) == ("dsh at 24, 32 bits (seed 0); "
+                                               "dpsh at 12 bits (seeds 0, 1)")
