@@ -259,11 +259,34 @@ def test_train_options_reach_the_config():
     assert (default.ema_momentum, default.hash_mix, default.soup_size) == (None, "none", 1)
 
 
-def test_bad_soup_size_is_one_line(capsys, tmp_path):
-    code = cli.main(["train", "--dataset", "mnist-5k", "--soup-size", "0",
-                     "--out", str(tmp_path)])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "`soup_size` must be an integer >= 1" in err
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--soup-size", "0"], "--soup-size"),
+    (["train", "--batch-size", "0"], "--batch-size"),
+    (["train", "--hash-epochs", "0"], "--hash-epochs"),
+    (["tune", "--bits", "12", "--max-trials", "0"], "--max-trials"),
+    (["tune", "--bits", "12", "--hash-epochs", "0"], "--hash-epochs"),
+    (["search", "--model", "m", "--k", "0", "index", "image.png"], "--k"),
+    (["index", "build", "m", "--dataset", "x", "--batch-size", "0"], "--batch-size"),
+])
+def test_counts_below_one_are_refused_by_the_parser_naming_the_flag(argv, flag, capsys,
+                                                                    tmp_path):
+    needs = [] if argv[0] == "search" else ["--out", str(tmp_path)]
+    needs += ["--dataset", "mnist-5k"] if argv[0] in ("train", "tune") else []
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*argv, *needs])
+    assert_one_line_error(stopped.value.code, capsys.readouterr().err,
+                          f"argument {flag}: must be >= 1, got 0")
+    assert not any(tmp_path.iterdir())
+
+
+def test_pretrain_epochs_may_be_zero_but_not_negative(capsys, tmp_path):
+    parser = cli.build_parser()
+    argv = ["train", "--dataset", "mnist-5k", "--out", str(tmp_path)]
+    assert parser.parse_args([*argv, "--pretrain-epochs", "0"]).pretrain_epochs == 0
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*argv, "--pretrain-epochs", "-1"])
+    assert_one_line_error(stopped.value.code, capsys.readouterr().err,
+                          "argument --pretrain-epochs: must be >= 0, got -1")
 
 
 def test_bad_ema_momentum_is_one_line(capsys, tmp_path):

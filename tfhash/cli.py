@@ -44,7 +44,8 @@ def int_in_range(low, high=None):
 
 
 bits_arg = int_in_range(1, MAX_BITS)
-positive_int = int_in_range(0)
+positive_int = int_in_range(1)
+non_negative_int = int_in_range(0)
 
 
 def add_data_args(parser, dataset_required=True):
@@ -71,7 +72,7 @@ def add_train_args(parser):
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
     add_precision_arg(parser)
-    parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
+    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=128)
     # the names of tfhash.pipeline.AUGMENTATIONS and MIXES
@@ -383,8 +384,6 @@ def configure_search(parser):
         from tfhash.index import HammingIndex
         from tfhash.model import encode
 
-        if args.k < 1:
-            raise TfhashError("--k must be >= 1")
         model, meta = load_encoder(args.model)
         index = HammingIndex.load(args.index, bits=meta["bits"], fingerprint=meta["fingerprint"])
         queries = np.stack([read_image(p, meta["image_shape"]) for p in args.images])
@@ -436,7 +435,7 @@ def configure_tune(parser):
     parser.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"))
     parser.add_argument("--max-trials", type=positive_int, default=10)
     parser.add_argument("--space", default=None, help="search-space JSON (see tuning/)")
-    parser.add_argument("--pretrain-epochs", type=positive_int, default=10)
+    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10)
     parser.add_argument("--hash-epochs", type=positive_int, default=8)
     parser.add_argument("--backbone", default=None)
     add_precision_arg(parser)
@@ -457,8 +456,6 @@ def configure_tune(parser):
             trial_table,
         )
 
-        if args.max_trials < 1:
-            raise TfhashError("--max-trials must be >= 1")
         space = load_space(args.space) if args.space else None
         dataset, split = load_split(args)
         config = TrainConfig(bits=args.bits, backbone=args.backbone, seed=args.seed,
