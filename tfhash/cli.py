@@ -286,7 +286,7 @@ def configure_export(parser):
     parser.add_argument("model", help="a .keras file written by `tfhash train`")
     parser.add_argument("--out", required=True, help="serving folder (gets <name>/<version>/)")
     parser.add_argument("--name", default="tfhash", help="model name TF Serving serves")
-    parser.add_argument("--version", type=int, default=None, help="default: next free")
+    parser.add_argument("--version", type=positive_int, default=None, help="default: next free")
     parser.add_argument("--format", default="savedmodel,onnx",
                         help="comma-separated: savedmodel, onnx")
 
