@@ -269,8 +269,8 @@ def test_train_options_reach_the_config():
     (["index", "build", "m", "--dataset", "x", "--batch-size", "0"], "--batch-size"),
     (["export", "m", "--version", "0"], "--version"),
 ])
-def test_integers_below_one_are_refused_by_the_parser_naming_the_flag(argv, flag, capsys,
-                                                                    tmp_path):
+def test_integers_below_one_are_refused_by_the_parser_naming_the_flag(
+        argv, flag, capsys, tmp_path):
     needs = [] if argv[0] == "search" else ["--out", str(tmp_path)]  # no output is written
     needs += ["--dataset", "mnist-5k"] if argv[0] in ("train", "tune") else []
     with pytest.raises(SystemExit) as stopped:
