@@ -75,23 +75,23 @@ class PeerLead(NamedTuple):
 def peers_ahead(rows, encoding):
     """Where the peer goal fails: `PeerLead`s of every peer ahead of the exponentiated loss
     (pre-trained rows of one encoding), each pair compared on the seeds both ran, at the six
-    places rows hold (a tie is not a lead). ``None`` when no peer ran."""
+    places rows hold (a tie is not a lead). ``None`` when no peer ran on a seed the
+    exponentiated loss ran."""
     by_method = defaultdict(list)
     for r in rows:
         if r["pretrain"] and r.get("encoding", "plain") == encoding:
             by_method[r["method"]].append(r)
     ours = by_method.pop("exponentiated", [])
-    if not ours or not by_method:
-        return None
-    ahead = []
+    ahead, compared = [], False
     for peer, theirs in sorted(by_method.items()):
         seeds = sorted({r["seed"] for r in ours} & {r["seed"] for r in theirs})
+        compared = compared or bool(seeds)
         for bits in sorted({r["bits"] for r in theirs} & {r["bits"] for r in ours}):
             mine, other = ([r["map"] for r in rs if r["bits"] == bits and r["seed"] in seeds]
                            for rs in (ours, theirs))
             if mine and round(np.mean(other), 6) > round(np.mean(mine), 6):
                 ahead.append(PeerLead(peer, bits, float(np.mean(other) - np.mean(mine)), seeds))
-    return ahead
+    return ahead if compared else None
 
 
 def seeds_words(seeds):

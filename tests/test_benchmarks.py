@@ -439,6 +439,8 @@ def test_a_peer_is_ahead_only_on_the_seeds_both_ran_and_a_tie_is_no_lead():
     assert [a.lead for a in peers_ahead(rows, "plain")] == pytest.approx([0.02, 0.005])
     assert peers_ahead(rows, "flip-averaged") is None  # no exponentiated flip rows
     assert peers_ahead(ours, "plain") is None
+    elsewhere = reproduction_doc("r", {5: {12: 0.99}}, method="dsh")["rows"]
+    assert peers_ahead(ours + elsewhere, "plain") is None  # no seed to compare on
     assert peer_goal_lines(rows) == [
         "", "Peer goal, plain codes (each peer against the exponentiated loss, both "
         "pre-trained, on the seeds both ran): peers ahead: dpsh at 12 bits by 0.0200 (seed 0); "
