@@ -17,11 +17,17 @@ previous index loadable. Nothing is pickled.
 
 Example:
 
+>>> codes = np.sign(np.random.default_rng(0).standard_normal((1000, 48)))  # +-1 codes
 >>> index = HammingIndex(bits=48)
->>> index.add(db_codes, ids=np.arange(len(db_codes)), labels=db_labels)
->>> ids, distances = index.search(query_codes, k=10)
->>> index.save("my.index")
->>> index = HammingIndex.load("my.index")
+>>> index.add(codes, ids=np.arange(1000))
+>>> ids, distances = index.search(codes[:2], k=3)
+>>> ids[:, 0], distances[:, 0]  # each code finds itself first, at distance 0
+(array([0, 1]), array([0, 0], dtype=int32))
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     index.save(f"{folder}/my.index")
+...     print(HammingIndex.load(f"{folder}/my.index").search(codes[:1], k=1)[0])
+[[0]]
 """
 
 import hashlib

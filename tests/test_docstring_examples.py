@@ -1,0 +1,40 @@
+"""The docstring examples that stand on their own run as doctests, so they cannot drift from
+the code. (The others, in the Keras manner, are lines of a user's script that assume its
+``hasher`` or ``split``; their calls are covered by the behaviour tests.)"""
+
+import doctest
+import importlib
+
+import keras
+import numpy as np
+import pytest
+
+RUNNABLE = [
+    "tfhash.backbones",
+    "tfhash.codes",
+    "tfhash.data",
+    "tfhash.index",
+    "tfhash.layers.HashingHead",
+    "tfhash.layers.HorizontalFlip",
+    "tfhash.layers.Shift",
+    "tfhash.metrics",
+    "tfhash.self_training.select_confident",
+    "tfhash.tuning.best_hparams",
+]
+
+
+def docstring_test(name):
+    module = name if name.count(".") == 1 else name.rsplit(".", 1)[0]
+    found = doctest.DocTestFinder().find(importlib.import_module(module),
+                                         extraglobs={"np": np, "keras": keras})
+    (test,) = [t for t in found if t.name == name]
+    return test
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_the_example_runs_and_prints_what_it_shows(name):
+    test = docstring_test(name)
+    assert any(example.want for example in test.examples), "an example that shows nothing"
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    outcome = runner.run(test)
+    assert outcome.failed == 0
