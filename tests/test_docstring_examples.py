@@ -17,6 +17,7 @@ RUNNABLE = [
     "tfhash.layers.HashingHead",
     "tfhash.layers.HorizontalFlip",
     "tfhash.layers.Shift",
+    "tfhash.losses.ExponentiatedHashingLoss",
     "tfhash.metrics",
     "tfhash.self_training.select_confident",
     "tfhash.tuning.best_hparams",

@@ -205,12 +205,23 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
             are orthogonal, while similar pairs are still pulled all the way together).
         reduction, name, dtype: As for any `keras.losses.Loss`.
 
-    Example:
+    Example (self-pairs are left out; similar and dissimilar pairs each weigh one half):
 
-    >>> model.compile(optimizer="adam",
-    ...               loss=ExponentiatedHashingLoss(margin=1.0, temperature=0.5),
-    ...               metrics=[ExactHashingLoss()])
-    >>> model.fit(images, class_ids, batch_size=128)
+    >>> loss = ExponentiatedHashingLoss(temperature=0.5)
+    >>> codes = np.array([[1.0, 1, -1, 1], [1, 1, -1, 1], [-1, -1, 1, -1]])
+    >>> round(float(loss(np.array([0, 0, 1]), codes)), 4)  # every pair agrees: exp(-1 / T)
+    0.1353
+    >>> round(float(loss(np.array([0, 1, 0]), codes)), 4)  # (exp(2) + (exp(2) + exp(-2)) / 2) / 2
+    5.5756
+
+    In training, on a hasher's relaxed codes:
+
+    ```python
+    hasher.compile(optimizer="adam",
+                   loss=ExponentiatedHashingLoss(margin=1.0, temperature=0.5),
+                   metrics=[ExactHashingLoss()])
+    hasher.fit(images, class_ids, batch_size=128)
+    ```
     """
 
     def __init__(
