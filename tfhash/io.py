@@ -1,9 +1,22 @@
 """Crash-safe files: write to a temporary name in the same folder, then rename.
 
-Example:
+Example: a crash while writing leaves the earlier file as it was, and no temporary behind.
 
->>> with atomic_path("runs/model.keras") as tmp:
-...     model.save(tmp)          # a crash here leaves any earlier runs/model.keras intact
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> with atomic_path(folder / "notes.txt") as tmp:
+...     _ = tmp.write_text("first")
+>>> try:
+...     with atomic_path(folder / "notes.txt") as tmp:
+...         _ = tmp.write_text("half-wri")
+...         raise RuntimeError("crash")
+... except RuntimeError:
+...     pass
+>>> (folder / "notes.txt").read_text(), [p.name for p in folder.iterdir()]
+('first', ['notes.txt'])
+>>> shutil.rmtree(folder)
+
+Saving a model is the same: ``with atomic_path("model.keras") as tmp: model.save(tmp)``.
 """
 
 import contextlib

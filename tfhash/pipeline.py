@@ -2,8 +2,14 @@
 
 Example:
 
+>>> images = np.zeros((256, 32, 32, 3), dtype="uint8")
+>>> labels = np.arange(256) % 10
 >>> ds = make_dataset(images, labels, batch_size=128, training=True, augment="crop_flip")
->>> model.fit(ds, epochs=10)
+>>> batch, batch_labels = next(iter(ds))
+>>> tuple(batch.shape), batch.dtype.name, tuple(batch_labels.shape)
+((128, 32, 32, 3), 'float32', (128,))
+
+``model.fit(ds, epochs=10)`` then trains on it.
 """
 
 import keras
@@ -86,6 +92,7 @@ def affine_augmenter(seed=0, rotation_degrees=10.0, zoom=0.1, shift=0.1):
     bounds are plus or minus ``rotation_degrees``, ``zoom`` and ``shift`` (fractions of the
     image side).
 
+    >>> images = np.zeros((2, 28, 28, 1), dtype="float32")
     >>> augmenter = affine_augmenter(seed=0)
     >>> augmenter(images, training=True).shape == images.shape
     True
@@ -105,8 +112,12 @@ def mix_batches(ds, mix, seed=0):
     ``"mixup"`` blends each image with another one; labels are mixed in the same
     proportions (`keras.layers.CutMix`, `keras.layers.MixUp`). ``"none"`` returns ``ds``.
 
+    >>> x, y = np.zeros((256, 32, 32, 3), dtype="uint8"), np.arange(256) % 10
     >>> train = make_dataset(x, keras.ops.one_hot(y, 10), 128, training=True)
     >>> train = mix_batches(train, "cutmix", seed=0)
+    >>> _, mixed_labels = next(iter(train))
+    >>> np.allclose(keras.ops.convert_to_numpy(mixed_labels).sum(axis=1), 1.0)  # still sum to 1
+    True
     """
     check(mix in MIXES, f"`mix` must be one of {MIXES}, got {mix!r}")
     if mix == "none":
