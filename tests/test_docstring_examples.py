@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 RUNNABLE = [
+    "tfhash",
     "tfhash.backbones",
     "tfhash.codes",
     "tfhash.data",
@@ -20,6 +21,7 @@ RUNNABLE = [
     "tfhash.layers.Shift",
     "tfhash.losses.ExponentiatedHashingLoss",
     "tfhash.metrics",
+    "tfhash.networks",
     "tfhash.pipeline",
     "tfhash.pipeline.affine_augmenter",
     "tfhash.pipeline.mix_batches",
@@ -29,7 +31,7 @@ RUNNABLE = [
 
 
 def docstring_test(name):
-    module = name if name.count(".") == 1 else name.rsplit(".", 1)[0]
+    module = name if name.count(".") <= 1 else name.rsplit(".", 1)[0]
     found = doctest.DocTestFinder().find(importlib.import_module(module),
                                          extraglobs={"np": np, "keras": keras})
     (test,) = [t for t in found if t.name == name]

@@ -7,9 +7,13 @@ without importing TensorFlow until it needs it.
 
 Example:
 
+>>> import keras
 >>> import tfhash
->>> codes = tfhash.HashingHead(48)(backbone.output)
->>> model.compile(optimizer="adam", loss=tfhash.ExponentiatedHashingLoss(temperature=0.5))
+>>> backbone = tfhash.model.get_backbone("mnist_cnn", (28, 28, 1))  # or any Keras model
+>>> hasher = keras.Model(backbone.input, tfhash.HashingHead(48)(backbone.output))
+>>> hasher.compile(optimizer="adam", loss=tfhash.ExponentiatedHashingLoss(temperature=0.5))
+>>> hasher.output_shape  # relaxed codes in (-1, 1); their signs are the 48-bit code
+(None, 48)
 """
 
 import importlib

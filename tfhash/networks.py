@@ -6,11 +6,14 @@ TensorFlow); `tfhash.model` trains them with tf.data pipelines.
 
 Example:
 
+>>> from tfhash.backbones import get_backbone
 >>> backbone = get_backbone("mnist_cnn", (28, 28, 1))
 >>> classifier = build_classifier(backbone, 10)
 >>> classifier.compile(optimizer=make_optimizer(2e-3, steps=400, weight_decay=5e-4),
 ...                    loss="categorical_crossentropy")
 >>> hasher = build_hasher(backbone, 12)  # same backbone, a hashing head instead
+>>> classifier.output_shape, hasher.output_shape
+((None, 10), (None, 12))
 """
 
 import contextlib
