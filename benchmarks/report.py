@@ -55,7 +55,7 @@ class OverviewRow(NamedTuple):
     encoding: str
     seeds: list
     means: dict  # bits -> mean mAP over the seeds
-    peers_ahead: list  # `peers_ahead` of the run in this encoding
+    peers_ahead: list | None  # `peers_ahead` of the run in this encoding
 
 
 def is_reproduction(doc):
@@ -149,7 +149,7 @@ def overview_section(docs):
     lines = ["### Overview\n",
              f"Every run below with at least {OVERVIEW_MIN_SEEDS} seeds: the exponentiated "
              "loss with pre-training, mean mAP@all over the seeds (each run's own section "
-             "has the spread, the peers and the ablation); the last column compares the "
+             "has the spread, the peers and the ablation); '>= paper' compares the "
              "unrounded 12-bit mean with the paper's figure. 'labelled + database' runs "
              "also used the database images without their labels (self-training): "
              "separate rows, not the protocol followed strictly. 'Peers ahead': the peer "
