@@ -268,7 +268,7 @@ def phase1_from_lines(rows):
     if not seeds:
         return []
     return ["Phase 1 taken from another run's cached classifiers (its wall time is that "
-            "run's): " + "; ".join(f"{run} (seeds {', '.join(map(str, sorted(s)))})"
+            "run's): " + "; ".join(f"{run} ({seeds_words(sorted(s))})"
                                   for run, s in sorted(seeds.items())) + "."]
 
 

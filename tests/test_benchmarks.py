@@ -351,7 +351,7 @@ def test_the_report_names_the_run_each_seeds_phase1_came_from():
     rows = [{"seed": 1, "phase1_from": "cifar10-cnnh-p300"}, {"seed": 0},
             {"seed": 1, "phase1_from": "cifar10-cnnh-p300"}, {"seed": 2, "phase1_from": "b"}]
     (line,) = phase1_from_lines(rows)
-    assert line.endswith("that run's): b (seeds 2); cifar10-cnnh-p300 (seeds 1).")
+    assert line.endswith("that run's): b (seed 2); cifar10-cnnh-p300 (seed 1).")
     rows = [{"seed": s, "phase1_from": "p300"} for s in (2, 0, 1, 0)]
     assert phase1_from_lines(rows)[0].endswith(": p300 (seeds 0, 1, 2).")
     assert phase1_from_lines([{"seed": 0}]) == []
