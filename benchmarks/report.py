@@ -38,7 +38,8 @@ def mean_std(values):
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
-UNUSED = {"ema_momentum": None, "soup_size": 1}  # options left out of a recipe when off
+# options left out of a recipe when off
+UNUSED = {"ema_momentum": None, "soup_size": 1, "ensemble_size": 1}
 
 
 OVERVIEW_MIN_SEEDS = 3
@@ -220,7 +221,7 @@ def reproduction_section(doc):
         "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
         "negative_margin", "temperature", "classification_weight", "augment",
         "label_smoothing", "mix", "hash_mix", "precision", "ema_momentum", "soup_size",
-        "self_train", "self_train_epochs", "self_train_rounds", "self_train_keep",
+        "ensemble_size", "self_train", "self_train_epochs", "self_train_rounds", "self_train_keep",
         "pseudo_phase2", "flip_pseudo_labels", "fresh_student")
         if k in config and not (k in UNUSED and config[k] == UNUSED[k]))
     lines.append(f"Recipe: {recipe}.")

@@ -8,7 +8,9 @@ predicted class, pseudo-labelled by the phase-1 classifier (`tfhash.self_trainin
 database is used without its labels, so give such a run its own ``--tag``. With
 ``--phase1-from RUN`` every seed starts from the classifier another run (same dataset,
 protocol and phase-1 recipe) trained, and its self-training rounds when both runs
-self-train the same way, so a new phase-2 recipe costs no phase 1. Writes
+self-train the same way, so a new phase-2 recipe costs no phase 1; with ``--ensemble-size K``
+(phase 2 hashes from K backbones pre-trained apart) it also takes the members that run has,
+up to K, and trains the rest. Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
@@ -53,36 +55,43 @@ def seed_config(args, seed):
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
                 "negative_margin", "temperature", "precision", "backbone_width", "mix",
-                "hash_mix", "augment", "ema_momentum", "soup_size"):
+                "hash_mix", "augment", "ema_momentum", "soup_size", "ensemble_size"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
+
+
+def cached_phase1(args, split, num_classes, config, folder):
+    """Phase 1 of one backbone (an ensemble member's: ``config`` carries its seed), cached in
+    ``folder`` so an interrupted or repeated run reuses it. Returns ``(classifier, record)``."""
+    keras.utils.set_random_seed(config.seed)
+    backbone = config.make_backbone(split.train.images.shape[1:])
+    return cached_training(
+        folder / "pretrained.weights.h5", folder / "pretrained.json",
+        train=lambda: (model.pretrain(backbone, split, num_classes, config,
+                                      verbose=args.verbose)[0], {}),
+        build=lambda: model.build_classifier(backbone, num_classes))
 
 
 def run_seed(args, dataset, base, work_root, curves):
     seed = base.seed
     split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     seed_dir = work_root / f"seed{seed}"
-    pretrained = seed_dir / "pretrained.weights.h5"
-    backbone = base.make_backbone(split.train.images.shape[1:])
-
-    def train_phase1():
-        keras.utils.set_random_seed(seed)
-        return model.pretrain(backbone, split, dataset.num_classes, base,
-                              verbose=args.verbose)[0], {}
-
-    # phase 1 of an interrupted run is reused
-    classifier, record = cached_training(
-        pretrained, seed_dir / "pretrained.json", train=train_phase1,
-        build=lambda: model.build_classifier(backbone, dataset.num_classes))
-    pretrain_s = record["wall_s"]
+    member_dirs = [model.member_work_dir(seed_dir, k) for k in range(base.ensemble_size)]
+    classifiers, records = zip(*(cached_phase1(args, split, dataset.num_classes, base.member(k),
+                                               folder) for k, folder in enumerate(member_dirs)))
+    classifier = (classifiers[0] if len(classifiers) == 1
+                  else model.average_classifiers(classifiers))
+    pretrained = [folder / "pretrained.weights.h5" for folder in member_dirs]
+    records = list(records)
+    pretrain_s = sum(r["wall_s"] for r in records)
     correct = correct_queries(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
           flush=True)
     # facts of the classifier phase 2 starts from: the rows that start from it carry them
-    extra, hash_split, records = {}, split, [record]
+    extra, hash_split = {}, split
     if args.self_train:
-        pretrained, rounds, correct, extra, hash_split = run_self_training(
+        pretrained[0], rounds, correct, extra, hash_split = run_self_training(
             args, classifier, split, base, seed_dir, float(correct.mean()))
         pretrain_s += sum(r["wall_s"] for r in rounds)
         records += rounds
@@ -99,8 +108,10 @@ def run_seed(args, dataset, base, work_root, curves):
         config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
         run_dir = seed_dir / f"{method}-{'pre' if use_pretrain else 'scratch'}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        if use_pretrain:
-            shutil.copyfile(pretrained, run_dir / "pretrained.weights.h5")
+        for k, weights in enumerate(pretrained if use_pretrain else ()):
+            target = model.member_work_dir(run_dir, k)
+            target.mkdir(exist_ok=True)
+            shutil.copyfile(weights, target / "pretrained.weights.h5")
         phase2_split = hash_split if use_pretrain else split
         result = model.fit_two_phase(phase2_split, config, dataset.num_classes,
                                      work_dir=run_dir, verbose=args.verbose)
@@ -299,13 +310,15 @@ def adopted_rounds(source, config):
     return min(old.get("self_train_rounds", 1), new.get("self_train_rounds", 1))
 
 
-def adopt_phase1(source_dir, seed_dir, rounds=0):
-    """Copies a seed's cached phase 1 (``pretrained.weights.h5`` and its record) and its
-    first ``rounds`` self-training rounds from another run's seed folder, each file
-    atomically, weights before records as `cached_training` writes them. Files already
-    there and the same are left as they are; another classifier under the same name is
-    refused."""
-    for stem in (round_stem(r) for r in range(rounds + 1)):
+def adopt_phase1(source_dir, seed_dir, rounds=0, members=1):
+    """Copies a seed's cached phase 1 (``pretrained.weights.h5`` and its record), its
+    first ``rounds`` self-training rounds and its ensemble members 1 to ``members - 1``
+    (``member<k>/pretrained``) from another run's seed folder, each file atomically,
+    weights before records as `cached_training` writes them. Files already there and the
+    same are left as they are; another classifier under the same name is refused."""
+    stems = [round_stem(r) for r in range(rounds + 1)]
+    stems += [f"member{k}/pretrained" for k in range(1, members)]
+    for stem in stems:
         for suffix in (".weights.h5", ".json"):
             source, target = Path(source_dir) / (stem + suffix), Path(seed_dir) / (stem + suffix)
             if not source.exists():
@@ -315,6 +328,7 @@ def adopt_phase1(source_dir, seed_dir, rounds=0):
                     raise SystemExit(f"{target} is another classifier than {source}; "
                                      "use another --tag or --work-dir")
                 continue
+            target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
 
@@ -349,6 +363,9 @@ def main():
     parser.add_argument("--soup-size", type=int, default=None, metavar="K",
                         help="train phase 2 K times from the same start and average the "
                              "weights (every method alike; default 1)")
+    parser.add_argument("--ensemble-size", type=int, default=None, metavar="K",
+                        help="hash from K backbones pre-trained apart (features concatenated); "
+                             "phase 1 costs K times as much")
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
     parser.add_argument("--self-train", type=int, default=0, metavar="N",
@@ -395,6 +412,8 @@ def main():
         parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
     for flag in labelling_record(args) if not args.self_train else ():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
+    if args.self_train and (args.ensemble_size or 1) > 1:
+        parser.error("--self-train: ensembles (--ensemble-size > 1) are not self-trained")
     if not args.methods and args.no_ablation:
         parser.error("--methods: name at least one method, or drop --no-ablation")
     dataset = data.load_dataset(args.dataset)
@@ -413,9 +432,10 @@ def main():
         recipe = recipe_record(args, configs[args.seeds[0]])
         check_phase1_source(source, args.dataset, args.protocol, recipe)
         rounds = adopted_rounds(source, recipe)
+        members = min(stored_config(source)["ensemble_size"], recipe["ensemble_size"])
         for seed in args.seeds:
             adopt_phase1(work_root.parent / args.phase1_from / f"seed{seed}",
-                         work_root / f"seed{seed}", rounds)
+                         work_root / f"seed{seed}", rounds, members)
         print(f"phase 1{f' and self-training rounds 1-{rounds}' if rounds else ''} "
               f"from {args.phase1_from}", flush=True)
     pr_curves = earlier.get("pr_curves") or {"method": "exponentiated", "seed": args.seeds[0],

@@ -341,6 +341,20 @@ def test_adopted_rounds_are_copied_with_the_classifier(tmp_path):
         assert (tmp_path / "b" / name).read_bytes() == (source / name).read_bytes()
 
 
+def test_adopted_ensemble_members_are_copied_up_to_the_smaller_ensemble(tmp_path):
+    source = tmp_path / "a"
+    for k, stem in enumerate(["pretrained", "member1/pretrained", "member2/pretrained"]):
+        (source / stem).parent.mkdir(parents=True, exist_ok=True)
+        (source / f"{stem}.weights.h5").write_bytes(bytes([k]) * 8)
+        (source / f"{stem}.json").write_text(f'{{"wall_s": {k}}}')
+    adopt_phase1(source, tmp_path / "b", members=2)
+    taken = sorted(str(p.relative_to(tmp_path / "b")) for p in (tmp_path / "b").rglob("*.*"))
+    assert taken == ["member1/pretrained.json", "member1/pretrained.weights.h5",
+                     "pretrained.json", "pretrained.weights.h5"]
+    for name in taken:
+        assert (tmp_path / "b" / name).read_bytes() == (source / name).read_bytes()
+
+
 def test_adopting_from_a_seed_that_has_no_phase1_names_the_missing_file(tmp_path):
     with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "pretrained.weights.h5"))):
         adopt_phase1(tmp_path, tmp_path / "new")

@@ -251,16 +251,18 @@ def test_train_options_reach_the_config():
     cli.add_train_args(parser)
     args = parser.parse_args(["--dataset", "mnist-5k", "--augment", "affine",
                               "--ema-momentum", "0.99", "--hash-mix", "cutmix",
-                              "--soup-size", "3"])
+                              "--soup-size", "3", "--ensemble-size", "2"])
     config = cli.train_config(args)
-    assert (config.augment, config.ema_momentum, config.hash_mix, config.soup_size) == (
-        "affine", 0.99, "cutmix", 3)
+    assert (config.augment, config.ema_momentum, config.hash_mix, config.soup_size,
+            config.ensemble_size) == ("affine", 0.99, "cutmix", 3, 2)
     default = cli.train_config(parser.parse_args(["--dataset", "x"]))
-    assert (default.ema_momentum, default.hash_mix, default.soup_size) == (None, "none", 1)
+    assert (default.ema_momentum, default.hash_mix, default.soup_size,
+            default.ensemble_size) == (None, "none", 1, 1)
 
 
 @pytest.mark.parametrize("argv, flag", [
     (["train", "--soup-size", "0"], "--soup-size"),
+    (["train", "--ensemble-size", "0"], "--ensemble-size"),
     (["train", "--batch-size", "0"], "--batch-size"),
     (["train", "--hash-epochs", "0"], "--hash-epochs"),
     (["tune", "--bits", "12", "--max-trials", "0"], "--max-trials"),

@@ -12,6 +12,7 @@ import pytest
 RUNNABLE = [
     "tfhash",
     "tfhash.backbones",
+    "tfhash.backbones.ensemble",
     "tfhash.codes",
     "tfhash.data",
     "tfhash.index",

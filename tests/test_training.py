@@ -1,5 +1,6 @@
 """A short real training on the bundled mnist-5k digits, end to end through `model.fit`."""
 
+import dataclasses
 import time
 
 import keras
@@ -8,6 +9,7 @@ import pytest
 
 from tfhash import data, metrics, model
 from tfhash.artifacts import load_encoder, save_encoder
+from tfhash.backbones import ensemble
 from tfhash.callbacks import WeightAveraging
 
 
@@ -312,3 +314,67 @@ def test_an_interrupted_soup_resumes_with_the_run_it_stopped_in(split, tmp_path)
                                    resumed.ends[0]):
         np.testing.assert_allclose(soup, (first + second) / 2, rtol=1e-6, atol=1e-7)
     assert not list((tmp_path / "soup").iterdir())
+
+
+def small_backbones(n, width=4):
+    return [model.get_backbone("mnist_cnn", (28, 28, 1), width=width, features=16)
+            for _ in range(n)]
+
+
+def test_an_ensemble_backbone_concatenates_its_members_features(split):
+    members = small_backbones(2)
+    x = split.query.images[:5]
+    expected = np.concatenate([m.predict(x, verbose=0) for m in members], axis=1)
+    np.testing.assert_allclose(ensemble(members).predict(x, verbose=0), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="`members` must be two or more keras.Model"):
+        ensemble(members[:1])
+    with pytest.raises(ValueError, match="`members` must take the same image shape"):
+        ensemble([members[0], model.get_backbone("mnist_cnn", (32, 32, 1), width=4)])
+
+
+def test_averaged_classifiers_give_the_mean_of_their_probabilities(split):
+    classifiers = [model.build_classifier(b, 10) for b in small_backbones(3)]
+    x = split.query.images[:5]
+    expected = np.mean([c.predict(x, verbose=0) for c in classifiers], axis=0)
+    np.testing.assert_allclose(model.average_classifiers(classifiers).predict(x, verbose=0),
+                               expected, atol=1e-6)
+
+
+def test_an_ensemble_pretrains_each_member_apart_and_hashes_from_all(split, tmp_path,
+                                                                      monkeypatch):
+    small = split.train.take(slice(0, 128))
+    small_split = data.Split("cnnh", 0, small, small.take(slice(0, 0)), split.query,
+                             split.database)
+    config = model.TrainConfig(bits=(8,), pretrain_epochs=1, hash_epochs=1, batch_size=64,
+                               backbone_width=4, ensemble_size=2, seed=3)
+    seeds, pretrain = [], model.pretrain
+
+    def recording_pretrain(backbone, split, num_classes, member_config, *args, **kwargs):
+        seeds.append(member_config.seed)
+        return pretrain(backbone, split, num_classes, member_config, *args, **kwargs)
+
+    monkeypatch.setattr(model, "pretrain", recording_pretrain)
+    result = model.fit_two_phase(small_split, config, work_dir=tmp_path, verbose=0)
+    assert seeds == [3, 1003]  # member 0 is the single-backbone run
+    loaded = []
+    for folder in (tmp_path, tmp_path / "member1"):
+        classifier = model.build_classifier(config.make_backbone((28, 28, 1)), 10)
+        classifier.load_weights(folder / "pretrained.weights.h5")
+        loaded.append(classifier)
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(loaded[0].get_weights(), loaded[1].get_weights()))
+    x = split.query.images[:5]
+    np.testing.assert_allclose(result.classifier.predict(x, verbose=0),
+                               np.mean([c.predict(x, verbose=0) for c in loaded], axis=0),
+                               atol=1e-6)
+    features = loaded[0].layers[1].output_shape[-1]
+    head = result.hashers[8].get_layer("codes_8")
+    assert head.projection.kernel.shape == (2 * features, 8)  # both members feed the head
+    again = model.fit_two_phase(small_split, config, work_dir=tmp_path, verbose=0)
+    assert seeds == [3, 1003] and "pretrain_member1" not in again.histories  # both reloaded
+    scratch = model.fit_two_phase(small_split, dataclasses.replace(config, pretrain=False),
+                                  verbose=0)
+    assert scratch.classifier is None
+    assert scratch.hashers[8].get_layer("codes_8").projection.kernel.shape == (2 * features, 8)
+    with pytest.raises(ValueError, match="`ensemble_size` must be an integer >= 1"):
+        model.TrainConfig(ensemble_size=0)

@@ -59,6 +59,43 @@ def _conv_bn(x, filters):
     return layers.ReLU()(x)
 
 
+def ensemble(members, name="ensemble"):
+    """Runs several backbones on the same images and concatenates their features.
+
+    A hashing head on an ensemble of independently pre-trained backbones sums one linear
+    map of each member's features before its ``tanh``: where the members disagree about
+    an image, its code lands between their answers, as an ensemble of classifiers
+    averages its members' scores. The members keep their weights (they are shared, not
+    copied), so phase 2 fine-tunes them all through the one head.
+
+    Args:
+        members: two or more backbones (`keras.Model`) taking the same image shape.
+        name: the ensemble model's name.
+
+    Example:
+
+    >>> members = [get_backbone("mnist_cnn", (28, 28, 1)) for _ in range(2)]
+    >>> ensemble(members).output_shape
+    (None, 512)
+    """
+    members = list(members)
+    check(
+        len(members) >= 2 and all(isinstance(m, keras.Model) for m in members),
+        f"`members` must be two or more keras.Model backbones, got {members!r}",
+    )
+    shape = members[0].input_shape[1:]
+    check(
+        all(m.input_shape[1:] == shape for m in members),
+        "`members` must take the same image shape, got "
+        f"{[m.input_shape[1:] for m in members]}",
+    )
+    inputs = keras.Input(shape, name="images")
+    # each member wrapped under its own name: nested models must be uniquely named
+    features = [keras.Model(m.inputs, m.output, name=f"member{k}")(inputs)
+                for k, m in enumerate(members)]
+    return keras.Model(inputs, layers.Concatenate(name="features")(features), name=name)
+
+
 BACKBONES = {"mnist_cnn": mnist_cnn, "cifar_resnet": cifar_resnet}
 DEFAULT_BACKBONE = {1: "mnist_cnn", 3: "cifar_resnet"}
 

@@ -86,6 +86,8 @@ def add_train_args(parser):
     parser.add_argument("--soup-size", type=positive_int, default=1, metavar="K",
                         help="train phase 2 K times from the same start (own batch orders) "
                              "and average the weights")
+    parser.add_argument("--ensemble-size", type=positive_int, default=1, metavar="K",
+                        help="pre-train K backbones apart and hash from all of their features")
     parser.add_argument("--mix", default="none", choices=("none", "cutmix", "mixup"),
                         help="mix images and labels across phase-1 batches")
     parser.add_argument("--hash-mix", default="none", choices=("none", "cutmix", "mixup"),
@@ -131,6 +133,7 @@ def train_config(args):
         hash_mix=args.hash_mix,
         ema_momentum=args.ema_momentum,
         soup_size=args.soup_size,
+        ensemble_size=args.ensemble_size,
         seed=args.seed,
         **values,
     )

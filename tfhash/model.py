@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash.backbones import get_backbone
+from tfhash.backbones import ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
 from tfhash.codes import binarize, check_bits
 from tfhash.distribute import writable_dir
@@ -36,6 +36,7 @@ from tfhash.losses import (
     PairwiseLikelihoodLoss,
 )
 from tfhash.networks import (  # noqa: F401 (build_hasher is public here too)
+    average_classifiers,
     build_classifier,
     build_hasher,
     make_optimizer,
@@ -51,6 +52,7 @@ METHODS = {
 }
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+MEMBER_SEED_STRIDE = 1000  # ensemble member k trains with seed + 1000 k
 
 
 def as_float32(model):
@@ -90,6 +92,12 @@ class TrainConfig:
             get the mean of the runs' weights, a uniform model soup. 1: a single run. With
             a ``work_dir``, each finished run's weights are kept there until the soup is
             made, so an interrupted soup resumes with the run it stopped in.
+        ensemble_size: how many backbones phase 2 hashes from (`tfhash.backbones.ensemble`:
+            their features concatenated under each head). Phase 1 pre-trains each member
+            on its own, with its own classifier, weights and batch order (member ``k``
+            seeded ``seed + 1000 * k``, so member 0 is the single-backbone run), and with a
+            ``work_dir`` keeps member ``k``'s classifier in ``member<k>/`` (member 0's in
+            ``work_dir`` itself). 1: one backbone.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
@@ -125,6 +133,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     ema_momentum: float | None = None
     soup_size: int = 1
+    ensemble_size: int = 1
     label_smoothing: float = 0.1
     margin: float = 1.0
     negative_margin: float | None = None
@@ -143,7 +152,8 @@ class TrainConfig:
         bits = (self.bits,) if isinstance(self.bits, (int, np.integer)) else tuple(self.bits)
         check(bits, "`bits` must name at least one code length")
         self.bits = tuple(check_bits(b) for b in bits)
-        for name in ("pretrain_epochs", "hash_epochs", "batch_size", "soup_size"):
+        for name in ("pretrain_epochs", "hash_epochs", "batch_size", "soup_size",
+                     "ensemble_size"):
             value = getattr(self, name)
             low = 0 if name == "pretrain_epochs" else 1
             check(
@@ -171,6 +181,10 @@ class TrainConfig:
         kwargs = {} if self.backbone_width is None else {"width": self.backbone_width}
         with precision_policy(self.precision):
             return get_backbone(self.backbone, input_shape, **kwargs)
+
+    def member(self, k):
+        """The config ensemble member ``k`` pre-trains with (its own seed)."""
+        return dataclasses.replace(self, seed=self.seed + MEMBER_SEED_STRIDE * k)
 
     def hash_loss(self, num_classes=None, bits=None):
         """The phase-2 loss this config defines (``num_classes``, ``bits``: for orthohash)."""
@@ -480,24 +494,34 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
 
 
 def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
-    keras.utils.set_random_seed(config.seed)
     num_classes = num_classes or int(split.train.labels.max()) + 1
-    backbone = config.make_backbone(split.train.images.shape[1:])
     histories, wall = {}, {}
-    classifier = None
-    if config.pretrain and config.pretrain_epochs:
-        pretrained = None if work_dir is None else Path(work_dir) / "pretrained.weights.h5"
+    members, classifiers = [], []
+    for k in range(config.ensemble_size):
+        member_config = config.member(k)
+        keras.utils.set_random_seed(member_config.seed)
+        members.append(member_config.make_backbone(split.train.images.shape[1:]))
+        if not (config.pretrain and config.pretrain_epochs):
+            continue
+        member_dir = member_work_dir(work_dir, k)
+        pretrained = None if member_dir is None else member_dir / "pretrained.weights.h5"
+        phase = "pretrain" if k == 0 else f"pretrain_member{k}"
         start = time.perf_counter()
         if pretrained is not None and pretrained.exists():
-            classifier = build_classifier(backbone, num_classes)
+            classifier = build_classifier(members[-1], num_classes)
             classifier.load_weights(pretrained)
         else:
-            classifier, histories["pretrain"] = pretrain(
-                backbone, split, num_classes, config, work_dir, callbacks, verbose
+            classifier, histories[phase] = pretrain(
+                members[-1], split, num_classes, member_config, member_dir, callbacks, verbose
             )
             if pretrained is not None:
                 _save_weights_atomic(classifier, pretrained)
-        wall["pretrain"] = time.perf_counter() - start
+        classifiers.append(classifier)
+        wall[phase] = time.perf_counter() - start
+    backbone = members[0] if len(members) == 1 else ensemble(members)
+    classifier = None
+    if classifiers:
+        classifier = classifiers[0] if len(classifiers) == 1 else average_classifiers(classifiers)
     hashers = {}
     groups = [config.bits] if config.shared_heads else [(bits,) for bits in config.bits]
     for group in groups:
@@ -509,6 +533,13 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
         hashers.update(trained)
         wall[f"hash_{tag}"] = time.perf_counter() - start
     return TrainResult(hashers, classifier, histories, wall)
+
+
+def member_work_dir(work_dir, k):
+    """Where ensemble member ``k`` keeps its phase 1 under ``work_dir`` (``None``: nowhere)."""
+    if work_dir is None:
+        return None
+    return Path(work_dir) if k == 0 else Path(work_dir) / f"member{k}"
 
 
 def _save_weights_atomic(model, path):

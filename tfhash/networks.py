@@ -32,6 +32,20 @@ def build_classifier(backbone, num_classes):
     return keras.Model(inputs, probs, name="classifier")
 
 
+def average_classifiers(classifiers):
+    """One classifier whose class probabilities are the mean of ``classifiers``' (the phase-1
+    models of an ensemble's members, all taking the same images).
+
+    >>> ensemble = average_classifiers([classifier_a, classifier_b])
+    """
+    classifiers = list(classifiers)
+    inputs = keras.Input(classifiers[0].input_shape[1:], name="images")
+    probs = [keras.Model(c.input, c.output, name=f"classifier{k}")(inputs)
+             for k, c in enumerate(classifiers)]
+    mean = keras.layers.Average(name="classes", dtype="float32")(probs)
+    return keras.Model(inputs, mean, name="ensemble_classifier")
+
+
 def build_hasher(backbone, bits, **head_kwargs):
     """Backbone + `HashingHead`: the phase-2 model; outputs relaxed codes ``(batch, bits)``.
 
