@@ -1,8 +1,9 @@
 """What the phase-1 classifier alone gives on the protocol: the reference the codes are held to.
 
 For runs of `reproduce.py` (their cached weights under --work-dir and their results file),
-loads each seed's last classifier (phase 1, or the last self-training round) and scores two
-rankings of the protocol's database for its queries, next to the hashing rows of that run:
+loads each seed's last classifier (phase 1, or the last self-training round; an ensemble's
+members averaged) and scores two rankings of the protocol's database for its queries, next
+to the hashing rows of that run:
 
 * ``map_class_codes``: every image coded by its predicted class alone (a one-hot code,
   Hamming ranking, ties expected): codes that only cluster by class.
@@ -61,8 +62,9 @@ def hash_maps(doc, seed):
 
 def last_classifiers(run, doc, work_dir):
     """For each seed of the `reproduce.py` run ``run`` (``doc``: its results file, read):
-    ``(seed, split, classifier, stem)``, the seed's last cached classifier (phase 1, or the
-    last self-training round; ``stem`` names its file) on that seed's split."""
+    ``(seed, split, members, stem)``, the seed's last cached classifier (phase 1, or the
+    last self-training round; ``stem`` names its file) on that seed's split, as a list of
+    one classifier, or of each ensemble member's (``ensemble_size`` > 1)."""
     config = doc["config"]
     stem = round_stem(config.get("self_train_rounds", 1) if config.get("self_train") else 0)
     first = doc["rows"][0]
@@ -70,25 +72,30 @@ def last_classifiers(run, doc, work_dir):
     architecture = ("backbone", "backbone_width", "precision")  # older files lack some
     base = model.TrainConfig(bits=(12,), **{k: config[k] for k in architecture if k in config})
     for seed in sorted({r["seed"] for r in doc["rows"]}):
-        weights = Path(work_dir) / run / f"seed{seed}" / f"{stem}.weights.h5"
-        if not weights.exists():
-            raise SystemExit(f"--runs: {run} has no cached classifier {weights}")
         split = data.make_split(dataset, first["protocol"], seed=seed, val_fraction=0.0)
-        classifier = model.build_classifier(base.make_backbone(split.train.images.shape[1:]),
-                                            dataset.num_classes)
-        classifier.load_weights(weights)
-        yield seed, split, classifier, stem
+        members = []
+        for k in range(config.get("ensemble_size", 1)):
+            folder = model.member_work_dir(Path(work_dir) / run / f"seed{seed}", k)
+            weights = folder / f"{stem}.weights.h5"
+            if not weights.exists():
+                raise SystemExit(f"--runs: {run} has no cached classifier {weights}")
+            members.append(model.build_classifier(
+                base.make_backbone(split.train.images.shape[1:]), dataset.num_classes))
+            members[-1].load_weights(weights)
+        yield seed, split, members, stem
 
 
 def bound_rows(run, work_dir):
     doc = json.loads((RESULTS / f"{run}.json").read_text())
     rows = []
-    for seed, split, classifier, stem in last_classifiers(run, doc, work_dir):
+    for seed, split, members, stem in last_classifiers(run, doc, work_dir):
+        classifier = members[0] if len(members) == 1 else model.average_classifiers(members)
         q_probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
         db_probs = classifier.predict(split.database.images, batch_size=256, verbose=0)
         q_labels, db_labels = split.query.labels, split.database.labels
         rows.append({
-            "run": run, "seed": seed, "classifier": stem,
+            "run": run, "seed": seed,
+            "classifier": stem if len(members) == 1 else f"{stem}, {len(members)} members",
             "query_accuracy": float((q_probs.argmax(axis=1) == q_labels).mean()),
             "database_accuracy": float((db_probs.argmax(axis=1) == db_labels).mean()),
             "map_class_codes": round(metrics.mean_average_precision(

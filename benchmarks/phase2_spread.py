@@ -20,6 +20,7 @@ from classifier_bound import hash_maps, kept_rows, last_classifiers
 from phase2_variants import recipe_config
 
 from tfhash import metrics, model
+from tfhash.backbones import ensemble
 from tfhash.evaluation import encode_heads
 
 from common import RESULTS, write_results
@@ -30,15 +31,17 @@ def spread_rows(run, work_dir, repeats):
     doc = json.loads(path.read_text())
     recipe = dataclasses.replace(recipe_config(path, 0), method="exponentiated")
     rows = []
-    for seed, split, classifier, stem in last_classifiers(run, doc, work_dir):
+    for seed, split, members, stem in last_classifiers(run, doc, work_dir):
         config = dataclasses.replace(recipe, seed=seed)
         rows.append({"run": run, "seed": seed, "classifier": stem, "phase2": "results file",
                      **{f"map_{key[len('map_hash_'):]}": value
                         for key, value in hash_maps(doc, seed).items()}})
         for repeat in range(1, repeats + 1):
             keras.utils.set_random_seed(seed)  # as reproduce.py: the same seed every time
-            hashers, _ = model.train_hashers(model.copy_model(classifier.layers[1]), split,
-                                             config.bits, config, int(classifier.output_shape[-1]),
+            backbones = [classifier.layers[1] for classifier in members]
+            backbone = backbones[0] if len(backbones) == 1 else ensemble(backbones)
+            hashers, _ = model.train_hashers(model.copy_model(backbone), split, config.bits,
+                                             config, int(members[0].output_shape[-1]),
                                              verbose=0)
             q_codes = encode_heads(hashers, split.query.images)
             db_codes = encode_heads(hashers, split.database.images)

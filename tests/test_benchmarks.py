@@ -15,7 +15,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import phase2_spread  # noqa: E402
 import reproduce  # noqa: E402
-from classifier_bound import class_codes, kept_rows, probability_map  # noqa: E402
+from classifier_bound import (  # noqa: E402
+    class_codes,
+    kept_rows,
+    last_classifiers,
+    probability_map,
+)
 from report import (  # noqa: E402
     PeerLead,
     describe_leads,
@@ -36,7 +41,7 @@ from reproduce import (  # noqa: E402
 )
 
 from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
-from tfhash.model import TrainConfig  # noqa: E402
+from tfhash.model import TrainConfig, build_classifier, get_backbone  # noqa: E402
 
 import common  # noqa: E402
 from common import cached_training, round_stem  # noqa: E402
@@ -220,6 +225,26 @@ def test_append_keeps_the_bound_rows_of_the_runs_not_named(tmp_path):
     assert kept_rows(path, ["a", "c"]) == [rows[1]]
 
 
+def test_an_ensemble_runs_members_are_loaded_from_their_folders(tmp_path):
+    seed_dir = tmp_path / "run" / "seed0"
+    saved = []
+    for folder in (seed_dir, seed_dir / "member1"):  # where reproduce.py caches them
+        folder.mkdir(parents=True)
+        classifier = build_classifier(get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
+        classifier.save_weights(folder / "pretrained.weights.h5")
+        saved.append(classifier.get_weights())
+    doc = {"config": {"backbone_width": 4, "ensemble_size": 2},
+           "rows": [{"dataset": "mnist-5k", "protocol": "cnnh", "seed": 0}]}
+    ((seed, _, members, stem),) = last_classifiers("run", doc, tmp_path)
+    assert (seed, stem, len(members)) == (0, "pretrained", 2)
+    for member, weights in zip(members, saved):
+        for a, b in zip(member.get_weights(), weights):
+            np.testing.assert_array_equal(a, b)
+    (seed_dir / "member1" / "pretrained.weights.h5").unlink()
+    with pytest.raises(SystemExit, match="member1/pretrained.weights.h5"):
+        list(last_classifiers("run", doc, tmp_path))
+
+
 def test_phase2_spread_refuses_runs_it_cannot_redo_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(phase2_spread, "RESULTS", tmp_path)
     (tmp_path / "p2.json").write_text(json.dumps({"config": {"pseudo_phase2": True},
@@ -248,8 +273,8 @@ def test_phase2_spread_quotes_the_plain_pretrained_exponentiated_row_of_each_see
     monkeypatch.setattr(phase2_spread, "recipe_config",
                         lambda path, seed: TrainConfig(bits=(12, 24), seed=seed))
     monkeypatch.setattr(phase2_spread, "last_classifiers",
-                        lambda run, doc, work_dir: iter([(1, None, None, "pretrained"),
-                                                         (0, None, None, "self_trained")]))
+                        lambda run, doc, work_dir: iter([(1, None, [None], "pretrained"),
+                                                         (0, None, [None], "self_trained")]))
     assert phase2_spread.spread_rows("r", "unused", repeats=0) == [
         {"run": "r", "seed": 1, "classifier": "pretrained", "phase2": "results file",
          "map_12": 0.81, "map_24": 0.82},
