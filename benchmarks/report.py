@@ -235,7 +235,7 @@ def reproduction_section(doc):
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
     lines += trained_on_lines(rows)
-    lines += phase1_from_lines(rows)
+    lines += phase1_from_lines(rows, config.get("ensemble_size", 1))
     lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
@@ -259,18 +259,23 @@ def trained_on_lines(rows):
             + "; phase 2 and the evaluation ran on the machine named above."]
 
 
-def phase1_from_lines(rows):
+def phase1_from_lines(rows, members=1):
     """The line naming the runs whose classifiers phase 2 started from (``reproduce.py
-    --phase1-from``); no line when every seed trained its own."""
+    --phase1-from``; with an ensemble of ``members``, the members that run had, the rest
+    trained in this one); no line when every seed trained its own."""
     seeds = defaultdict(set)
     for r in rows:
         if r.get("phase1_from"):
             seeds[r["phase1_from"]].add(r["seed"])
     if not seeds:
         return []
-    return ["Phase 1 taken from another run's cached classifiers (its wall time is that "
-            "run's): " + "; ".join(f"{run} ({seeds_words(sorted(s))})"
-                                  for run, s in sorted(seeds.items())) + "."]
+    what = ("Phase 1 taken from another run's cached classifiers (its wall time is that run's)"
+            if members == 1 else
+            f"Phase 1 of the {members} ensemble members taken, as far as it has them, from "
+            "another run's cached classifiers (their wall time is that run's; the other "
+            "members trained in this run)")
+    return [what + ": " + "; ".join(f"{run} ({seeds_words(sorted(s))})"
+                                    for run, s in sorted(seeds.items())) + "."]
 
 
 def correct_queries_lines(rows, bits):

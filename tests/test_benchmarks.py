@@ -394,6 +394,9 @@ def test_the_report_names_the_run_each_seeds_phase1_came_from():
     rows = [{"seed": s, "phase1_from": "p300"} for s in (2, 0, 1, 0)]
     assert phase1_from_lines(rows)[0].endswith(": p300 (seeds 0, 1, 2).")
     assert phase1_from_lines([{"seed": 0}]) == []
+    (line,) = phase1_from_lines(rows, members=2)
+    assert line.startswith("Phase 1 of the 2 ensemble members taken, as far as it has them")
+    assert line.endswith("the other members trained in this run): p300 (seeds 0, 1, 2).")
 
 
 def reproduction_doc(name, maps, method="exponentiated", pretrain=True, encoding="plain",
