@@ -328,6 +328,8 @@ def test_an_ensemble_backbone_concatenates_its_members_features(split):
     np.testing.assert_allclose(ensemble(members).predict(x, verbose=0), expected, atol=1e-6)
     with pytest.raises(ValueError, match="`members` must be two or more keras.Model"):
         ensemble(members[:1])
+    with pytest.raises(ValueError, match="`members` must be two or more keras.Model"):
+        ensemble([members[0], "mnist_cnn"])
     with pytest.raises(ValueError, match="`members` must take the same image shape"):
         ensemble([members[0], model.get_backbone("mnist_cnn", (32, 32, 1), width=4)])
 
@@ -338,6 +340,9 @@ def test_averaged_classifiers_give_the_mean_of_their_probabilities(split):
     expected = np.mean([c.predict(x, verbose=0) for c in classifiers], axis=0)
     np.testing.assert_allclose(model.average_classifiers(classifiers).predict(x, verbose=0),
                                expected, atol=1e-6)
+    with pytest.raises(ValueError, match="`classifiers` must take the same image shape"):
+        model.average_classifiers([classifiers[0], model.build_classifier(
+            model.get_backbone("mnist_cnn", (32, 32, 1), width=4), 10)])
 
 
 def test_an_ensemble_pretrains_each_member_apart_and_hashes_from_all(split, tmp_path,

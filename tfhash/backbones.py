@@ -78,22 +78,35 @@ def ensemble(members, name="ensemble"):
     >>> ensemble(members).output_shape
     (None, 512)
     """
-    members = list(members)
-    check(
-        len(members) >= 2 and all(isinstance(m, keras.Model) for m in members),
-        f"`members` must be two or more keras.Model backbones, got {members!r}",
-    )
-    shape = members[0].input_shape[1:]
-    check(
-        all(m.input_shape[1:] == shape for m in members),
-        "`members` must take the same image shape, got "
-        f"{[m.input_shape[1:] for m in members]}",
-    )
-    inputs = keras.Input(shape, name="images")
-    # each member wrapped under its own name: nested models must be uniquely named
-    features = [keras.Model(m.inputs, m.output, name=f"member{k}")(inputs)
-                for k, m in enumerate(members)]
+    inputs, features = side_by_side(members, "members", prefix="member")
     return keras.Model(inputs, layers.Concatenate(name="features")(features), name=name)
+
+
+def side_by_side(models, arg_name, prefix):
+    """Applies two or more models that take the same images to one shared input.
+
+    Each model is wrapped under its own name (``<prefix><k>``), since nested models must be
+    named uniquely; the wrappers share the models' layers and weights.
+
+    Args:
+        models: two or more `keras.Model`, all taking one input of the same shape.
+        arg_name: the caller's name for ``models``, for error messages.
+        prefix: name prefix of the wrapped models.
+
+    Returns:
+        ``(inputs, outputs)``: the shared `keras.Input` and each model's output on it.
+    """
+    models = list(models)
+    check(
+        len(models) >= 2 and all(isinstance(m, keras.Model) for m in models),
+        f"`{arg_name}` must be two or more keras.Model, got "
+        f"{[type(m).__name__ for m in models]}",
+    )
+    shapes = [m.input_shape[1:] for m in models]
+    check(len(set(shapes)) == 1, f"`{arg_name}` must take the same image shape, got {shapes}")
+    inputs = keras.Input(shapes[0], name="images")
+    return inputs, [keras.Model(m.input, m.output, name=f"{prefix}{k}")(inputs)
+                    for k, m in enumerate(models)]
 
 
 BACKBONES = {"mnist_cnn": mnist_cnn, "cifar_resnet": cifar_resnet}

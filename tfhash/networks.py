@@ -20,6 +20,7 @@ import contextlib
 
 import keras
 
+from tfhash.backbones import side_by_side
 from tfhash.layers import HashingHead
 
 
@@ -38,10 +39,7 @@ def average_classifiers(classifiers):
 
     >>> ensemble = average_classifiers([classifier_a, classifier_b])
     """
-    classifiers = list(classifiers)
-    inputs = keras.Input(classifiers[0].input_shape[1:], name="images")
-    probs = [keras.Model(c.input, c.output, name=f"classifier{k}")(inputs)
-             for k, c in enumerate(classifiers)]
+    inputs, probs = side_by_side(classifiers, "classifiers", prefix="classifier")
     mean = keras.layers.Average(name="classes", dtype="float32")(probs)
     return keras.Model(inputs, mean, name="ensemble_classifier")
 
