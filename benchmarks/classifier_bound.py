@@ -89,7 +89,7 @@ def bound_rows(run, work_dir):
     doc = json.loads((RESULTS / f"{run}.json").read_text())
     rows = []
     for seed, split, members, stem in last_classifiers(run, doc, work_dir):
-        classifier = members[0] if len(members) == 1 else model.average_classifiers(members)
+        classifier = model.average_classifiers(members)
         q_probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
         db_probs = classifier.predict(split.database.images, batch_size=256, verbose=0)
         q_labels, db_labels = split.query.labels, split.database.labels

@@ -38,8 +38,7 @@ def spread_rows(run, work_dir, repeats):
                         for key, value in hash_maps(doc, seed).items()}})
         for repeat in range(1, repeats + 1):
             keras.utils.set_random_seed(seed)  # as reproduce.py: the same seed every time
-            backbones = [classifier.layers[1] for classifier in members]
-            backbone = backbones[0] if len(backbones) == 1 else ensemble(backbones)
+            backbone = ensemble([classifier.layers[1] for classifier in members])
             hashers, _ = model.train_hashers(model.copy_model(backbone), split, config.bits,
                                              config, int(members[0].output_shape[-1]),
                                              verbose=0)

@@ -80,8 +80,7 @@ def run_seed(args, dataset, base, work_root, curves):
     member_dirs = [model.member_work_dir(seed_dir, k) for k in range(base.ensemble_size)]
     classifiers, records = zip(*(cached_phase1(args, split, dataset.num_classes, base.member(k),
                                                folder) for k, folder in enumerate(member_dirs)))
-    classifier = (classifiers[0] if len(classifiers) == 1
-                  else model.average_classifiers(classifiers))
+    classifier = model.average_classifiers(classifiers)
     pretrained = [folder / "pretrained.weights.h5" for folder in member_dirs]
     records = list(records)
     pretrain_s = sum(r["wall_s"] for r in records)

@@ -326,8 +326,7 @@ def test_an_ensemble_backbone_concatenates_its_members_features(split):
     x = split.query.images[:5]
     expected = np.concatenate([m.predict(x, verbose=0) for m in members], axis=1)
     np.testing.assert_allclose(ensemble(members).predict(x, verbose=0), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="`members` must be two or more keras.Model"):
-        ensemble(members[:1])
+    assert ensemble(members[:1]) is members[0]
     with pytest.raises(ValueError, match="`members` must be two or more keras.Model"):
         ensemble([members[0], "mnist_cnn"])
     with pytest.raises(ValueError, match="`members` must take the same image shape"):
@@ -340,6 +339,7 @@ def test_averaged_classifiers_give_the_mean_of_their_probabilities(split):
     expected = np.mean([c.predict(x, verbose=0) for c in classifiers], axis=0)
     np.testing.assert_allclose(model.average_classifiers(classifiers).predict(x, verbose=0),
                                expected, atol=1e-6)
+    assert model.average_classifiers(classifiers[:1]) is classifiers[0]
     with pytest.raises(ValueError, match="`classifiers` must take the same image shape"):
         model.average_classifiers([classifiers[0], model.build_classifier(
             model.get_backbone("mnist_cnn", (32, 32, 1), width=4), 10)])

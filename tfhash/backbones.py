@@ -69,7 +69,8 @@ def ensemble(members, name="ensemble"):
     copied), so phase 2 fine-tunes them all through the one head.
 
     Args:
-        members: two or more backbones (`keras.Model`) taking the same image shape.
+        members: backbones (`keras.Model`) taking the same image shape; a single one is
+            returned as it is.
         name: the ensemble model's name.
 
     Example:
@@ -78,6 +79,9 @@ def ensemble(members, name="ensemble"):
     >>> ensemble(members).output_shape
     (None, 512)
     """
+    members = list(members)
+    if len(members) == 1 and isinstance(members[0], keras.Model):
+        return members[0]  # an ensemble of one is that backbone
     inputs, features = side_by_side(members, "members", prefix="member")
     return keras.Model(inputs, layers.Concatenate(name="features")(features), name=name)
 

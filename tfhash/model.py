@@ -518,10 +518,8 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
                 _save_weights_atomic(classifier, pretrained)
         classifiers.append(classifier)
         wall[phase] = time.perf_counter() - start
-    backbone = members[0] if len(members) == 1 else ensemble(members)
-    classifier = None
-    if classifiers:
-        classifier = classifiers[0] if len(classifiers) == 1 else average_classifiers(classifiers)
+    backbone = ensemble(members)
+    classifier = average_classifiers(classifiers) if classifiers else None
     hashers = {}
     groups = [config.bits] if config.shared_heads else [(bits,) for bits in config.bits]
     for group in groups:
