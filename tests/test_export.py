@@ -163,3 +163,26 @@ def test_export_both_formats(encoder, tmp_path):
     assert paths["savedmodel"].name == "1" and paths["onnx"].name == "both-1.onnx"
     with pytest.raises(ValueError, match="formats"):
         export(encoder, tmp_path, formats=("tflite",))
+
+
+def test_an_ensemble_encoder_reloads_safely_and_exports_with_the_same_codes(digits, tmp_path):
+    import onnxruntime as ort
+
+    from tfhash.artifacts import load_encoder, save_encoder
+    from tfhash.backbones import ensemble
+
+    tf.keras.utils.set_random_seed(5)
+    members = [model.get_backbone("mnist_cnn", (28, 28, 1), width=4) for _ in range(2)]
+    encoder = model.build_hasher(ensemble(members), 12)
+    relaxed = encoder.predict(digits, verbose=0)
+    save_encoder(encoder, tmp_path / "ensemble.keras")
+    loaded, meta = load_encoder(tmp_path / "ensemble.keras")
+    assert meta["bits"] == 12
+    np.testing.assert_array_equal(loaded.predict(digits, verbose=0), relaxed)
+    served = tf.saved_model.load(str(export_savedmodel(loaded, tmp_path, name="ens")))
+    out = served.signatures["serving_default"](images=tf.constant(digits))
+    np.testing.assert_allclose(out["relaxed"].numpy(), relaxed, atol=1e-5)
+    session = ort.InferenceSession(str(export_onnx(loaded, tmp_path / "ens.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    onnx_relaxed = session.run(["relaxed"], {"images": digits})[0]
+    np.testing.assert_allclose(onnx_relaxed, relaxed, atol=1e-4)
