@@ -178,7 +178,9 @@ def overview_section(docs):
     return "\n".join(lines) + "\n"
 
 
-def reproduction_section(doc):
+def reproduction_section(doc, ensemble_sizes=None):
+    """The section of one reproduce.py results file; ``ensemble_sizes`` maps run names to
+    their ensemble size (for the runs phase 1 was taken from)."""
     rows = doc["rows"]
     dataset, protocol = rows[0]["dataset"], rows[0]["protocol"]
     bits = sorted({r["bits"] for r in rows})
@@ -235,7 +237,7 @@ def reproduction_section(doc):
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
     lines += trained_on_lines(rows)
-    lines += phase1_from_lines(rows, config.get("ensemble_size", 1))
+    lines += phase1_from_lines(rows, config.get("ensemble_size", 1), ensemble_sizes)
     lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
@@ -259,23 +261,29 @@ def trained_on_lines(rows):
             + "; phase 2 and the evaluation ran on the machine named above."]
 
 
-def phase1_from_lines(rows, members=1):
+def phase1_from_lines(rows, members=1, source_members=None):
     """The line naming the runs whose classifiers phase 2 started from (``reproduce.py
-    --phase1-from``; with an ensemble of ``members``, the members that run had, the rest
-    trained in this one); no line when every seed trained its own."""
+    --phase1-from``) and, for an ensemble of ``members``, how many members each gave
+    (``source_members``: each source run's ensemble size, default 1; the rest trained in
+    this run); no line when every seed trained its own."""
     seeds = defaultdict(set)
     for r in rows:
         if r.get("phase1_from"):
             seeds[r["phase1_from"]].add(r["seed"])
     if not seeds:
         return []
-    what = ("Phase 1 taken from another run's cached classifiers (its wall time is that run's)"
-            if members == 1 else
-            f"Phase 1 of the {members} ensemble members taken, as far as it has them, from "
-            "another run's cached classifiers (their wall time is that run's; the other "
-            "members trained in this run)")
-    return [what + ": " + "; ".join(f"{run} ({seeds_words(sorted(s))})"
-                                    for run, s in sorted(seeds.items())) + "."]
+    source_members = source_members or {}
+    parts = []
+    for run, run_seeds in sorted(seeds.items()):
+        taken = min(members, source_members.get(run, 1))
+        part = f"{run} ({seeds_words(sorted(run_seeds))}"
+        if members > 1:
+            part += (f"; all {members} ensemble members" if taken == members else
+                     f"; {taken} of the {members} ensemble members, the rest trained in "
+                     "this run")
+        parts.append(part + ")")
+    return ["Phase 1 taken from another run's cached classifiers (its wall time is that "
+            "run's): " + "; ".join(parts) + "."]
 
 
 def correct_queries_lines(rows, bits):
@@ -416,10 +424,12 @@ def main():
     docs = [load(path) for path in sorted(RESULTS.glob("*.json"))]
     reproductions = [d for d in docs if is_reproduction(d)]
     sections = [overview_section(reproductions)] if reproductions else []
+    ensemble_sizes = {d["benchmark"]: d.get("config", {}).get("ensemble_size", 1)
+                      for d in reproductions}
     for doc in docs:
         name = doc["benchmark"]
         if is_reproduction(doc):
-            sections.append(reproduction_section(doc))
+            sections.append(reproduction_section(doc, ensemble_sizes))
         elif name == "map_speed":
             sections.append(map_speed_section(doc))
         elif name.startswith("speed"):

@@ -395,8 +395,12 @@ def test_the_report_names_the_run_each_seeds_phase1_came_from():
     assert phase1_from_lines(rows)[0].endswith(": p300 (seeds 0, 1, 2).")
     assert phase1_from_lines([{"seed": 0}]) == []
     (line,) = phase1_from_lines(rows, members=2)
-    assert line.startswith("Phase 1 of the 2 ensemble members taken, as far as it has them")
-    assert line.endswith("the other members trained in this run): p300 (seeds 0, 1, 2).")
+    assert line.endswith(": p300 (seeds 0, 1, 2; 1 of the 2 ensemble members, the rest "
+                         "trained in this run).")
+    (line,) = phase1_from_lines(rows, members=3, source_members={"p300": 2})
+    assert "p300 (seeds 0, 1, 2; 2 of the 3 ensemble members" in line
+    (line,) = phase1_from_lines(rows, members=3, source_members={"p300": 3})
+    assert line.endswith(": p300 (seeds 0, 1, 2; all 3 ensemble members).")
 
 
 def reproduction_doc(name, maps, method="exponentiated", pretrain=True, encoding="plain",
