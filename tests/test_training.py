@@ -327,8 +327,10 @@ def test_an_ensemble_backbone_concatenates_its_members_features(split):
     expected = np.concatenate([m.predict(x, verbose=0) for m in members], axis=1)
     np.testing.assert_allclose(ensemble(members).predict(x, verbose=0), expected, atol=1e-6)
     assert ensemble(members[:1]) is members[0]
-    with pytest.raises(ValueError, match="`members` must be two or more keras.Model"):
+    with pytest.raises(ValueError, match="`members` must be one or more keras.Model"):
         ensemble([members[0], "mnist_cnn"])
+    with pytest.raises(ValueError, match="`members` must be one or more keras.Model"):
+        ensemble(["mnist_cnn"])
     with pytest.raises(ValueError, match="`members` must take the same image shape"):
         ensemble([members[0], model.get_backbone("mnist_cnn", (32, 32, 1), width=4)])
 

@@ -79,38 +79,37 @@ def ensemble(members, name="ensemble"):
     >>> ensemble(members).output_shape
     (None, 512)
     """
-    members = list(members)
-    if len(members) == 1 and isinstance(members[0], keras.Model):
-        return members[0]  # an ensemble of one is that backbone
-    inputs, features = side_by_side(members, "members", prefix="member")
-    return keras.Model(inputs, layers.Concatenate(name="features")(features), name=name)
+    return combine(members, layers.Concatenate(name="features"), "members", "member", name)
 
 
-def side_by_side(models, arg_name, prefix):
-    """Applies two or more models that take the same images to one shared input.
+def combine(models, merge, arg_name, prefix, name):
+    """Runs models that take the same images on one shared input and merges their outputs
+    with the layer ``merge``; a single model is returned as it is.
 
     Each model is wrapped under its own name (``<prefix><k>``), since nested models must be
     named uniquely; the wrappers share the models' layers and weights.
 
     Args:
-        models: two or more `keras.Model`, all taking one input of the same shape.
+        models: one or more `keras.Model`, all taking one input of the same shape.
+        merge: a Keras merge layer (e.g. `Concatenate`, `Average`).
         arg_name: the caller's name for ``models``, for error messages.
         prefix: name prefix of the wrapped models.
-
-    Returns:
-        ``(inputs, outputs)``: the shared `keras.Input` and each model's output on it.
+        name: the combined model's name.
     """
     models = list(models)
     check(
-        len(models) >= 2 and all(isinstance(m, keras.Model) for m in models),
-        f"`{arg_name}` must be two or more keras.Model, got "
+        models and all(isinstance(m, keras.Model) for m in models),
+        f"`{arg_name}` must be one or more keras.Model, got "
         f"{[type(m).__name__ for m in models]}",
     )
+    if len(models) == 1:
+        return models[0]
     shapes = [m.input_shape[1:] for m in models]
     check(len(set(shapes)) == 1, f"`{arg_name}` must take the same image shape, got {shapes}")
     inputs = keras.Input(shapes[0], name="images")
-    return inputs, [keras.Model(m.input, m.output, name=f"{prefix}{k}")(inputs)
-                    for k, m in enumerate(models)]
+    outputs = [keras.Model(m.input, m.output, name=f"{prefix}{k}")(inputs)
+               for k, m in enumerate(models)]
+    return keras.Model(inputs, merge(outputs), name=name)
 
 
 BACKBONES = {"mnist_cnn": mnist_cnn, "cifar_resnet": cifar_resnet}

@@ -20,7 +20,7 @@ import contextlib
 
 import keras
 
-from tfhash.backbones import side_by_side
+from tfhash.backbones import combine
 from tfhash.layers import HashingHead
 
 
@@ -39,12 +39,8 @@ def average_classifiers(classifiers):
 
     >>> ensemble = average_classifiers([classifier_a, classifier_b])
     """
-    classifiers = list(classifiers)
-    if len(classifiers) == 1 and isinstance(classifiers[0], keras.Model):
-        return classifiers[0]  # the mean of one classifier is that classifier
-    inputs, probs = side_by_side(classifiers, "classifiers", prefix="classifier")
-    mean = keras.layers.Average(name="classes", dtype="float32")(probs)
-    return keras.Model(inputs, mean, name="ensemble_classifier")
+    return combine(classifiers, keras.layers.Average(name="classes", dtype="float32"),
+                   "classifiers", "classifier", "ensemble_classifier")
 
 
 def build_hasher(backbone, bits, **head_kwargs):
