@@ -43,6 +43,9 @@ UNUSED = {"ema_momentum": None, "soup_size": 1, "ensemble_size": 1}
 
 
 OVERVIEW_MIN_SEEDS = 3
+# tfhash's own hash functions: the paper's loss, and codes graded from the classifier with no
+# phase 2 (reproduce.py --methods graded); every other method is a peer loss
+OURS = {"exponentiated": "exponentiated loss", "graded": "graded class codes"}
 
 
 class OverviewRow(NamedTuple):
@@ -57,6 +60,7 @@ class OverviewRow(NamedTuple):
     seeds: list
     means: dict  # bits -> mean mAP over the seeds
     peers_ahead: list | None  # `peers_ahead` of the run in this encoding
+    method: str = "exponentiated"  # a key of `OURS`
 
 
 def is_reproduction(doc):
@@ -83,6 +87,8 @@ def peers_ahead(rows, encoding):
         if r["pretrain"] and r.get("encoding", "plain") == encoding:
             by_method[r["method"]].append(r)
     ours = by_method.pop("exponentiated", [])
+    for method in OURS:
+        by_method.pop(method, None)
     ahead, compared = [], False
     for peer, theirs in sorted(by_method.items()):
         seeds = sorted({r["seed"] for r in ours} & {r["seed"] for r in theirs})
@@ -118,17 +124,17 @@ def describe_leads(ahead, brief=False):
 
 
 def overview_rows(docs):
-    """The exponentiated loss's pre-trained rows of every reproduction run with at least
-    `OVERVIEW_MIN_SEEDS` seeds, as `OverviewRow`s, one per run and encoding. Sorted by
-    dataset and protocol, runs on the labelled images first, then by mean mAP at the
-    shortest length, highest first."""
+    """The pre-trained rows of tfhash's own methods (`OURS`) in every reproduction run with
+    at least `OVERVIEW_MIN_SEEDS` seeds, as `OverviewRow`s, one per run, method and
+    encoding. Sorted by dataset and protocol, runs on the labelled images first, then by
+    mean mAP at the shortest length, highest first."""
     found = []
     for doc in docs:
         by_encoding = defaultdict(list)
         for r in doc["rows"]:
-            if r["method"] == "exponentiated" and r["pretrain"]:
-                by_encoding[r.get("encoding", "plain")].append(r)
-        for encoding, rs in by_encoding.items():
+            if r["method"] in OURS and r["pretrain"]:
+                by_encoding[(r["method"], r.get("encoding", "plain"))].append(r)
+        for (method, encoding), rs in by_encoding.items():
             seeds = sorted({r["seed"] for r in rs})
             if len(seeds) < OVERVIEW_MIN_SEEDS:
                 continue
@@ -136,9 +142,9 @@ def overview_rows(docs):
                      for b in sorted({r["bits"] for r in rs})}
             found.append(OverviewRow(rs[0]["dataset"], rs[0]["protocol"], doc["benchmark"],
                                      any("n_pseudo" in r for r in rs), encoding, seeds, means,
-                                     peers_ahead(doc["rows"], encoding)))
+                                     peers_ahead(doc["rows"], encoding), method))
     return sorted(found, key=lambda f: (f.dataset, f.protocol, f.unlabelled,
-                                        -f.means[min(f.means)], f.run, f.encoding))
+                                        -f.means[min(f.means)], f.run, f.method, f.encoding))
 
 
 def overview_section(docs):
@@ -149,29 +155,33 @@ def overview_section(docs):
     bits = sorted({b for f in found for b in f.means})
     lines = ["### Overview\n",
              f"Every run below with at least {OVERVIEW_MIN_SEEDS} seeds: the exponentiated "
-             "loss with pre-training, mean mAP@all over the seeds (each run's own section "
-             "has the spread, the peers and the ablation); '>= paper' compares the "
+             "loss with pre-training, or graded class codes (the pre-trained classifier's "
+             "probabilities placed between class codewords, no phase 2: "
+             "`tfhash.model.build_graded_hasher`), mean mAP@all over the seeds (each run's "
+             "own section has the spread, the peers and the ablation); '>= paper' compares the "
              "unrounded 12-bit mean with the paper's figure. 'labelled + database' runs "
              "also used the database images without their labels (self-training): "
              "separate rows, not the protocol followed strictly. 'Peers ahead': the peer "
-             "losses of the same run whose mean mAP is above the exponentiated loss's, "
+             "losses of the same run whose mean mAP is above the exponentiated loss's "
+             "(for graded rows too, whose runs usually hold no peer), "
              "compared on the seeds both ran (empty: no peer ran; none: the peer goal "
              "holds).\n",
-             "| dataset | protocol | run | images used | codes | seeds | "
+             "| dataset | protocol | run | images used | hash function | codes | seeds | "
              + " | ".join(f"{b} bits" for b in bits) + f" | >= paper at {bits[0]} bits | "
              "peers ahead |",
-             "|---|---|---|---|---|---|" + "---|" * (len(bits) + 2)]
+             "|---|---|---|---|---|---|---|" + "---|" * (len(bits) + 2)]
     group = None
-    for dataset, protocol, run, unlabelled, encoding, seeds, means, ahead in found:
+    for dataset, protocol, run, unlabelled, encoding, seeds, means, ahead, method in found:
         paper = PAPER.get((dataset, protocol, bits[0]))
         if (dataset, protocol) != group and paper is not None:
             lines.append(f"| {dataset} | {protocol} | Mu & Liu 2017 (paper, abstract) | "
-                         f"labelled | | | {paper:.2f} |" + " |" * (len(bits) + 1))
+                         f"labelled | | | | {paper:.2f} |" + " |" * (len(bits) + 1))
         group = (dataset, protocol)
         reached = "" if paper is None or bits[0] not in means else (
             "yes" if round(means[bits[0]], 6) >= paper else "no")  # rows hold 6 places
         lines.append(f"| {dataset} | {protocol} | {run} | "
-                     f"{'labelled + database' if unlabelled else 'labelled'} | {encoding} | "
+                     f"{'labelled + database' if unlabelled else 'labelled'} | {OURS[method]} | "
+                     f"{encoding} | "
                      f"{len(seeds)} | "
                      + " | ".join(f"{means[b]:.4f}" if b in means else "" for b in bits)
                      + f" | {reached} | {describe_leads(ahead, brief=True)} |")

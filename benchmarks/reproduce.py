@@ -10,7 +10,9 @@ database is used without its labels, so give such a run its own ``--tag``. With
 protocol and phase-1 recipe) trained, and its self-training rounds when both runs
 self-train the same way, so a new phase-2 recipe costs no phase 1; with ``--ensemble-size K``
 (phase 2 hashes from K backbones pre-trained apart) it also takes the members that run has,
-up to K, and trains the rest. Writes
+up to K, and trains the rest. ``--methods graded`` adds rows with no phase 2 at all: codes
+placed from the phase-1 classifier's class probabilities (`tfhash.model.build_graded_hasher`).
+Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
@@ -43,6 +45,7 @@ from common import (
     write_results,
 )
 
+GRADED = "graded"  # codes from the classifier's probabilities: a row with no phase 2
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
@@ -73,7 +76,7 @@ def cached_phase1(args, split, num_classes, config, folder):
         build=lambda: model.build_classifier(backbone, num_classes))
 
 
-def run_seed(args, dataset, base, work_root, curves):
+def run_seed(args, dataset, base, work_root, curves, curve_method):
     seed = base.seed
     split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     seed_dir = work_root / f"seed{seed}"
@@ -104,22 +107,13 @@ def run_seed(args, dataset, base, work_root, curves):
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
                                                   if not args.no_ablation else [])
     for method, use_pretrain in runs:
-        config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
-        run_dir = seed_dir / f"{method}-{'pre' if use_pretrain else 'scratch'}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for k, weights in enumerate(pretrained if use_pretrain else ()):
-            target = model.member_work_dir(run_dir, k)
-            target.mkdir(exist_ok=True)
-            shutil.copyfile(weights, target / "pretrained.weights.h5")
-        phase2_split = hash_split if use_pretrain else split
-        result = model.fit_two_phase(phase2_split, config, dataset.num_classes,
-                                     work_dir=run_dir, verbose=args.verbose)
-        hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
-        encodings = {"plain": result.hashers}
-        if args.flip_average:
-            encodings["flip-averaged"] = model.flip_averaged(result.hashers)
-        if args.shift_average:
-            encodings["shift-averaged"] = model.shift_averaged(result.hashers)
+        if method == GRADED:
+            encodings, hash_s, phase2_split = graded_encodings(classifier, args), 0.0, None
+        else:
+            config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
+            encodings, hash_s, phase2_split = train_encodings(
+                args, config, seed_dir, pretrained if use_pretrain else (),
+                hash_split if use_pretrain else split, dataset.num_classes)
         for encoding, hashers in encodings.items():
             q_codes = encode_heads(hashers, split.query.images)
             db_codes = encode_heads(hashers, split.database.images)
@@ -131,18 +125,51 @@ def run_seed(args, dataset, base, work_root, curves):
                 row.update({"wall_s_pretrain": round(pretrain_s, 1) if use_pretrain else 0.0,
                             "wall_s_hash": round(hash_s, 1), "query_accuracy": accuracy,
                             "map_correct_queries": map_on(correct, report),
-                            "pretrain_epochs": config.pretrain_epochs if use_pretrain else 0,
-                            "hash_epochs": config.hash_epochs,
-                            "n_train_phase2": len(phase2_split.train),
+                            "pretrain_epochs": base.pretrain_epochs if use_pretrain else 0,
+                            "hash_epochs": base.hash_epochs if phase2_split else 0,
+                            "n_train_phase2": len(phase2_split.train) if phase2_split else 0,
                             **(extra if use_pretrain else {})})
                 rows.append(row)
                 print(row, flush=True)
-                if (seed == args.seeds[0] and method == "exponentiated" and use_pretrain
+                if (seed == args.seeds[0] and method == curve_method and use_pretrain
                         and encoding == "plain"):
                     curve = report["pr_curve"]
                     curves[str(bits)] = {"precision": curve["precision"].round(6).tolist(),
                                          "recall": curve["recall"].round(6).tolist()}
     return rows
+
+
+def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classes):
+    """Phase 2 of one method from the ``pretrained`` member weights (none: from scratch):
+    ``({encoding: {bits: hasher}}, phase-2 seconds, phase2_split)``."""
+    run_dir = seed_dir / f"{config.method}-{'pre' if config.pretrain else 'scratch'}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for k, weights in enumerate(pretrained):
+        target = model.member_work_dir(run_dir, k)
+        target.mkdir(exist_ok=True)
+        shutil.copyfile(weights, target / "pretrained.weights.h5")
+    result = model.fit_two_phase(phase2_split, config, num_classes, work_dir=run_dir,
+                                 verbose=args.verbose)
+    hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
+    encodings = {"plain": result.hashers}
+    if args.flip_average:
+        encodings["flip-averaged"] = model.flip_averaged(result.hashers)
+    if args.shift_average:
+        encodings["shift-averaged"] = model.shift_averaged(result.hashers)
+    return encodings, hash_s, phase2_split
+
+
+def graded_encodings(classifier, args):
+    """The graded rows' hashers: `tfhash.model.build_graded_hasher` on the phase-1
+    classifier, no phase 2; the view-averaged encodings average the class probabilities
+    over the views before the codes are placed."""
+    views = {"plain": classifier}
+    if args.flip_average:
+        views["flip-averaged"] = model.flip_averaged(classifier)
+    if args.shift_average:
+        views["shift-averaged"] = model.shift_averaged(classifier)
+    return {encoding: {bits: model.build_graded_hasher(viewed, bits) for bits in args.bits}
+            for encoding, viewed in views.items()}
 
 
 def trained_on(record):
@@ -341,8 +368,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="*", default=["exponentiated", "dpsh", "dsh",
                                                          "orthohash"],
+                        choices=(*model.METHODS, GRADED),
                         help="pre-trained rows to run; none (a bare --methods) with the "
-                             "ablation runs only the ablation row")
+                             f"ablation runs only the ablation row; {GRADED}: codes placed "
+                             "from the phase-1 classifier's class probabilities "
+                             "(tfhash.model.build_graded_hasher), no phase 2")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")
@@ -411,6 +441,9 @@ def main():
         parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
     for flag in labelling_record(args) if not args.self_train else ():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
+    if args.self_train and GRADED in args.methods:
+        parser.error(f"--methods {GRADED}: not with --self-train (it codes the phase-1 "
+                     "classifier as it is)")
     if args.self_train and (args.ensemble_size or 1) > 1:
         parser.error("--self-train: ensembles (--ensemble-size > 1) are not self-trained")
     if not args.methods and args.no_ablation:
@@ -437,12 +470,14 @@ def main():
                          work_root / f"seed{seed}", rounds, members)
         print(f"phase 1{f' and self-training rounds 1-{rounds}' if rounds else ''} "
               f"from {args.phase1_from}", flush=True)
-    pr_curves = earlier.get("pr_curves") or {"method": "exponentiated", "seed": args.seeds[0],
-                                             "curves": {}}
+    pr_curves = earlier.get("pr_curves") or {
+        "method": "exponentiated" if "exponentiated" in args.methods or not args.methods
+        else args.methods[0], "seed": args.seeds[0], "curves": {}}
     start = time.perf_counter()
     for seed in args.seeds:
         curves = pr_curves["curves"] if seed == pr_curves["seed"] else {}
-        rows.extend(run_seed(args, dataset, configs[seed], work_root, curves))
+        rows.extend(run_seed(args, dataset, configs[seed], work_root, curves,
+                             pr_curves["method"]))
         done = {(r["seed"], r["method"], r["pretrain"]) for r in rows}
         kept = [r for r in earlier["rows"]
                 if (r["seed"], r["method"], r["pretrain"]) not in done]

@@ -39,7 +39,10 @@ from reproduce import (  # noqa: E402
     map_on,
     recipe_record,
 )
+from test_graded_codes import graded_reference  # noqa: E402
 
+from tfhash import data  # noqa: E402
+from tfhash.codebooks import class_codebook  # noqa: E402
 from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
 from tfhash.model import TrainConfig, build_classifier, get_backbone  # noqa: E402
 
@@ -436,9 +439,24 @@ def test_the_overview_says_a_target_is_missed_when_only_rounding_reaches_it():
     table = overview_section([just_under])
     (row,) = [line for line in table.splitlines() if line.startswith("| mnist | cnnh | under")]
     assert row.endswith("| 0.9900 | no |  |")
-    assert "| Mu & Liu 2017 (paper, abstract) | labelled | | | 0.99 |" in table
+    assert "| Mu & Liu 2017 (paper, abstract) | labelled | | | | 0.99 |" in table
     at = reproduction_doc("at", {s: {12: 0.99} for s in range(3)})
     assert "| 0.9900 | yes |" in overview_section([at])
+
+
+def test_graded_rows_are_listed_as_ours_and_never_counted_as_a_peer():
+    doc = reproduction_doc("run", {s: {12: 0.98} for s in range(3)})
+    doc["rows"] += reproduction_doc("run", {s: {12: 0.99} for s in range(3)},
+                                    method="graded")["rows"]
+    assert peers_ahead(doc["rows"], "plain") is None  # graded is ahead, but not a peer
+    doc["rows"] += reproduction_doc("run", {0: {12: 0.985}}, method="dsh")["rows"]
+    assert [a.peer for a in peers_ahead(doc["rows"], "plain")] == ["dsh"]
+    found = overview_rows([doc])
+    assert [(f.method, round(f.means[12], 6)) for f in found] == [("graded", 0.99),
+                                                                   ("exponentiated", 0.98)]
+    table = overview_section([doc])
+    assert "| run | labelled | graded class codes | plain | 3 | 0.9900 | yes |" in table
+    assert "| run | labelled | exponentiated loss | plain | 3 | 0.9800 | no |" in table
 
 
 def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
@@ -467,6 +485,42 @@ def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
     weights = "seed0/pretrained.weights.h5"
     assert filecmp.cmp(work / "mnist-5k-cnnh" / weights, work / "mnist-5k-cnnh-on" / weights,
                        shallow=False)
+
+
+def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
+    """reproduce.py --methods graded end to end on the bundled digits: one row per encoding,
+    no phase 2 recorded, mAP equal to the codes the rule gives the cached classifier."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    work = tmp_path / "runs"
+    monkeypatch.setattr(sys, "argv", [
+        "reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
+        "--backbone-width", "4", "--work-dir", str(work), "--verbose", "0",
+        "--methods", "graded", "--no-ablation", "--shift-average"])
+    reproduce.main()
+    doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
+    rows = {r["encoding"]: r for r in doc["rows"]}
+    assert set(rows) == {"plain", "shift-averaged"} and doc["pr_curves"]["method"] == "graded"
+    assert all(r["method"] == "graded" and r["hash_epochs"] == 0 and r["wall_s_hash"] == 0
+               and r["n_train_phase2"] == 0 for r in rows.values())
+
+    config = TrainConfig(bits=12, pretrain_epochs=1, backbone_width=4)
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    classifier = build_classifier(config.make_backbone((28, 28, 1)), 10)
+    classifier.load_weights(work / "mnist-5k-cnnh" / "seed0" / "pretrained.weights.h5")
+    book = class_codebook(10, 12)
+    q, db = (graded_reference(classifier.predict(part.images, verbose=0), book)
+             for part in (split.query, split.database))
+    expected = mean_average_precision(q, split.query.labels, db, split.database.labels)
+    assert rows["plain"]["map"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_graded_rows_are_refused_with_self_training(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--dataset", "mnist-5k", "--methods",
+                                      "graded", "--self-train", "10"])
+    with pytest.raises(SystemExit):
+        reproduce.main()
+    assert "--methods graded: not with --self-train" in capsys.readouterr().err
 
 
 def test_a_peer_is_ahead_only_on_the_seeds_both_ran_and_a_tie_is_no_lead():

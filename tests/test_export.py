@@ -186,3 +186,21 @@ def test_an_ensemble_encoder_reloads_safely_and_exports_with_the_same_codes(digi
                                    providers=["CPUExecutionProvider"])
     onnx_relaxed = session.run(["relaxed"], {"images": digits})[0]
     np.testing.assert_allclose(onnx_relaxed, relaxed, atol=1e-4)
+
+
+def test_a_graded_hasher_exports_with_the_same_codes(digits, tmp_path):
+    import onnxruntime as ort
+
+    tf.keras.utils.set_random_seed(6)
+    classifier = model.build_classifier(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
+    hasher = model.build_graded_hasher(classifier, 12)
+    codes = hasher.predict(digits, verbose=0)
+    served = tf.saved_model.load(str(export_savedmodel(hasher, tmp_path, name="graded")))
+    out = served.signatures["serving_default"](images=tf.constant(digits))
+    np.testing.assert_array_equal(out["codes"].numpy(), codes)
+    np.testing.assert_array_equal(out["packed"].numpy(), packbits_reference(codes))
+    session = ort.InferenceSession(str(export_onnx(hasher, tmp_path / "graded.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    onnx_codes, onnx_packed = session.run(["codes", "packed"], {"images": digits})
+    np.testing.assert_array_equal(onnx_codes, codes)
+    np.testing.assert_array_equal(onnx_packed, packbits_reference(codes))

@@ -25,14 +25,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "HashingHead": "tfhash.layers",
+    "GradedClassCodes": "tfhash.layers",
     "ExponentiatedHashingLoss": "tfhash.losses",
     "ExactHashingLoss": "tfhash.losses",
     "TfhashError": "tfhash.errors",
 }
 _SUBMODULES = (
-    "artifacts", "backbones", "callbacks", "codes", "data", "distribute", "evaluation", "export",
-    "index", "losses", "layers", "metrics", "model", "networks", "pipeline", "plots",
-    "self_training", "tuning",
+    "artifacts", "backbones", "callbacks", "codebooks", "codes", "data", "distribute",
+    "evaluation", "export", "index", "losses", "layers", "metrics", "model", "networks",
+    "pipeline", "plots", "self_training", "tuning",
 )
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

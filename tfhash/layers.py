@@ -1,6 +1,7 @@
-"""The hashing head: a dense projection to ``bits`` outputs followed by tanh."""
+"""Hashing layers: the hashing head, class-graded codes, the fixed views of test-time averaging."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfhash.codes import check_bits
@@ -163,3 +164,71 @@ class Shift(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rows": self.rows, "cols": self.cols}
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class GradedClassCodes(keras.layers.Layer):
+    """Maps class probabilities to binary codes placed between class codewords, by how sure
+    the classifier is.
+
+    An image whose two likeliest classes are ``a`` and ``b`` (probabilities ``p_a >= p_b``)
+    gets class ``a``'s codeword with ``r`` of the bits where it differs from ``b``'s
+    codeword set to ``b``'s (the lowest-numbered such bits first), where ``r`` is
+    ``round(d_ab * p_b / (p_a + p_b))`` capped at ``(d_min - 1) // 2``: ``d_ab`` is the
+    distance between the two codewords and ``d_min`` the codebook's minimum distance. A
+    sure image sits on its class's codeword; an unsure one sits up to ``(d_min - 1) // 2``
+    bits towards its runner-up, so it stays nearer its own class's codeword than any other
+    (by the triangle inequality) yet ranks after the sure images of that class, at every
+    query. Outputs are float +-1 (signs already taken).
+
+    Args:
+        codebook: +-1 codewords, one row per class, shape ``(num_classes, bits)``, e.g.
+            from `tfhash.codebooks.class_codebook`.
+        **kwargs: Base layer arguments (``name``, ``dtype``, ...).
+
+    Example:
+
+    >>> layer = GradedClassCodes([[-1, -1, -1, -1], [1, 1, 1, 1]])
+    >>> keras.ops.convert_to_numpy(layer(np.array([[0.9, 0.1], [0.6, 0.4]])))
+    array([[-1., -1., -1., -1.],
+           [ 1., -1., -1., -1.]], dtype=float32)
+    """
+
+    def __init__(self, codebook, **kwargs):
+        super().__init__(**kwargs)
+        book = np.asarray(codebook)
+        check(book.ndim == 2 and len(book) >= 2 and np.isin(book, (-1, 1)).all(),
+              "GradedClassCodes: `codebook` must be +-1 codewords of shape "
+              f"(num_classes >= 2, bits), got shape {book.shape}")
+        self.codebook = book.astype(np.int8)
+        self.bits = check_bits(book.shape[1], "codebook.shape[1]")
+        differ = self.codebook[:, None, :] != self.codebook[None, :, :]
+        distance = differ.sum(-1)
+        off_diagonal = distance[~np.eye(len(book), dtype=bool)]
+        check(off_diagonal.min() > 0, "GradedClassCodes: `codebook` rows must be distinct")
+        self.max_shift = int((off_diagonal.min() - 1) // 2)
+        # codes[a, b, r]: codeword a with its first r bits differing from codeword b set to b's
+        steps = np.cumsum(differ, axis=-1)
+        shifts = np.arange(self.max_shift + 1)[None, None, :, None]
+        moved = differ[:, :, None, :] & (steps[:, :, None, :] <= shifts)
+        codes = np.where(moved, self.codebook[None, :, None, :], self.codebook[:, None, None, :])
+        self._codes = codes.reshape(-1, self.bits).astype(np.float32)
+        self._distance = distance.reshape(-1).astype(np.float32)
+
+    def call(self, inputs):
+        num_classes = len(self.codebook)
+        check(inputs.shape[-1] == num_classes,
+              f"GradedClassCodes: expected probabilities over {num_classes} classes, "
+              f"got shape {tuple(inputs.shape)}")
+        top, index = ops.top_k(ops.cast(inputs, "float32"), 2)
+        pair = index[:, 0] * num_classes + index[:, 1]
+        share = top[:, 1] / ops.maximum(top[:, 0] + top[:, 1], 1e-12)
+        shift = ops.round(ops.take(self._distance, pair) * share)
+        shift = ops.cast(ops.clip(shift, 0, self.max_shift), "int32")
+        return ops.take(self._codes, pair * (self.max_shift + 1) + shift, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bits)
+
+    def get_config(self):
+        return {**super().get_config(), "codebook": self.codebook.tolist()}

@@ -35,9 +35,10 @@ from tfhash.losses import (
     OrthoHashLoss,
     PairwiseLikelihoodLoss,
 )
-from tfhash.networks import (  # noqa: F401 (build_hasher is public here too)
+from tfhash.networks import (  # noqa: F401 (build_hasher, build_graded_hasher: public here too)
     average_classifiers,
     build_classifier,
+    build_graded_hasher,
     build_hasher,
     make_optimizer,
     precision_policy,

@@ -21,7 +21,9 @@ import contextlib
 import keras
 
 from tfhash.backbones import combine
-from tfhash.layers import HashingHead
+from tfhash.codebooks import class_codebook
+from tfhash.errors import check
+from tfhash.layers import GradedClassCodes, HashingHead
 
 
 def build_classifier(backbone, num_classes):
@@ -52,6 +54,39 @@ def build_hasher(backbone, bits, **head_kwargs):
     head_kwargs.setdefault("dtype", "float32")
     codes = HashingHead(bits, name="codes", **head_kwargs)(backbone(inputs))
     return keras.Model(inputs, codes, name=f"hasher_{bits}")
+
+
+def build_graded_hasher(classifier, bits, seed=0):
+    """A classifier + `GradedClassCodes`: binary codes of ``bits`` bits straight from the
+    class probabilities, with no hashing phase (each class gets a codeword of
+    `tfhash.codebooks.class_codebook`; unsure images sit between their two likeliest
+    classes' codewords).
+
+    Args:
+        classifier: a ``keras.Model`` from images to class probabilities ``(batch, C)``,
+            such as `build_classifier`'s after phase 1, `average_classifiers`' or a
+            view-averaged one.
+        bits: code length.
+        seed: the codebook's seed (used for codes longer than 16 bits).
+
+    Returns:
+        A ``keras.Model`` from images to float +-1 codes ``(batch, bits)``.
+
+    Example:
+
+    >>> hasher = build_graded_hasher(classifier, 12)
+    >>> hasher.output_shape
+    (None, 12)
+    """
+    check(isinstance(classifier, keras.Model) and len(classifier.outputs) == 1
+          and len(classifier.output_shape) == 2,
+          "build_graded_hasher: `classifier` must be a keras.Model with outputs "
+          f"(batch, classes), got {type(classifier).__name__}"
+          + (f" with output shape {classifier.output_shape}"
+             if isinstance(classifier, keras.Model) else ""))
+    book = class_codebook(classifier.output_shape[-1], bits, seed)
+    codes = GradedClassCodes(book, name=f"codes_{bits}", dtype="float32")(classifier.outputs[0])
+    return keras.Model(classifier.inputs, codes, name=f"graded_hasher_{bits}")
 
 
 @contextlib.contextmanager

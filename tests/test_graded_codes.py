@@ -1,0 +1,147 @@
+"""Class codebooks and class-graded codes, against brute force and a loop-by-loop reference."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from tfhash import model
+from tfhash.codebooks import class_codebook, min_distance
+from tfhash.errors import TfhashError
+from tfhash.layers import GradedClassCodes
+
+
+def brute_min_distance(book):
+    return min(int((a != b).sum()) for a, b in itertools.combinations(book, 2))
+
+
+def graded_reference(probs, book):
+    """The rule of GradedClassCodes' docstring, one image at a time."""
+    d_min = brute_min_distance(book)
+    out = []
+    for p in probs:
+        a, b = np.argsort(-p, kind="stable")[:2]
+        differ = np.flatnonzero(book[a] != book[b])
+        shift = min((d_min - 1) // 2, int(np.round(len(differ) * p[b] / (p[a] + p[b]))))
+        code = book[a].astype(np.float32)
+        code[differ[:shift]] = book[b, differ[:shift]]
+        out.append(code)
+    return np.array(out)
+
+
+def test_codebook_for_ten_classes_of_12_bits_reaches_the_largest_possible_distance():
+    book = class_codebook(10, 12)
+    assert book.shape == (10, 12) and book.dtype == np.int8
+    assert np.isin(book, (-1, 1)).all() and len({row.tobytes() for row in book}) == 10
+    # 6 is the most: no 5 words of 12 bits are pairwise 7 or more apart (A(12, 7) = 4)
+    assert brute_min_distance(book) == min_distance(book) == 6
+
+
+def test_codebook_matches_the_best_of_every_subset_on_a_small_case():
+    words = [np.array(w) * 2 - 1 for w in itertools.product((0, 1), repeat=4)]
+    best = max(brute_min_distance(s) for s in itertools.combinations(words, 4))
+    assert brute_min_distance(class_codebook(4, 4)) == best == 2
+
+
+def test_long_codebooks_depend_on_the_seed_and_short_ones_do_not():
+    assert np.array_equal(class_codebook(10, 12, seed=1), class_codebook(10, 12, seed=2))
+    assert not np.array_equal(class_codebook(10, 48, seed=1), class_codebook(10, 48, seed=2))
+    assert np.array_equal(class_codebook(10, 48, seed=1), class_codebook(10, 48, seed=1))
+    assert brute_min_distance(class_codebook(10, 48)) >= 20
+
+
+@pytest.mark.parametrize("args, match", [
+    ((1, 12), "num_classes"), ((5, 2), "num_classes"), ((True, 12), "num_classes"),
+    ((10, 0), "bits"), ((10, 12, "0"), "seed"),
+])
+def test_codebook_rejects_bad_arguments(args, match):
+    with pytest.raises(TfhashError, match=match):
+        class_codebook(*args)
+
+
+def random_probabilities(rng, n, classes):
+    """Probabilities from sure to unsure: Dirichlet draws at several concentrations."""
+    parts = [rng.dirichlet(np.full(classes, alpha), n // 4) for alpha in (0.05, 0.2, 1.0, 5.0)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+@pytest.mark.parametrize("classes, bits", [(10, 12), (10, 32), (4, 8)])
+def test_graded_codes_follow_the_rule_image_by_image(classes, bits):
+    rng = np.random.default_rng(bits)
+    book = class_codebook(classes, bits)
+    probs = random_probabilities(rng, 400, classes)
+    layer = GradedClassCodes(book)
+    codes = keras.ops.convert_to_numpy(layer(probs))
+    np.testing.assert_array_equal(codes, graded_reference(probs, book))
+    # every shift from 0 to the cap occurs, so the comparison covers the whole rule
+    shifts = (codes != book[probs.argmax(1)]).sum(1)
+    assert set(shifts) == set(range(layer.max_shift + 1))
+
+
+def test_each_code_stays_nearest_its_likeliest_class_and_sure_images_sit_on_it():
+    rng = np.random.default_rng(0)
+    book = class_codebook(10, 24)
+    probs = random_probabilities(rng, 400, 10)
+    codes = keras.ops.convert_to_numpy(GradedClassCodes(book)(probs))
+    distances = (codes[:, None, :] != book[None, :, :]).sum(-1)
+    top = probs.argmax(1)
+    nearest = np.sort(distances, axis=1)
+    assert (distances.argmin(1) == top).all() and (nearest[:, 0] < nearest[:, 1]).all()
+    sure = keras.ops.convert_to_numpy(GradedClassCodes(book)(np.eye(10, dtype=np.float32)))
+    np.testing.assert_array_equal(sure, book)
+
+
+def test_an_unsure_image_ranks_after_the_sure_ones_of_its_class():
+    book = class_codebook(3, 12)
+    probs = np.array([[0.98, 0.01, 0.01], [0.55, 0.45, 0.0]], np.float32)
+    codes = keras.ops.convert_to_numpy(GradedClassCodes(book)(probs))
+    query = book[0]
+    assert (codes[0] != query).sum() == 0 < (codes[1] != query).sum()
+
+
+@pytest.mark.parametrize("codebook, match", [
+    ([[1, -1, 1]], "num_classes >= 2"), ([[1, 0], [-1, 1]], r"\+-1"),
+    ([[1, -1], [1, -1]], "distinct"),
+])
+def test_graded_codes_reject_bad_codebooks(codebook, match):
+    with pytest.raises(TfhashError, match=match):
+        GradedClassCodes(codebook)
+
+
+def test_graded_codes_reject_probabilities_over_another_number_of_classes():
+    with pytest.raises(TfhashError, match="3 classes"):
+        GradedClassCodes(class_codebook(3, 8))(np.full((2, 4), 0.25, np.float32))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    keras.utils.set_random_seed(1)
+    backbone = model.get_backbone("mnist_cnn", (28, 28, 1), width=4)
+    return model.build_classifier(backbone, 10)
+
+
+def test_graded_hasher_codes_its_classifiers_probabilities(classifier):
+    images = np.random.default_rng(0).random((16, 28, 28, 1), np.float32)
+    hasher = model.build_graded_hasher(classifier, 24)
+    assert hasher.output_shape == (None, 24)
+    expected = graded_reference(classifier.predict(images, verbose=0), class_codebook(10, 24))
+    np.testing.assert_array_equal(hasher.predict(images, verbose=0), expected)
+
+
+def test_graded_hasher_saves_and_reloads_in_safe_mode(classifier, tmp_path):
+    images = np.random.default_rng(1).random((16, 28, 28, 1), np.float32)
+    hasher = model.build_graded_hasher(classifier, 12)
+    hasher.save(tmp_path / "graded.keras")
+    loaded = keras.saving.load_model(tmp_path / "graded.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
+                                  hasher.predict(images, verbose=0))
+
+
+def test_graded_hasher_refuses_what_is_not_a_classifier(classifier):
+    with pytest.raises(TfhashError, match="classifier"):
+        model.build_graded_hasher("classifier", 12)
+    flat = keras.Model(classifier.inputs, keras.layers.Flatten()(classifier.inputs[0]))
+    with pytest.raises(TfhashError, match="classifier"):
+        model.build_graded_hasher(keras.Model(flat.inputs, keras.layers.Reshape((28, 28))(
+            flat.outputs[0])), 12)
