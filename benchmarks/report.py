@@ -252,7 +252,9 @@ def reproduction_section(doc, ensemble_sizes=None):
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
                  + "; phase 2 (all lengths at once) per method, first seed (s): "
-                 + ", ".join(f"{m}{'' if pre else ' (no pre-training)'} {v[0][2]:.0f}"
+                 + ", ".join(f"{m}{'' if pre else ' (no pre-training)'} "
+                             + ("none (codes from the classifier)" if m == "graded"
+                                else f"{v[0][2]:.0f}")
                              for (m, pre), v in walls.items()) + ".")
     links = reproduction_plots(doc, groups, bits)
     lines.append("\n" + " ".join(f"![{alt}]({png})" for alt, png in links))
