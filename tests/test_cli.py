@@ -214,6 +214,34 @@ def test_train_with_shift_average_saves_shift_averaged_encoders(tmp_path, capsys
     assert shifts == [(-1, 0), (0, -1), (0, 1), (1, 0)]
 
 
+def test_train_graded_saves_shift_averaged_class_codes_with_no_hashing_phase(tmp_path, capsys):
+    from tfhash.artifacts import load_encoder
+    from tfhash.codebooks import class_codebook
+    from tfhash.data import load_dataset
+    from tfhash.layers import GradedClassCodes, Shift
+    from tfhash.model import encode
+
+    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
+                     "--graded", "--shift-average", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["graded"] is True and run["shift_averaged"] is True
+    assert not any(phase.startswith("hash") for phase in run["wall_s"])
+    encoder, meta = load_encoder(tmp_path / "model-12.keras")
+    assert meta["graded"] is True
+    assert sum(isinstance(layer, Shift) for layer in encoder.layers) == 4
+    (graded,) = [layer for layer in encoder.layers if isinstance(layer, GradedClassCodes)]
+    codes = encode(encoder, load_dataset("mnist-5k").train.images[:64], verbose=0)
+    distance = (codes[:, None, :] != class_codebook(10, 12)[None]).sum(-1).min(1)
+    assert distance.max() <= graded.max_shift  # each code near its class's codeword
+
+
+def test_train_graded_needs_pretraining(tmp_path):
+    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--graded", "--no-pretrain",
+                           "--out", str(tmp_path))
+    assert_one_line_error(code, err, "--graded", "pre-training")
+
+
 def test_run_and_report_refuses_an_unknown_average_before_training(tmp_path):
     from tfhash.errors import TfhashError
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfhash import model
+from tfhash import data, model
 from tfhash.codebooks import class_codebook, min_distance
 from tfhash.errors import TfhashError
 from tfhash.layers import GradedClassCodes
@@ -145,3 +145,27 @@ def test_graded_hasher_refuses_what_is_not_a_classifier(classifier):
     with pytest.raises(TfhashError, match="classifier"):
         model.build_graded_hasher(keras.Model(flat.inputs, keras.layers.Reshape((28, 28))(
             flat.outputs[0])), 12)
+
+
+@pytest.fixture(scope="module")
+def tiny_split():
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    return data.Split("cnnh", 0, split.train.take(slice(0, 256)), split.val,
+                      split.query.take(slice(0, 64)), split.database.take(slice(0, 256)))
+
+
+def test_fit_graded_codes_its_phase1_classifier(tiny_split):
+    config = model.TrainConfig(bits=(8, 12), pretrain_epochs=1, backbone_width=4)
+    result = model.fit_graded(tiny_split, config, verbose=0)
+    assert set(result.hashers) == {8, 12} and "pretrain" in result.wall_s
+    assert not any(phase.startswith("hash") for phase in result.wall_s)
+    images = tiny_split.query.images
+    probs = result.classifier.predict(images, verbose=0)
+    for bits, hasher in result.hashers.items():
+        np.testing.assert_array_equal(model.encode(hasher, images, verbose=0),
+                                      graded_reference(probs, class_codebook(10, bits)))
+
+
+def test_fit_graded_refuses_a_config_without_pretraining(tiny_split):
+    with pytest.raises(TfhashError, match="pretrain"):
+        model.fit_graded(tiny_split, model.TrainConfig(bits=12, pretrain=False))

@@ -158,11 +158,13 @@ def read_hparams(path):
 
 
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
-                   average=None):
+                   average=None, graded=False):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
     With ``average="flip"`` (``"shift"``) the saved encoders are `tfhash.model.flip_averaged`
-    (`tfhash.model.shift_averaged`) ones; ``None``: the trained hashers as they are.
+    (`tfhash.model.shift_averaged`) ones; ``None``: the trained hashers as they are. With
+    ``graded``, phase 1 only (`tfhash.model.fit_graded`): the encoders are graded class codes
+    of the classifier, view-averaged before the codes are placed when ``average`` is set.
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
@@ -171,17 +173,30 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     from tfhash.distribute import is_chief
     from tfhash.evaluation import evaluate_encoder, format_table, summary_row
     from tfhash.io import write_json
-    from tfhash.model import fit_two_phase, flip_averaged, shift_averaged
+    from tfhash.model import (
+        build_graded_hasher,
+        fit_graded,
+        fit_two_phase,
+        flip_averaged,
+        shift_averaged,
+    )
     from tfhash.plots import plot_pr_curves
 
     views = {None: lambda hashers: hashers, "flip": flip_averaged, "shift": shift_averaged}
     if average not in views:
         raise TfhashError(f"`average` must be one of {list(views)}, got {average!r}")
     out = Path(out)
-    result = fit_two_phase(split, config, dataset.num_classes,
-                           work_dir=work_dir or out / "work", strategy=strategy)
-    hashers = views[average](result.hashers)
-    flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift"}
+    fit = fit_graded if graded else fit_two_phase
+    result = fit(split, config, dataset.num_classes, work_dir=work_dir or out / "work",
+                 strategy=strategy)
+    if graded and average:
+        viewed = views[average](result.classifier)
+        hashers = {bits: build_graded_hasher(viewed, bits, seed=config.seed)
+                   for bits in result.hashers}
+    else:
+        hashers = views[average](result.hashers)
+    flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",
+             "graded": bool(graded)}
     for bits, hasher in hashers.items():
         print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
     if not is_chief(strategy):
@@ -238,16 +253,23 @@ def configure_train(parser):
                           const="shift",
                           help="encoders average each image's codes with its one-pixel "
                                "shifts' (five forward passes per image; digits, text)")
+    parser.add_argument("--graded", action="store_true",
+                        help="no hashing phase: code each image from the phase-1 classifier's "
+                             "class probabilities (graded class codes, "
+                             "tfhash.model.build_graded_hasher)")
     parser.add_argument("--out", required=True, help="output folder for models and results")
 
     def run(args):
         from tfhash.distribute import get_strategy
 
+        if args.graded and (args.no_pretrain or args.pretrain_epochs == 0):
+            raise TfhashError("--graded codes the phase-1 classifier: it needs pre-training "
+                              "(drop --no-pretrain, --pretrain-epochs >= 1)")
         config = train_config(args)
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
-                       average=args.average)
+                       average=args.average, graded=args.graded)
 
     return run
 

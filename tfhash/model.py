@@ -487,15 +487,67 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
     ``strategy`` (see `tfhash.distribute`), models, optimizers and metrics are created in its
     scope and each batch is the global batch, split over the replicas.
     """
+    return _in_scope(_fit_two_phase, split, config, num_classes, work_dir, callbacks, verbose,
+                     strategy)
+
+
+def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
+               strategy=None):
+    """Runs phase 1 only and codes each length in ``config.bits`` with graded class codes
+    (`build_graded_hasher` on the phase-1 classifier, the members' average for an
+    ensemble): no hashing phase, so ``config``'s phase-2 settings are not used. Arguments
+    as in `fit_two_phase`; ``config.pretrain`` must be on with ``pretrain_epochs >= 1``.
+
+    Example:
+
+    >>> result = fit_graded(split, TrainConfig(bits=(12, 48), pretrain_epochs=40))
+    >>> codes = encode(result.hashers[12], images)
+    """
+    check(config.pretrain and config.pretrain_epochs >= 1,
+          "fit_graded: graded codes come from the phase-1 classifier; `config` must "
+          f"pre-train (pretrain=True, pretrain_epochs >= 1), got pretrain={config.pretrain}, "
+          f"pretrain_epochs={config.pretrain_epochs}")
+    return _in_scope(_fit_graded, split, config, num_classes, work_dir, callbacks, verbose,
+                     strategy)
+
+
+def _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy):
     strategy = strategy or tf.distribute.get_strategy()
     if work_dir is not None:
         work_dir = writable_dir(work_dir, strategy)
     with strategy.scope():
-        return _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose)
+        num_classes = num_classes or int(split.train.labels.max()) + 1
+        return fit(split, config, num_classes, work_dir, callbacks, verbose)
 
 
 def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
-    num_classes = num_classes or int(split.train.labels.max()) + 1
+    members, classifier, histories, wall = _pretrain_members(
+        split, config, num_classes, work_dir, callbacks, verbose)
+    backbone = ensemble(members)
+    hashers = {}
+    groups = [config.bits] if config.shared_heads else [(bits,) for bits in config.bits]
+    for group in groups:
+        start = time.perf_counter()
+        tag = "_".join(str(b) for b in group)
+        trained, histories[f"hash_{tag}"] = train_hashers(
+            copy_model(backbone), split, group, config, num_classes, work_dir, callbacks, verbose
+        )
+        hashers.update(trained)
+        wall[f"hash_{tag}"] = time.perf_counter() - start
+    return TrainResult(hashers, classifier, histories, wall)
+
+
+def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose):
+    _, classifier, histories, wall = _pretrain_members(
+        split, config, num_classes, work_dir, callbacks, verbose)
+    hashers = {bits: build_graded_hasher(classifier, bits, seed=config.seed)
+               for bits in config.bits}
+    return TrainResult(hashers, classifier, histories, wall)
+
+
+def _pretrain_members(split, config, num_classes, work_dir, callbacks, verbose):
+    """Phase 1 of every ensemble member (resumed from ``work_dir`` where it was kept):
+    ``(backbones, averaged classifier or None, histories, wall times)``."""
     histories, wall = {}, {}
     members, classifiers = [], []
     for k in range(config.ensemble_size):
@@ -519,19 +571,8 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
                 _save_weights_atomic(classifier, pretrained)
         classifiers.append(classifier)
         wall[phase] = time.perf_counter() - start
-    backbone = ensemble(members)
     classifier = average_classifiers(classifiers) if classifiers else None
-    hashers = {}
-    groups = [config.bits] if config.shared_heads else [(bits,) for bits in config.bits]
-    for group in groups:
-        start = time.perf_counter()
-        tag = "_".join(str(b) for b in group)
-        trained, histories[f"hash_{tag}"] = train_hashers(
-            copy_model(backbone), split, group, config, num_classes, work_dir, callbacks, verbose
-        )
-        hashers.update(trained)
-        wall[f"hash_{tag}"] = time.perf_counter() - start
-    return TrainResult(hashers, classifier, histories, wall)
+    return members, classifier, histories, wall
 
 
 def member_work_dir(work_dir, k):
