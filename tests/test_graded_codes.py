@@ -169,3 +169,11 @@ def test_fit_graded_codes_its_phase1_classifier(tiny_split):
 def test_fit_graded_refuses_a_config_without_pretraining(tiny_split):
     with pytest.raises(TfhashError, match="pretrain"):
         model.fit_graded(tiny_split, model.TrainConfig(bits=12, pretrain=False))
+
+
+def test_graded_codes_scale_to_a_thousand_classes():
+    rng = np.random.default_rng(3)
+    book = class_codebook(1000, 64)
+    probs = random_probabilities(rng, 64, 1000)
+    codes = keras.ops.convert_to_numpy(GradedClassCodes(book)(probs))
+    np.testing.assert_array_equal(codes, graded_reference(probs, book))

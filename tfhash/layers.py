@@ -202,18 +202,10 @@ class GradedClassCodes(keras.layers.Layer):
               f"(num_classes >= 2, bits), got shape {book.shape}")
         self.codebook = book.astype(np.int8)
         self.bits = check_bits(book.shape[1], "codebook.shape[1]")
-        differ = self.codebook[:, None, :] != self.codebook[None, :, :]
-        distance = differ.sum(-1)
+        distance = (self.codebook[:, None, :] != self.codebook[None, :, :]).sum(-1)
         off_diagonal = distance[~np.eye(len(book), dtype=bool)]
         check(off_diagonal.min() > 0, "GradedClassCodes: `codebook` rows must be distinct")
         self.max_shift = int((off_diagonal.min() - 1) // 2)
-        # codes[a, b, r]: codeword a with its first r bits differing from codeword b set to b's
-        steps = np.cumsum(differ, axis=-1)
-        shifts = np.arange(self.max_shift + 1)[None, None, :, None]
-        moved = differ[:, :, None, :] & (steps[:, :, None, :] <= shifts)
-        codes = np.where(moved, self.codebook[None, :, None, :], self.codebook[:, None, None, :])
-        self._codes = codes.reshape(-1, self.bits).astype(np.float32)
-        self._distance = distance.reshape(-1).astype(np.float32)
 
     def call(self, inputs):
         num_classes = len(self.codebook)
@@ -221,11 +213,14 @@ class GradedClassCodes(keras.layers.Layer):
               f"GradedClassCodes: expected probabilities over {num_classes} classes, "
               f"got shape {tuple(inputs.shape)}")
         top, index = ops.top_k(ops.cast(inputs, "float32"), 2)
-        pair = index[:, 0] * num_classes + index[:, 1]
+        book = ops.convert_to_tensor(self.codebook.astype(np.float32))
+        first, second = ops.take(book, index[:, 0], axis=0), ops.take(book, index[:, 1], axis=0)
+        differ = ops.cast(ops.not_equal(first, second), "float32")
         share = top[:, 1] / ops.maximum(top[:, 0] + top[:, 1], 1e-12)
-        shift = ops.round(ops.take(self._distance, pair) * share)
-        shift = ops.cast(ops.clip(shift, 0, self.max_shift), "int32")
-        return ops.take(self._codes, pair * (self.max_shift + 1) + shift, axis=0)
+        shift = ops.clip(ops.round(ops.sum(differ, axis=-1) * share), 0, self.max_shift)
+        # the first `shift` bits where the two codewords differ take the runner-up's value
+        moved = ops.logical_and(differ > 0, ops.cumsum(differ, axis=-1) <= shift[:, None])
+        return ops.where(moved, second, first)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.bits)
