@@ -168,7 +168,7 @@ def graded_encodings(classifier, args):
         views["flip-averaged"] = model.flip_averaged(classifier)
     if args.shift_average:
         views["shift-averaged"] = model.shift_averaged(classifier)
-    return {encoding: {bits: model.build_graded_hasher(viewed, bits) for bits in args.bits}
+    return {encoding: model.build_graded_hashers(viewed, args.bits)
             for encoding, viewed in views.items()}
 
 

@@ -138,6 +138,16 @@ def test_graded_hasher_saves_and_reloads_in_safe_mode(classifier, tmp_path):
                                   hasher.predict(images, verbose=0))
 
 
+def test_graded_hashers_share_the_classifiers_input_and_take_a_list_of_lengths(classifier):
+    hashers = model.build_graded_hashers(classifier, (12, 24))
+    assert {bits: h.output_shape for bits, h in hashers.items()} == {12: (None, 12),
+                                                                     24: (None, 24)}
+    assert hashers[12].inputs[0] is hashers[24].inputs[0] is classifier.inputs[0]
+    for bad in (12, ()):
+        with pytest.raises(TfhashError, match="bits_list"):
+            model.build_graded_hashers(classifier, bad)
+
+
 def test_graded_hasher_refuses_what_is_not_a_classifier(classifier):
     with pytest.raises(TfhashError, match="classifier"):
         model.build_graded_hasher("classifier", 12)

@@ -174,7 +174,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     from tfhash.evaluation import evaluate_encoder, format_table, summary_row
     from tfhash.io import write_json
     from tfhash.model import (
-        build_graded_hasher,
+        build_graded_hashers,
         fit_graded,
         fit_two_phase,
         flip_averaged,
@@ -189,10 +189,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     fit = fit_graded if graded else fit_two_phase
     result = fit(split, config, dataset.num_classes, work_dir=work_dir or out / "work",
                  strategy=strategy)
-    if graded and average:
-        viewed = views[average](result.classifier)
-        hashers = {bits: build_graded_hasher(viewed, bits, seed=config.seed)
-                   for bits in result.hashers}
+    if graded and average:  # average the class probabilities, then place the codes
+        hashers = build_graded_hashers(views[average](result.classifier), result.hashers)
     else:
         hashers = views[average](result.hashers)
     flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",

@@ -35,10 +35,11 @@ from tfhash.losses import (
     OrthoHashLoss,
     PairwiseLikelihoodLoss,
 )
-from tfhash.networks import (  # noqa: F401 (build_hasher, build_graded_hasher: public here too)
+from tfhash.networks import (  # noqa: F401 (the builders are public here too)
     average_classifiers,
     build_classifier,
     build_graded_hasher,
+    build_graded_hashers,
     build_hasher,
     make_optimizer,
     precision_policy,
@@ -540,9 +541,7 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
 def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose):
     _, classifier, histories, wall = _pretrain_members(
         split, config, num_classes, work_dir, callbacks, verbose)
-    hashers = {bits: build_graded_hasher(classifier, bits, seed=config.seed)
-               for bits in config.bits}
-    return TrainResult(hashers, classifier, histories, wall)
+    return TrainResult(build_graded_hashers(classifier, config.bits), classifier, histories, wall)
 
 
 def _pretrain_members(split, config, num_classes, work_dir, callbacks, verbose):

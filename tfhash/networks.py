@@ -89,6 +89,20 @@ def build_graded_hasher(classifier, bits, seed=0):
     return keras.Model(classifier.inputs, codes, name=f"graded_hasher_{bits}")
 
 
+def build_graded_hashers(classifier, bits_list):
+    """`build_graded_hasher` for every length in ``bits_list``: ``{bits: hasher}``, the
+    hashers sharing the classifier's input (so `tfhash.evaluation.encode_heads` runs the
+    classifier once for all of them). The codebooks are the default ones, the same for every
+    classifier of the same classes, so retrained classifiers code into the same codewords.
+
+    >>> hashers = build_graded_hashers(classifier, (12, 48))
+    """
+    check(isinstance(bits_list, (list, tuple)) and bits_list,
+          f"build_graded_hashers: `bits_list` must be a non-empty list or tuple of code "
+          f"lengths, got {bits_list!r}")
+    return {bits: build_graded_hasher(classifier, bits) for bits in bits_list}
+
+
 @contextlib.contextmanager
 def precision_policy(name):
     """Sets Keras' global dtype policy to ``name`` inside the block, then restores it."""
