@@ -190,7 +190,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     result = fit(split, config, dataset.num_classes, work_dir=work_dir or out / "work",
                  strategy=strategy)
     if graded and average:  # average the class probabilities, then place the codes
-        hashers = build_graded_hashers(views[average](result.classifier), result.hashers)
+        hashers = build_graded_hashers(views[average](result.classifier), config.bits)
     else:
         hashers = views[average](result.hashers)
     flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",
