@@ -242,6 +242,23 @@ def test_train_graded_needs_pretraining(tmp_path):
     assert_one_line_error(code, err, "--graded", "pre-training")
 
 
+def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again(
+        tmp_path, capsys, monkeypatch):
+    from tfhash import model
+
+    monkeypatch.setattr(model, "DEMO_RECIPE", {"pretrain_epochs": 1, "hash_epochs": 1,
+                                                "backbone_width": 4})
+    assert cli.main(["demo", "--out", str(tmp_path)]) == 0
+    learned = json.loads((tmp_path / "run.json").read_text())
+    graded = json.loads((tmp_path / "graded" / "run.json").read_text())
+    assert graded["graded"] is True and learned["graded"] is False
+    assert graded["wall_s"]["pretrain"] < learned["wall_s"]["pretrain"]  # loaded, not trained
+    assert (tmp_path / "graded" / "model-12.keras").is_file()
+    out = capsys.readouterr().out
+    for row in graded["rows"]:
+        assert f"{row['map']:.4f} graded class codes" in out
+
+
 def test_run_and_report_refuses_an_unknown_average_before_training(tmp_path):
     from tfhash.errors import TfhashError
 

@@ -519,14 +519,21 @@ def configure_demo(parser):
     parser.add_argument("--out", default="demo-output")
 
     def run(args):
+        from tfhash import model
         from tfhash.data import load_dataset, make_split
-        from tfhash.model import DEMO_RECIPE, TrainConfig
 
         dataset = load_dataset("mnist-5k")
         split = make_split(dataset, "cnnh", seed=0, val_fraction=0.1)
         print(f"mnist-5k, cnnh split: {split.record()}")
-        config = TrainConfig(bits=(12, 32), **DEMO_RECIPE)
-        run_and_report(dataset, split, config, args.out)
+        config = model.TrainConfig(bits=(12, 32), **model.DEMO_RECIPE)
+        out = Path(args.out)
+        learned = run_and_report(dataset, split, config, out)
+        print("graded class codes from the same phase-1 classifier (no hashing phase):")
+        graded = run_and_report(dataset, split, config, out / "graded", work_dir=out / "work",
+                                grid=False, graded=True)
+        for mine, theirs in zip(learned, graded):
+            print(f"{mine['bits']} bits: mAP {mine['map']:.4f} exponentiated loss, "
+                  f"{theirs['map']:.4f} graded class codes")
 
     return run
 
