@@ -166,6 +166,26 @@ def test_export_command(saved_encoder, tmp_path, capsys):
     assert "--format" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("graded", [False, True])
+def test_a_fresh_process_exports_a_saved_encoder(graded, tmp_path):
+    """`tfhash export` loads the encoder in a process that has imported nothing of tfhash's
+    layers yet (the in-process tests always had)."""
+    import keras
+
+    from tfhash.artifacts import save_encoder
+    from tfhash.model import build_classifier, build_graded_hasher, build_hasher, get_backbone
+
+    keras.utils.set_random_seed(0)
+    backbone = get_backbone("mnist_cnn", (28, 28, 1), width=4)
+    encoder = (build_graded_hasher(build_classifier(backbone, 10), 12) if graded
+               else build_hasher(backbone, 12))
+    save_encoder(encoder, tmp_path / "model-12.keras", {"dataset": "mnist-5k"})
+    code, out, err = run_cli("export", str(tmp_path / "model-12.keras"), "--out",
+                             str(tmp_path / "serving"), "--format", "savedmodel")
+    assert code == 0, err
+    assert (tmp_path / "serving" / "tfhash" / "1" / "saved_model.pb").is_file()
+
+
 def test_train_in_mixed_precision_saves_a_float32_encoder(tmp_path, capsys):
     from tfhash.artifacts import load_encoder
 

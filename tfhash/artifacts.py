@@ -68,6 +68,9 @@ def load_encoder(path):
     check(path.suffix == ".keras", f"model file must be a .keras file, got {path}")
     import keras
 
+    import tfhash.layers  # noqa: F401 - registers tfhash's layers, which encoders are made of
+    import tfhash.losses  # noqa: F401 - and its losses, for a model saved compiled
+
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - any failure means an unreadable model file
