@@ -176,6 +176,20 @@ def test_fit_graded_codes_its_phase1_classifier(tiny_split):
                                       graded_reference(probs, class_codebook(10, bits)))
 
 
+def test_fit_graded_in_mixed_precision_returns_float32_encoders(tiny_split):
+    config = model.TrainConfig(bits=(12,), pretrain_epochs=1, backbone_width=4,
+                               precision="mixed_bfloat16", ensemble_size=2)
+    hasher = model.fit_graded(tiny_split, config, verbose=0).hashers[12]
+
+    def layers(m):
+        for layer in m.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from layers(layer)
+
+    assert {layer.dtype_policy.name for layer in layers(hasher)} == {"float32"}
+
+
 def test_fit_graded_refuses_a_config_without_pretraining(tiny_split):
     with pytest.raises(TfhashError, match="pretrain"):
         model.fit_graded(tiny_split, model.TrainConfig(bits=12, pretrain=False))

@@ -541,6 +541,8 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
 def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose):
     _, classifier, histories, wall = _pretrain_members(
         split, config, num_classes, work_dir, callbacks, verbose)
+    if config.precision != "float32":  # encoders compute in float32, as train_hashers' do
+        classifier = as_float32(classifier)
     return TrainResult(build_graded_hashers(classifier, config.bits), classifier, histories, wall)
 
 
