@@ -86,11 +86,10 @@ def peers_ahead(rows, encoding):
     for r in rows:
         if r["pretrain"] and r.get("encoding", "plain") == encoding:
             by_method[r["method"]].append(r)
-    ours = by_method.pop("exponentiated", [])
-    for method in OURS:
-        by_method.pop(method, None)
+    ours = by_method["exponentiated"]
+    peers = {method: rs for method, rs in by_method.items() if method not in OURS}
     ahead, compared = [], False
-    for peer, theirs in sorted(by_method.items()):
+    for peer, theirs in sorted(peers.items()):
         seeds = sorted({r["seed"] for r in ours} & {r["seed"] for r in theirs})
         compared = compared or bool(seeds)
         for bits in sorted({r["bits"] for r in theirs} & {r["bits"] for r in ours}):

@@ -151,25 +151,26 @@ def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classe
     result = model.fit_two_phase(phase2_split, config, num_classes, work_dir=run_dir,
                                  verbose=args.verbose)
     hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
-    encodings = {"plain": result.hashers}
-    if args.flip_average:
-        encodings["flip-averaged"] = model.flip_averaged(result.hashers)
-    if args.shift_average:
-        encodings["shift-averaged"] = model.shift_averaged(result.hashers)
-    return encodings, hash_s, phase2_split
+    return encoding_views(args, result.hashers), hash_s, phase2_split
 
 
 def graded_encodings(classifier, args):
     """The graded rows' hashers: `tfhash.model.build_graded_hasher` on the phase-1
     classifier, no phase 2; the view-averaged encodings average the class probabilities
     over the views before the codes are placed."""
-    views = {"plain": classifier}
-    if args.flip_average:
-        views["flip-averaged"] = model.flip_averaged(classifier)
-    if args.shift_average:
-        views["shift-averaged"] = model.shift_averaged(classifier)
     return {encoding: model.build_graded_hashers(viewed, args.bits)
-            for encoding, viewed in views.items()}
+            for encoding, viewed in encoding_views(args, classifier).items()}
+
+
+def encoding_views(args, models):
+    """``{encoding: models}``: ``models`` (a model or ``{bits: model}``) as they are, plus
+    their flip- and shift-averaged forms when ``--flip-average`` / ``--shift-average`` ask."""
+    views = {"plain": models}
+    if args.flip_average:
+        views["flip-averaged"] = model.flip_averaged(models)
+    if args.shift_average:
+        views["shift-averaged"] = model.shift_averaged(models)
+    return views
 
 
 def trained_on(record):

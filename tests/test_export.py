@@ -191,10 +191,17 @@ def test_an_ensemble_encoder_reloads_safely_and_exports_with_the_same_codes(digi
 def test_a_graded_hasher_exports_with_the_same_codes(digits, tmp_path):
     import onnxruntime as ort
 
+    from tfhash.codebooks import class_codebook
+
     tf.keras.utils.set_random_seed(6)
     classifier = model.build_classifier(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
+    kernel, bias = classifier.get_layer("classes").get_weights()
+    classifier.get_layer("classes").set_weights([kernel * 100, bias])  # sure and unsure images
     hasher = model.build_graded_hasher(classifier, 12)
     codes = hasher.predict(digits, verbose=0)
+    probs = classifier.predict(digits, verbose=0)
+    shifts = (codes != class_codebook(10, 12)[probs.argmax(1)]).sum(1)
+    assert set(shifts) == {0, 1, 2}  # every shift the 12-bit codebook allows is exported
     served = tf.saved_model.load(str(export_savedmodel(hasher, tmp_path, name="graded")))
     out = served.signatures["serving_default"](images=tf.constant(digits))
     np.testing.assert_array_equal(out["codes"].numpy(), codes)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfhash.codebooks import min_distance
 from tfhash.codes import check_bits
 from tfhash.errors import check
 
@@ -202,10 +203,9 @@ class GradedClassCodes(keras.layers.Layer):
               f"(num_classes >= 2, bits), got shape {book.shape}")
         self.codebook = book.astype(np.int8)
         self.bits = check_bits(book.shape[1], "codebook.shape[1]")
-        distance = (self.codebook[:, None, :] != self.codebook[None, :, :]).sum(-1)
-        off_diagonal = distance[~np.eye(len(book), dtype=bool)]
-        check(off_diagonal.min() > 0, "GradedClassCodes: `codebook` rows must be distinct")
-        self.max_shift = int((off_diagonal.min() - 1) // 2)
+        d_min = min_distance(self.codebook)
+        check(d_min > 0, "GradedClassCodes: `codebook` rows must be distinct")
+        self.max_shift = (d_min - 1) // 2
 
     def call(self, inputs):
         num_classes = len(self.codebook)
@@ -213,7 +213,7 @@ class GradedClassCodes(keras.layers.Layer):
               f"GradedClassCodes: expected probabilities over {num_classes} classes, "
               f"got shape {tuple(inputs.shape)}")
         top, index = ops.top_k(ops.cast(inputs, "float32"), 2)
-        book = ops.convert_to_tensor(self.codebook.astype(np.float32))
+        book = ops.convert_to_tensor(self.codebook, dtype="float32")
         first, second = ops.take(book, index[:, 0], axis=0), ops.take(book, index[:, 1], axis=0)
         differ = ops.cast(ops.not_equal(first, second), "float32")
         share = top[:, 1] / ops.maximum(top[:, 0] + top[:, 1], 1e-12)
