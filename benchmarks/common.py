@@ -46,6 +46,17 @@ def run_name(dataset, protocol, tag=""):
     return f"{dataset}-{protocol}{tag}"
 
 
+def adopted_members(source_size, size):
+    """How many ensemble members a run of ``size`` members takes with ``--phase1-from``
+    from a run of ``source_size``: members 0, 1, ... as far as both have them; the run
+    trains the rest itself.
+
+    >>> adopted_members(2, 3)
+    2
+    """
+    return min(source_size, size)
+
+
 def round_stem(round_no):
     """File stem of a seed's cached classifier after self-training round ``round_no``
     (0: phase 1 alone)."""

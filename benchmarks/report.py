@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, adopted_members  # noqa: E402  (also puts tfhash on the path)
 
 HERE = Path(__file__).parent
-RESULTS = HERE / "results"
 # The paper's abstract gives only these headline figures (Hamming-ranking mAP, 12 bits).
 PAPER = {("mnist", "cnnh", 12): 0.99, ("cifar10", "cnnh", 12): 0.74}
 
@@ -224,8 +224,9 @@ def reproduction_section(doc, ensemble_sizes=None):
     acc = sorted({(r["seed"], r["query_accuracy"]) for r in rows})
     walls = defaultdict(list)
     for r in rows:
+        no_phase2 = r.get("hash_epochs") == 0  # graded codes: none trained
         walls[(r["method"], r["pretrain"])].append((r["seed"], r["wall_s_pretrain"],
-                                                   r["wall_s_hash"]))
+                                                   None if no_phase2 else r["wall_s_hash"]))
     lines.append("")
     config = doc.get("config", {})
     recipe = ", ".join(f"{k}={config[k]}" for k in (
@@ -252,7 +253,7 @@ def reproduction_section(doc, ensemble_sizes=None):
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
                  + "; phase 2 (all lengths at once) per method, first seed (s): "
                  + ", ".join(f"{m}{'' if pre else ' (no pre-training)'} "
-                             + ("none (codes from the classifier)" if m == "graded"
+                             + ("none (codes from the classifier)" if v[0][2] is None
                                 else f"{v[0][2]:.0f}")
                              for (m, pre), v in walls.items()) + ".")
     links = reproduction_plots(doc, groups, bits)
@@ -286,7 +287,7 @@ def phase1_from_lines(rows, members=1, source_members=None):
     source_members = source_members or {}
     parts = []
     for run, run_seeds in sorted(seeds.items()):
-        taken = min(members, source_members.get(run, 1))
+        taken = adopted_members(source_members.get(run, 1), members)
         part = f"{run} ({seeds_words(sorted(run_seeds))}"
         if members > 1:
             part += (f"; all {members} ensemble members" if taken == members else

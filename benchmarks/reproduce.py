@@ -37,6 +37,7 @@ from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 
 from common import (
     RESULTS,
+    adopted_members,
     atomic_path,
     cached_training,
     correct_queries,
@@ -465,7 +466,8 @@ def main():
         recipe = recipe_record(args, configs[args.seeds[0]])
         check_phase1_source(source, args.dataset, args.protocol, recipe)
         rounds = adopted_rounds(source, recipe)
-        members = min(stored_config(source)["ensemble_size"], recipe["ensemble_size"])
+        members = adopted_members(stored_config(source)["ensemble_size"],
+                                  recipe["ensemble_size"])
         for seed in args.seeds:
             adopt_phase1(work_root.parent / args.phase1_from / f"seed{seed}",
                          work_root / f"seed{seed}", rounds, members)

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import phase2_spread  # noqa: E402
+import report  # noqa: E402
 import reproduce  # noqa: E402
 from classifier_bound import (  # noqa: E402
     class_codes,
@@ -29,6 +30,7 @@ from report import (  # noqa: E402
     peer_goal_lines,
     peers_ahead,
     phase1_from_lines,
+    reproduction_section,
 )
 from reproduce import (  # noqa: E402
     adopt_phase1,
@@ -503,6 +505,9 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     assert set(rows) == {"plain", "shift-averaged"} and doc["pr_curves"]["method"] == "graded"
     assert all(r["method"] == "graded" and r["hash_epochs"] == 0 and r["wall_s_hash"] == 0
                and r["n_train_phase2"] == 0 for r in rows.values())
+    monkeypatch.setattr(report, "HERE", tmp_path)  # its plots go here, not into benchmarks/
+    section = reproduction_section(doc)
+    assert "per method, first seed (s): graded none (codes from the classifier)." in section
 
     config = TrainConfig(bits=12, pretrain_epochs=1, backbone_width=4)
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)

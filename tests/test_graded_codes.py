@@ -176,6 +176,23 @@ def test_fit_graded_codes_its_phase1_classifier(tiny_split):
                                       graded_reference(probs, class_codebook(10, bits)))
 
 
+def test_fit_graded_with_flip_average_places_codes_from_mirror_averaged_probabilities(
+        tiny_split):
+    config = model.TrainConfig(bits=(12,), pretrain_epochs=1, backbone_width=4)
+    result = model.fit_graded(tiny_split, config, verbose=0, average="flip")
+    images = tiny_split.query.images
+    probs = (result.classifier.predict(images, verbose=0)
+             + result.classifier.predict(images[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_array_equal(model.encode(result.hashers[12], images, verbose=0),
+                                  graded_reference(probs, class_codebook(10, 12)))
+
+
+def test_fit_graded_refuses_an_unknown_average_before_training(tiny_split):
+    config = model.TrainConfig(bits=12, pretrain_epochs=1000)
+    with pytest.raises(TfhashError, match="`average` must be one of"):
+        model.fit_graded(tiny_split, config, average="mirror")
+
+
 def test_fit_graded_in_mixed_precision_returns_float32_encoders(tiny_split):
     config = model.TrainConfig(bits=(12,), pretrain_epochs=1, backbone_width=4,
                                precision="mixed_bfloat16", ensemble_size=2)

@@ -173,26 +173,20 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     from tfhash.distribute import is_chief
     from tfhash.evaluation import evaluate_encoder, format_table, summary_row
     from tfhash.io import write_json
-    from tfhash.model import (
-        build_graded_hashers,
-        fit_graded,
-        fit_two_phase,
-        flip_averaged,
-        shift_averaged,
-    )
+    from tfhash.model import check_average, fit_graded, fit_two_phase, view_averaged
     from tfhash.plots import plot_pr_curves
 
-    views = {None: lambda hashers: hashers, "flip": flip_averaged, "shift": shift_averaged}
-    if average not in views:
-        raise TfhashError(f"`average` must be one of {list(views)}, got {average!r}")
+    check_average(average)  # before training, not after it
     out = Path(out)
-    fit = fit_graded if graded else fit_two_phase
-    result = fit(split, config, dataset.num_classes, work_dir=work_dir or out / "work",
-                 strategy=strategy)
-    if graded and average:  # average the class probabilities, then place the codes
-        hashers = build_graded_hashers(views[average](result.classifier), config.bits)
+    work_dir = work_dir or out / "work"
+    if graded:  # the probabilities are averaged, then the codes placed
+        result = fit_graded(split, config, dataset.num_classes, work_dir=work_dir,
+                            strategy=strategy, average=average)
+        hashers = result.hashers
     else:
-        hashers = views[average](result.hashers)
+        result = fit_two_phase(split, config, dataset.num_classes, work_dir=work_dir,
+                               strategy=strategy)
+        hashers = view_averaged(result.hashers, average)
     flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",
              "graded": bool(graded)}
     for bits, hasher in hashers.items():

@@ -14,6 +14,7 @@ Example:
 """
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -304,6 +305,26 @@ def shift_averaged(hashers, pixels=1):
     return _view_averaged(hashers, "shift_averaged", views)
 
 
+def view_averaged(hashers, average):
+    """``hashers`` as they are (``average=None``), `flip_averaged` (``"flip"``) or
+    `shift_averaged` (``"shift"``): the test-time averaging a command line names.
+
+    >>> encoders = view_averaged(result.hashers, "flip")
+    """
+    return VIEW_AVERAGES[check_average(average)](hashers)
+
+
+def check_average(average):
+    """``average`` if it names a test-time averaging (a key of `VIEW_AVERAGES`), else a
+    clear error."""
+    check(average in VIEW_AVERAGES,
+          f"`average` must be one of {list(VIEW_AVERAGES)}, got {average!r}")
+    return average
+
+
+VIEW_AVERAGES = {None: lambda hashers: hashers, "flip": flip_averaged, "shift": shift_averaged}
+
+
 def _view_averaged(hashers, name, views):
     """``hashers`` (a model or ``{bits: model}`` sharing one input) whose outputs are the
     mean over the image itself and its ``views`` (layers from images to images)."""
@@ -493,11 +514,14 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
 
 
 def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
-               strategy=None):
+               strategy=None, average=None):
     """Runs phase 1 only and codes each length in ``config.bits`` with graded class codes
     (`build_graded_hasher` on the phase-1 classifier, the members' average for an
     ensemble): no hashing phase, so ``config``'s phase-2 settings are not used. Arguments
     as in `fit_two_phase`; ``config.pretrain`` must be on with ``pretrain_epochs >= 1``.
+    With ``average="flip"`` (``"shift"``) the class probabilities are averaged over the
+    views of `flip_averaged` (`shift_averaged`) before the codes are placed; the returned
+    classifier stays the plain one.
 
     Example:
 
@@ -508,8 +532,8 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
           "fit_graded: graded codes come from the phase-1 classifier; `config` must "
           f"pre-train (pretrain=True, pretrain_epochs >= 1), got pretrain={config.pretrain}, "
           f"pretrain_epochs={config.pretrain_epochs}")
-    return _in_scope(_fit_graded, split, config, num_classes, work_dir, callbacks, verbose,
-                     strategy)
+    fit = functools.partial(_fit_graded, average=check_average(average))
+    return _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy)
 
 
 def _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy):
@@ -538,12 +562,13 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
     return TrainResult(hashers, classifier, histories, wall)
 
 
-def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose):
+def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, average):
     _, classifier, histories, wall = _pretrain_members(
         split, config, num_classes, work_dir, callbacks, verbose)
     if config.precision != "float32":  # encoders compute in float32, as train_hashers' do
         classifier = as_float32(classifier)
-    return TrainResult(build_graded_hashers(classifier, config.bits), classifier, histories, wall)
+    hashers = build_graded_hashers(view_averaged(classifier, average), config.bits)
+    return TrainResult(hashers, classifier, histories, wall)
 
 
 def _pretrain_members(split, config, num_classes, work_dir, callbacks, verbose):
