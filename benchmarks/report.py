@@ -44,8 +44,9 @@ UNUSED = {"ema_momentum": None, "soup_size": 1, "ensemble_size": 1}
 
 OVERVIEW_MIN_SEEDS = 3
 # tfhash's own hash functions: the paper's loss, and codes graded from the classifier with no
-# phase 2 (reproduce.py --methods graded); every other method is a peer loss
-OURS = {"exponentiated": "exponentiated loss", "graded": "graded class codes"}
+# phase 2 (reproduce.py --methods graded, graded-arranged); every other method is a peer loss
+OURS = {"exponentiated": "exponentiated loss", "graded": "graded class codes",
+        "graded-arranged": "graded class codes, arranged codebook"}
 
 
 class OverviewRow(NamedTuple):
@@ -156,7 +157,9 @@ def overview_section(docs):
              f"Every run below with at least {OVERVIEW_MIN_SEEDS} seeds: the exponentiated "
              "loss with pre-training, or graded class codes (the pre-trained classifier's "
              "probabilities placed between class codewords, no phase 2: "
-             "`tfhash.model.build_graded_hasher`), mean mAP@all over the seeds (each run's "
+             "`tfhash.model.build_graded_hasher`; 'arranged codebook': the classes the "
+             "classifier mixes up on the training images get the nearer codewords), "
+             "mean mAP@all over the seeds (each run's "
              "own section has the spread, the peers and the ablation); '>= paper' compares the "
              "unrounded 12-bit mean with the paper's figure. 'labelled + database' runs "
              "also used the database images without their labels (self-training): "

@@ -11,7 +11,9 @@ protocol and phase-1 recipe) trained, and its self-training rounds when both run
 self-train the same way, so a new phase-2 recipe costs no phase 1; with ``--ensemble-size K``
 (phase 2 hashes from K backbones pre-trained apart) it also takes the members that run has,
 up to K, and trains the rest. ``--methods graded`` adds rows with no phase 2 at all: codes
-placed from the phase-1 classifier's class probabilities (`tfhash.model.build_graded_hasher`).
+placed from the phase-1 classifier's class probabilities (`tfhash.model.build_graded_hasher`);
+``graded-arranged`` the same with the codewords arranged by how much the classifier mixes
+up the classes on the training images (`tfhash.model.training_similarity`).
 Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
@@ -47,6 +49,7 @@ from common import (
 )
 
 GRADED = "graded"  # codes from the classifier's probabilities: a row with no phase 2
+ARRANGED = "graded-arranged"  # the same, codewords arranged by the training images
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
@@ -108,8 +111,10 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
                                                   if not args.no_ablation else [])
     for method, use_pretrain in runs:
-        if method == GRADED:
-            encodings, hash_s, phase2_split = graded_encodings(classifier, args), 0.0, None
+        if method in (GRADED, ARRANGED):
+            encodings = graded_encodings(classifier, args,
+                                         split.train if method == ARRANGED else None)
+            hash_s, phase2_split = 0.0, None
         else:
             config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
             encodings, hash_s, phase2_split = train_encodings(
@@ -155,12 +160,18 @@ def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classe
     return encoding_views(args, result.hashers), hash_s, phase2_split
 
 
-def graded_encodings(classifier, args):
+def graded_encodings(classifier, args, train=None):
     """The graded rows' hashers: `tfhash.model.build_graded_hasher` on the phase-1
     classifier, no phase 2; the view-averaged encodings average the class probabilities
-    over the views before the codes are placed."""
-    return {encoding: model.build_graded_hashers(viewed, args.bits)
-            for encoding, viewed in encoding_views(args, classifier).items()}
+    over the views before the codes are placed. With ``train`` (the labelled training
+    images) each encoding's codewords are arranged by that encoding's probabilities on
+    them."""
+    encodings = {}
+    for encoding, viewed in encoding_views(args, classifier).items():
+        similarity = (None if train is None else
+                      model.training_similarity(viewed, train, classifier.output_shape[-1]))
+        encodings[encoding] = model.build_graded_hashers(viewed, args.bits, similarity)
+    return encodings
 
 
 def encoding_views(args, models):
@@ -370,11 +381,12 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="*", default=["exponentiated", "dpsh", "dsh",
                                                          "orthohash"],
-                        choices=(*model.METHODS, GRADED),
+                        choices=(*model.METHODS, GRADED, ARRANGED),
                         help="pre-trained rows to run; none (a bare --methods) with the "
                              f"ablation runs only the ablation row; {GRADED}: codes placed "
                              "from the phase-1 classifier's class probabilities "
-                             "(tfhash.model.build_graded_hasher), no phase 2")
+                             f"(tfhash.model.build_graded_hasher), no phase 2; {ARRANGED}: "
+                             "the same with codewords arranged by the training images")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")
@@ -443,8 +455,9 @@ def main():
         parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
     for flag in labelling_record(args) if not args.self_train else ():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
-    if args.self_train and GRADED in args.methods:
-        parser.error(f"--methods {GRADED}: not with --self-train (it codes the phase-1 "
+    graded = [m for m in args.methods if m in (GRADED, ARRANGED)]
+    if args.self_train and graded:
+        parser.error(f"--methods {graded[0]}: not with --self-train (it codes the phase-1 "
                      "classifier as it is)")
     if args.self_train and (args.ensemble_size or 1) > 1:
         parser.error("--self-train: ensembles (--ensemble-size > 1) are not self-trained")

@@ -44,7 +44,7 @@ from reproduce import (  # noqa: E402
 from test_graded_codes import graded_reference  # noqa: E402
 
 from tfhash import data  # noqa: E402
-from tfhash.codebooks import class_codebook  # noqa: E402
+from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity  # noqa: E402
 from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
 from tfhash.model import TrainConfig, build_classifier, get_backbone  # noqa: E402
 
@@ -498,26 +498,34 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [
         "reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
         "--backbone-width", "4", "--work-dir", str(work), "--verbose", "0",
-        "--methods", "graded", "--no-ablation", "--shift-average"])
+        "--methods", "graded", "graded-arranged", "--no-ablation", "--shift-average"])
     reproduce.main()
     doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
-    rows = {r["encoding"]: r for r in doc["rows"]}
-    assert set(rows) == {"plain", "shift-averaged"} and doc["pr_curves"]["method"] == "graded"
-    assert all(r["method"] == "graded" and r["hash_epochs"] == 0 and r["wall_s_hash"] == 0
-               and r["n_train_phase2"] == 0 for r in rows.values())
+    rows = {(r["method"], r["encoding"]): r for r in doc["rows"]}
+    assert set(rows) == {(m, e) for m in ("graded", "graded-arranged")
+                         for e in ("plain", "shift-averaged")}
+    assert doc["pr_curves"]["method"] == "graded"
+    assert all(r["hash_epochs"] == 0 and r["wall_s_hash"] == 0 and r["n_train_phase2"] == 0
+               for r in rows.values())
     monkeypatch.setattr(report, "HERE", tmp_path)  # its plots go here, not into benchmarks/
     section = reproduction_section(doc)
-    assert "per method, first seed (s): graded none (codes from the classifier)." in section
+    assert ("per method, first seed (s): graded none (codes from the classifier), "
+            "graded-arranged none (codes from the classifier).") in section
 
     config = TrainConfig(bits=12, pretrain_epochs=1, backbone_width=4)
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
     classifier = build_classifier(config.make_backbone((28, 28, 1)), 10)
     classifier.load_weights(work / "mnist-5k-cnnh" / "seed0" / "pretrained.weights.h5")
-    book = class_codebook(10, 12)
-    q, db = (graded_reference(classifier.predict(part.images, verbose=0), book)
-             for part in (split.query, split.database))
-    expected = mean_average_precision(q, split.query.labels, db, split.database.labels)
-    assert rows["plain"]["map"] == pytest.approx(expected, abs=1e-6)
+    similarity = class_similarity(classifier.predict(split.train.images, verbose=0),
+                                  split.train.labels)
+    for method, book in (("graded", class_codebook(10, 12)),
+                         ("graded-arranged", arrange_codebook(class_codebook(10, 12),
+                                                              similarity))):
+        q, db = (graded_reference(classifier.predict(part.images, verbose=0), book)
+                 for part in (split.query, split.database))
+        expected = mean_average_precision(q, split.query.labels, db, split.database.labels)
+        assert rows[(method, "plain")]["map"] == pytest.approx(expected, abs=1e-6)
+    assert rows[("graded-arranged", "plain")]["map"] != rows[("graded", "plain")]["map"]
 
 
 def test_graded_rows_are_refused_with_self_training(monkeypatch, capsys):

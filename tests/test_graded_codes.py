@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tfhash import data, model
-from tfhash.codebooks import class_codebook, min_distance
+from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity, min_distance
 from tfhash.errors import TfhashError
 from tfhash.layers import GradedClassCodes
 
@@ -157,6 +157,89 @@ def test_graded_hasher_refuses_what_is_not_a_classifier(classifier):
             flat.outputs[0])), 12)
 
 
+def test_class_similarity_against_a_loop_over_images():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    labels = rng.integers(0, 3, size=50)  # class 3 has no image
+    expected = np.zeros((4, 4))
+    for a in range(4):
+        for b in range(4):
+            if a != b:
+                expected[a, b] = sum(probs[labels == a, b].mean() if (labels == a).any() else 0
+                                     for a, b in ((a, b), (b, a)))
+    np.testing.assert_allclose(class_similarity(probs, labels), expected)
+
+
+@pytest.mark.parametrize("probs, labels, kwargs, match", [
+    (np.ones(5), np.zeros(5, int), {}, "probabilities"),
+    (np.full((2, 3), np.nan), np.zeros(2, int), {}, "probabilities"),
+    (np.ones((2, 3)), np.array([0, 3]), {}, "labels"),
+    (np.ones((2, 3)), np.array([0.0, 1.0]), {}, "labels"),
+    (np.ones((2, 3)), np.zeros(2, int), {"num_classes": 4}, "num_classes"),
+])
+def test_class_similarity_rejects_bad_arguments(probs, labels, kwargs, match):
+    with pytest.raises(TfhashError, match=match):
+        class_similarity(probs, labels, **kwargs)
+
+
+def arrangement_cost(book, similarity):
+    distances = (book[:, None, :] != book[None, :, :]).sum(-1)
+    return float((similarity * distances).sum())
+
+
+def test_arranged_codebook_reaches_the_best_order_of_every_permutation():
+    rng = np.random.default_rng(1)
+    book = class_codebook(7, 10)
+    for _ in range(3):
+        similarity = rng.random((7, 7)) ** 4  # a few pairs much alike
+        similarity = similarity + similarity.T
+        np.fill_diagonal(similarity, 0)
+        best = min(arrangement_cost(book[list(order)], similarity)
+                   for order in itertools.permutations(range(7)))
+        arranged = arrange_codebook(book, similarity)
+        assert sorted(map(bytes, arranged)) == sorted(map(bytes, book))  # same codewords
+        assert arrangement_cost(arranged, similarity) == pytest.approx(best)
+        assert arrangement_cost(arranged, similarity) < arrangement_cost(book, similarity)
+
+
+def test_arranging_many_classes_beats_every_random_order_and_no_swap_improves_it():
+    rng = np.random.default_rng(2)
+    book = class_codebook(300, 32)
+    similarity = rng.random((300, 300)) ** 8
+    similarity = similarity + similarity.T
+    np.fill_diagonal(similarity, 0)
+    arranged = arrange_codebook(book, similarity, restarts=1)
+    cost = arrangement_cost(arranged, similarity)
+    assert cost < min(arrangement_cost(book[rng.permutation(300)], similarity)
+                      for _ in range(20))
+    assert min_distance(arranged) == min_distance(book)
+    for i, j in rng.integers(0, 300, size=(50, 2)):  # a local optimum: no swap helps
+        swapped = arranged.copy()
+        swapped[[i, j]] = swapped[[j, i]]
+        assert arrangement_cost(swapped, similarity) >= cost - 1e-6
+
+
+@pytest.mark.parametrize("similarity, kwargs, match", [
+    (np.ones((3, 3)), {}, "similarity"),
+    (np.triu(np.ones((4, 4))), {}, "similarity"),
+    (-np.ones((4, 4)), {}, "similarity"),
+    (np.ones((4, 4)), {"restarts": 0}, "restarts"),
+])
+def test_arrange_codebook_rejects_bad_arguments(similarity, kwargs, match):
+    with pytest.raises(TfhashError, match=match):
+        arrange_codebook(class_codebook(4, 6), similarity, **kwargs)
+
+
+def test_graded_hasher_with_a_similarity_codes_with_the_arranged_codebook(classifier):
+    similarity = np.zeros((10, 10))
+    similarity[2, 7] = similarity[7, 2] = 1.0
+    hasher = model.build_graded_hasher(classifier, 24, similarity=similarity)
+    (layer,) = [lay for lay in hasher.layers if isinstance(lay, GradedClassCodes)]
+    expected = arrange_codebook(class_codebook(10, 24), similarity)
+    np.testing.assert_array_equal(layer.codebook, expected)
+    assert not np.array_equal(expected, class_codebook(10, 24))
+
+
 @pytest.fixture(scope="module")
 def tiny_split():
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
@@ -171,15 +254,24 @@ def test_fit_graded_codes_its_phase1_classifier(tiny_split):
     assert not any(phase.startswith("hash") for phase in result.wall_s)
     images = tiny_split.query.images
     probs = result.classifier.predict(images, verbose=0)
-    for bits, hasher in result.hashers.items():
+    train = tiny_split.train
+    similarity = class_similarity(result.classifier.predict(train.images, verbose=0),
+                                  train.labels)
+    for bits, hasher in result.hashers.items():  # arranged by the training images
+        book = arrange_codebook(class_codebook(10, bits), similarity)
+        assert not np.array_equal(book, class_codebook(10, bits))
         np.testing.assert_array_equal(model.encode(hasher, images, verbose=0),
-                                      graded_reference(probs, class_codebook(10, bits)))
+                                      graded_reference(probs, book))
+    plain = model.fit_graded(tiny_split, config, verbose=0, arrange=False)
+    np.testing.assert_array_equal(
+        model.encode(plain.hashers[12], images, verbose=0),
+        graded_reference(plain.classifier.predict(images, verbose=0), class_codebook(10, 12)))
 
 
 def test_fit_graded_with_flip_average_places_codes_from_mirror_averaged_probabilities(
         tiny_split):
     config = model.TrainConfig(bits=(12,), pretrain_epochs=1, backbone_width=4)
-    result = model.fit_graded(tiny_split, config, verbose=0, average="flip")
+    result = model.fit_graded(tiny_split, config, verbose=0, average="flip", arrange=False)
     images = tiny_split.query.images
     probs = (result.classifier.predict(images, verbose=0)
              + result.classifier.predict(images[:, :, ::-1], verbose=0)) / 2
@@ -187,10 +279,12 @@ def test_fit_graded_with_flip_average_places_codes_from_mirror_averaged_probabil
                                   graded_reference(probs, class_codebook(10, 12)))
 
 
-def test_fit_graded_refuses_an_unknown_average_before_training(tiny_split):
+def test_fit_graded_refuses_an_unknown_average_or_arrange_before_training(tiny_split):
     config = model.TrainConfig(bits=12, pretrain_epochs=1000)
     with pytest.raises(TfhashError, match="`average` must be one of"):
         model.fit_graded(tiny_split, config, average="mirror")
+    with pytest.raises(TfhashError, match="`arrange` must be True or False"):
+        model.fit_graded(tiny_split, config, arrange="yes")
 
 
 def test_fit_graded_in_mixed_precision_returns_float32_encoders(tiny_split):

@@ -6,6 +6,10 @@ distance) from the nearest codeword already picked. For codes of up to
 12 bits and 10 classes it reaches minimum distance 6, the most any 10 words of 12 bits
 can have); longer codes draw `POOL_SIZE` random candidates from ``seed``.
 
+The pairwise distances of such a codebook are not all equal. `arrange_codebook` hands
+the nearer pairs of codewords to the classes a classifier confuses most
+(`class_similarity`), so an image coded as the wrong class still lands near its own.
+
 Example:
 
 >>> book = class_codebook(10, 12)
@@ -68,3 +72,115 @@ def min_distance(codebook):
           f"`codebook` must be a 2-D array with at least 2 rows, got shape {codebook.shape}")
     distances = hamming(pack(codebook), pack(codebook))
     return int(distances[~np.eye(len(codebook), dtype=bool)].min())
+
+
+def class_similarity(probabilities, labels, num_classes=None):
+    """How much a classifier mixes up each pair of classes: a symmetric
+    ``(num_classes, num_classes)`` float64 matrix whose entry ``(a, b)`` is the mean
+    probability it gives class ``b`` on the images of class ``a`` plus the mean it gives
+    ``a`` on the images of ``b`` (zero diagonal; classes with no image contribute 0).
+
+    Args:
+        probabilities: class probabilities ``(n, num_classes)``, e.g. a classifier's
+            ``predict`` on its labelled training images.
+        labels: the images' class ids ``(n,)``.
+        num_classes: number of classes; default ``probabilities.shape[1]``.
+
+    Example:
+
+    >>> class_similarity(np.array([[0.7, 0.3, 0.0], [0.2, 0.8, 0.0]]), np.array([0, 1]))
+    array([[0. , 0.5, 0. ],
+           [0.5, 0. , 0. ],
+           [0. , 0. , 0. ]])
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    check(probabilities.ndim == 2 and probabilities.shape[1] >= 2
+          and np.isfinite(probabilities).all(),
+          "`probabilities` must be a finite 2-D array (images, classes) with at least 2 "
+          f"classes, got shape {probabilities.shape}")
+    num_classes = probabilities.shape[1] if num_classes is None else num_classes
+    check(num_classes == probabilities.shape[1],
+          f"`num_classes` must equal the columns of `probabilities` "
+          f"({probabilities.shape[1]}), got {num_classes!r}")
+    check(labels.shape == (len(probabilities),) and np.issubdtype(labels.dtype, np.integer)
+          and (len(labels) == 0 or (labels.min() >= 0 and labels.max() < num_classes)),
+          f"`labels` must be {len(probabilities)} class ids from 0 to {num_classes - 1}, "
+          f"got {labels.dtype} {labels.shape}")
+    sums = np.zeros((num_classes, num_classes))
+    np.add.at(sums, labels, probabilities)
+    counts = np.bincount(labels, minlength=num_classes)
+    means = sums / np.maximum(counts, 1)[:, None]
+    similarity = means + means.T
+    np.fill_diagonal(similarity, 0.0)
+    return similarity
+
+
+def arrange_codebook(codebook, similarity, restarts=8, seed=0):
+    """The rows of ``codebook`` reordered so that similar classes get near codewords.
+
+    Finds an order with a low ``sum over a, b of similarity[a, b] * hamming(a, b)``: from
+    the given order and ``restarts - 1`` random ones, it swaps two classes' codewords as
+    long as a swap lowers the sum, and keeps the best order found. The codewords stay the
+    same (so does the minimum distance); only which class gets which changes.
+
+    Args:
+        codebook: +-1 codewords ``(num_classes, bits)``, e.g. `class_codebook`'s.
+        similarity: symmetric non-negative ``(num_classes, num_classes)`` weights, e.g.
+            `class_similarity`'s.
+        restarts: number of starting orders, an integer >= 1.
+        seed: seed of the random starting orders.
+
+    Example:
+
+    >>> sim = np.zeros((10, 10)); sim[3, 5] = sim[5, 3] = 1.0  # classes 3 and 5 alike
+    >>> book = arrange_codebook(class_codebook(10, 12), sim)
+    >>> int((book[3] != book[5]).sum()) == min_distance(book)
+    True
+    """
+    codebook = np.asarray(codebook)
+    similarity = np.asarray(similarity, dtype=np.float64)
+    min_distance(codebook)  # checks the shape
+    n = len(codebook)
+    check(similarity.shape == (n, n) and np.isfinite(similarity).all()
+          and np.allclose(similarity, similarity.T) and (similarity >= 0).all(),
+          f"`similarity` must be a symmetric non-negative finite ({n}, {n}) matrix, got "
+          f"shape {similarity.shape}")
+    check(isinstance(restarts, (int, np.integer)) and not isinstance(restarts, bool)
+          and restarts >= 1, f"`restarts` must be an integer >= 1, got {restarts!r}")
+    similarity = similarity * (1 - np.eye(n))
+    distances = hamming(pack(codebook), pack(codebook)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    starts = [np.arange(n)] + [rng.permutation(n) for _ in range(restarts - 1)]
+    best, best_cost = None, np.inf
+    for order in starts:
+        order = _swap_down(similarity, distances, order)
+        cost = (similarity * distances[np.ix_(order, order)]).sum()
+        if cost < best_cost - 1e-9:
+            best, best_cost = order, cost
+    return codebook[best]
+
+
+def _swap_down(similarity, distances, order):
+    """Local search: swaps the codewords of two classes while one swap lowers the cost
+    ``sum similarity * distances[order][:, order]``; each class's best swap is computed
+    for all partners at once."""
+    order = order.copy()
+    placed = distances[np.ix_(order, order)]
+    own = (similarity * placed).sum(axis=1)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(len(order)):
+            # cost change of swapping i with every j (a symmetric, zero-diagonal sum)
+            change = 2 * (placed @ similarity[i] - own[i] - own + similarity @ placed[i]
+                          + 2 * similarity[i] * placed[i])
+            change[i] = 0.0
+            j = int(np.argmin(change))
+            if change[j] < -1e-9:
+                order[[i, j]] = order[[j, i]]
+                placed[[i, j]] = placed[[j, i]]
+                placed[:, [i, j]] = placed[:, [j, i]]
+                own = (similarity * placed).sum(axis=1)
+                improved = True
+    return order

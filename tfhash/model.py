@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tfhash.backbones import ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
+from tfhash.codebooks import class_similarity
 from tfhash.codes import binarize, check_bits
 from tfhash.distribute import writable_dir
 from tfhash.errors import check
@@ -514,14 +515,17 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
 
 
 def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
-               strategy=None, average=None):
+               strategy=None, average=None, arrange=True):
     """Runs phase 1 only and codes each length in ``config.bits`` with graded class codes
     (`build_graded_hasher` on the phase-1 classifier, the members' average for an
     ensemble): no hashing phase, so ``config``'s phase-2 settings are not used. Arguments
     as in `fit_two_phase`; ``config.pretrain`` must be on with ``pretrain_epochs >= 1``.
     With ``average="flip"`` (``"shift"``) the class probabilities are averaged over the
     views of `flip_averaged` (`shift_averaged`) before the codes are placed; the returned
-    classifier stays the plain one.
+    classifier stays the plain one. With ``arrange`` (the default) the codewords are
+    arranged so the classes the classifier mixes up on the training images get near
+    codewords (`tfhash.codebooks.class_similarity`, `tfhash.codebooks.arrange_codebook`):
+    an image coded as the wrong class then lands nearer its own.
 
     Example:
 
@@ -532,7 +536,9 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
           "fit_graded: graded codes come from the phase-1 classifier; `config` must "
           f"pre-train (pretrain=True, pretrain_epochs >= 1), got pretrain={config.pretrain}, "
           f"pretrain_epochs={config.pretrain_epochs}")
-    fit = functools.partial(_fit_graded, average=check_average(average))
+    check(isinstance(arrange, bool), f"fit_graded: `arrange` must be True or False, "
+          f"got {arrange!r}")
+    fit = functools.partial(_fit_graded, average=check_average(average), arrange=arrange)
     return _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy)
 
 
@@ -562,13 +568,25 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
     return TrainResult(hashers, classifier, histories, wall)
 
 
-def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, average):
+def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, average, arrange):
     _, classifier, histories, wall = _pretrain_members(
         split, config, num_classes, work_dir, callbacks, verbose)
     if config.precision != "float32":  # encoders compute in float32, as train_hashers' do
         classifier = as_float32(classifier)
-    hashers = build_graded_hashers(view_averaged(classifier, average), config.bits)
+    viewed = view_averaged(classifier, average)
+    similarity = training_similarity(viewed, split.train, num_classes) if arrange else None
+    hashers = build_graded_hashers(viewed, config.bits, similarity=similarity)
     return TrainResult(hashers, classifier, histories, wall)
+
+
+def training_similarity(classifier, images, num_classes):
+    """`tfhash.codebooks.class_similarity` of ``classifier``'s probabilities on labelled
+    ``images`` (a `tfhash.data.Images`, such as a split's training images).
+
+    >>> similarity = training_similarity(classifier, split.train, 10)
+    """
+    probabilities = classifier.predict(images.images, batch_size=256, verbose=0)
+    return class_similarity(probabilities, images.labels, num_classes)
 
 
 def _pretrain_members(split, config, num_classes, work_dir, callbacks, verbose):

@@ -21,7 +21,7 @@ import contextlib
 import keras
 
 from tfhash.backbones import combine
-from tfhash.codebooks import class_codebook
+from tfhash.codebooks import arrange_codebook, class_codebook
 from tfhash.errors import check
 from tfhash.layers import GradedClassCodes, HashingHead
 
@@ -56,7 +56,7 @@ def build_hasher(backbone, bits, **head_kwargs):
     return keras.Model(inputs, codes, name=f"hasher_{bits}")
 
 
-def build_graded_hasher(classifier, bits, seed=0):
+def build_graded_hasher(classifier, bits, seed=0, similarity=None):
     """A classifier + `GradedClassCodes`: binary codes of ``bits`` bits straight from the
     class probabilities, with no hashing phase (each class gets a codeword of
     `tfhash.codebooks.class_codebook`; unsure images sit between their two likeliest
@@ -68,6 +68,11 @@ def build_graded_hasher(classifier, bits, seed=0):
             view-averaged one.
         bits: code length.
         seed: the codebook's seed (used for codes longer than 16 bits).
+        similarity: optional ``(C, C)`` class similarity (e.g.
+            `tfhash.codebooks.class_similarity` of the classifier's probabilities on its
+            training images): the codewords are then `tfhash.codebooks.arrange_codebook`d
+            so classes the classifier mixes up get near codewords. ``None``: the
+            codebook's own order.
 
     Returns:
         A ``keras.Model`` from images to float +-1 codes ``(batch, bits)``.
@@ -85,22 +90,25 @@ def build_graded_hasher(classifier, bits, seed=0):
           + (f" with output shape {classifier.output_shape}"
              if isinstance(classifier, keras.Model) else ""))
     book = class_codebook(classifier.output_shape[-1], bits, seed)
+    if similarity is not None:
+        book = arrange_codebook(book, similarity)
     codes = GradedClassCodes(book, name=f"codes_{bits}", dtype="float32")(classifier.outputs[0])
     return keras.Model(classifier.inputs, codes, name=f"graded_hasher_{bits}")
 
 
-def build_graded_hashers(classifier, bits_list):
+def build_graded_hashers(classifier, bits_list, similarity=None):
     """`build_graded_hasher` for every length in ``bits_list``: ``{bits: hasher}``, the
     hashers sharing the classifier's input (so `tfhash.evaluation.encode_heads` runs the
-    classifier once for all of them). The codebooks are the default ones, the same for every
-    classifier of the same classes, so retrained classifiers code into the same codewords.
+    classifier once for all of them). The codebooks are the default ones (the same for
+    every classifier of the same classes), arranged by ``similarity`` when it is given.
 
     >>> hashers = build_graded_hashers(classifier, (12, 48))
     """
     check(isinstance(bits_list, (list, tuple)) and bits_list,
           f"build_graded_hashers: `bits_list` must be a non-empty list or tuple of code "
           f"lengths, got {bits_list!r}")
-    return {bits: build_graded_hasher(classifier, bits) for bits in bits_list}
+    return {bits: build_graded_hasher(classifier, bits, similarity=similarity)
+            for bits in bits_list}
 
 
 @contextlib.contextmanager
