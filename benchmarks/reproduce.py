@@ -168,8 +168,7 @@ def graded_encodings(classifier, args, train=None):
     them."""
     encodings = {}
     for encoding, viewed in encoding_views(args, classifier).items():
-        similarity = (None if train is None else
-                      model.training_similarity(viewed, train, classifier.output_shape[-1]))
+        similarity = None if train is None else model.training_similarity(viewed, train)
         encodings[encoding] = model.build_graded_hashers(viewed, args.bits, similarity)
     return encodings
 

@@ -74,7 +74,7 @@ def min_distance(codebook):
     return int(distances[~np.eye(len(codebook), dtype=bool)].min())
 
 
-def class_similarity(probabilities, labels, num_classes=None):
+def class_similarity(probabilities, labels):
     """How much a classifier mixes up each pair of classes: a symmetric
     ``(num_classes, num_classes)`` float64 matrix whose entry ``(a, b)`` is the mean
     probability it gives class ``b`` on the images of class ``a`` plus the mean it gives
@@ -84,7 +84,6 @@ def class_similarity(probabilities, labels, num_classes=None):
         probabilities: class probabilities ``(n, num_classes)``, e.g. a classifier's
             ``predict`` on its labelled training images.
         labels: the images' class ids ``(n,)``.
-        num_classes: number of classes; default ``probabilities.shape[1]``.
 
     Example:
 
@@ -99,10 +98,7 @@ def class_similarity(probabilities, labels, num_classes=None):
           and np.isfinite(probabilities).all(),
           "`probabilities` must be a finite 2-D array (images, classes) with at least 2 "
           f"classes, got shape {probabilities.shape}")
-    num_classes = probabilities.shape[1] if num_classes is None else num_classes
-    check(num_classes == probabilities.shape[1],
-          f"`num_classes` must equal the columns of `probabilities` "
-          f"({probabilities.shape[1]}), got {num_classes!r}")
+    num_classes = probabilities.shape[1]
     check(labels.shape == (len(probabilities),) and np.issubdtype(labels.dtype, np.integer)
           and (len(labels) == 0 or (labels.min() >= 0 and labels.max() < num_classes)),
           f"`labels` must be {len(probabilities)} class ids from 0 to {num_classes - 1}, "

@@ -574,19 +574,19 @@ def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, averag
     if config.precision != "float32":  # encoders compute in float32, as train_hashers' do
         classifier = as_float32(classifier)
     viewed = view_averaged(classifier, average)
-    similarity = training_similarity(viewed, split.train, num_classes) if arrange else None
+    similarity = training_similarity(viewed, split.train) if arrange else None
     hashers = build_graded_hashers(viewed, config.bits, similarity=similarity)
     return TrainResult(hashers, classifier, histories, wall)
 
 
-def training_similarity(classifier, images, num_classes):
+def training_similarity(classifier, images):
     """`tfhash.codebooks.class_similarity` of ``classifier``'s probabilities on labelled
     ``images`` (a `tfhash.data.Images`, such as a split's training images).
 
-    >>> similarity = training_similarity(classifier, split.train, 10)
+    >>> similarity = training_similarity(classifier, split.train)
     """
     probabilities = classifier.predict(images.images, batch_size=256, verbose=0)
-    return class_similarity(probabilities, images.labels, num_classes)
+    return class_similarity(probabilities, images.labels)
 
 
 def _pretrain_members(split, config, num_classes, work_dir, callbacks, verbose):
