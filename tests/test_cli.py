@@ -256,6 +256,33 @@ def test_train_graded_saves_shift_averaged_class_codes_with_no_hashing_phase(tmp
     assert distance.max() <= graded.max_shift  # each code near its class's codeword
 
 
+def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys):
+    from tfhash.artifacts import load_encoder
+    from tfhash.codebooks import class_codebook
+    from tfhash.layers import GradedClassCodes
+
+    books = {}
+    for name, extra in (("arranged", []), ("own", ["--no-arrange"])):
+        code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs",
+                         "1", "--graded", *extra, "--out", str(tmp_path / name)])
+        assert code == 0, capsys.readouterr().err
+        run = json.loads((tmp_path / name / "run.json").read_text())
+        assert run["arranged_codebook"] is (name == "arranged")
+        encoder, _ = load_encoder(tmp_path / name / "model-12.keras")
+        (layer,) = [lay for lay in encoder.layers if isinstance(lay, GradedClassCodes)]
+        books[name] = layer.codebook
+    plain = class_codebook(10, 12)
+    np.testing.assert_array_equal(books["own"], plain)
+    assert not np.array_equal(books["arranged"], plain)
+    assert sorted(map(bytes, books["arranged"])) == sorted(map(bytes, plain))
+
+
+def test_no_arrange_needs_graded(tmp_path):
+    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--no-arrange",
+                           "--out", str(tmp_path))
+    assert_one_line_error(code, err, "--no-arrange", "--graded")
+
+
 def test_train_graded_needs_pretraining(tmp_path):
     code, _, err = run_cli("train", "--dataset", "mnist-5k", "--graded", "--no-pretrain",
                            "--out", str(tmp_path))

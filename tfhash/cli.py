@@ -158,13 +158,14 @@ def read_hparams(path):
 
 
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
-                   average=None, graded=False):
+                   average=None, graded=False, arrange=True):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
     With ``average="flip"`` (``"shift"``) the saved encoders are `tfhash.model.flip_averaged`
     (`tfhash.model.shift_averaged`) ones; ``None``: the trained hashers as they are. With
     ``graded``, phase 1 only (`tfhash.model.fit_graded`): the encoders are graded class codes
-    of the classifier, view-averaged before the codes are placed when ``average`` is set.
+    of the classifier, view-averaged before the codes are placed when ``average`` is set,
+    their codewords arranged by the training images unless ``arrange`` is off.
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
@@ -181,14 +182,14 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     work_dir = work_dir or out / "work"
     if graded:  # the probabilities are averaged, then the codes placed
         result = fit_graded(split, config, dataset.num_classes, work_dir=work_dir,
-                            strategy=strategy, average=average)
+                            strategy=strategy, average=average, arrange=arrange)
         hashers = result.hashers
     else:
         result = fit_two_phase(split, config, dataset.num_classes, work_dir=work_dir,
                                strategy=strategy)
         hashers = view_averaged(result.hashers, average)
     flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",
-             "graded": bool(graded)}
+             "graded": bool(graded), "arranged_codebook": bool(graded and arrange)}
     for bits, hasher in hashers.items():
         print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
     if not is_chief(strategy):
@@ -249,6 +250,9 @@ def configure_train(parser):
                         help="no hashing phase: code each image from the phase-1 classifier's "
                              "class probabilities (graded class codes, "
                              "tfhash.model.build_graded_hasher)")
+    parser.add_argument("--no-arrange", dest="arrange", action="store_false",
+                        help="with --graded: keep the codebook's own order instead of giving "
+                             "the classes the classifier mixes up the nearer codewords")
     parser.add_argument("--out", required=True, help="output folder for models and results")
 
     def run(args):
@@ -257,11 +261,13 @@ def configure_train(parser):
         if args.graded and (args.no_pretrain or args.pretrain_epochs == 0):
             raise TfhashError("--graded codes the phase-1 classifier: it needs pre-training "
                               "(drop --no-pretrain, --pretrain-epochs >= 1)")
+        if not args.arrange and not args.graded:
+            raise TfhashError("--no-arrange orders the codewords of --graded codes; add --graded")
         config = train_config(args)
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
-                       average=args.average, graded=args.graded)
+                       average=args.average, graded=args.graded, arrange=args.arrange)
 
     return run
 
