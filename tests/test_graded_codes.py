@@ -36,6 +36,9 @@ def test_codebook_for_ten_classes_of_12_bits_reaches_the_largest_possible_distan
     assert np.isin(book, (-1, 1)).all() and len({row.tobytes() for row in book}) == 10
     # 6 is the most: no 5 words of 12 bits are pairwise 7 or more apart (A(12, 7) = 4)
     assert brute_min_distance(book) == min_distance(book) == 6
+    # the spread arrange_codebook has to work with (the README quotes it)
+    pairs = [int((a != b).sum()) for a, b in itertools.combinations(book, 2)]
+    assert {d: pairs.count(d) for d in set(pairs)} == {6: 36, 8: 8, 12: 1}
 
 
 def test_codebook_matches_the_best_of_every_subset_on_a_small_case():
@@ -221,13 +224,15 @@ def test_arranging_many_classes_beats_every_random_order_and_no_swap_improves_it
 
 @pytest.mark.parametrize("similarity, kwargs, match", [
     (np.ones((3, 3)), {}, "similarity"),
+    (np.ones((4, 4)), {"codebook": np.ones(6)}, "codebook"),
     (np.triu(np.ones((4, 4))), {}, "similarity"),
     (-np.ones((4, 4)), {}, "similarity"),
     (np.ones((4, 4)), {"restarts": 0}, "restarts"),
 ])
 def test_arrange_codebook_rejects_bad_arguments(similarity, kwargs, match):
+    kwargs = {"codebook": class_codebook(4, 6), **kwargs}
     with pytest.raises(TfhashError, match=match):
-        arrange_codebook(class_codebook(4, 6), similarity, **kwargs)
+        arrange_codebook(similarity=similarity, **kwargs)
 
 
 def test_graded_hasher_with_a_similarity_codes_with_the_arranged_codebook(classifier):

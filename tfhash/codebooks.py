@@ -136,7 +136,8 @@ def arrange_codebook(codebook, similarity, restarts=8, seed=0):
     """
     codebook = np.asarray(codebook)
     similarity = np.asarray(similarity, dtype=np.float64)
-    min_distance(codebook)  # checks the shape
+    check(codebook.ndim == 2 and len(codebook) >= 2,
+          f"`codebook` must be a 2-D array with at least 2 rows, got shape {codebook.shape}")
     n = len(codebook)
     check(similarity.shape == (n, n) and np.isfinite(similarity).all()
           and np.allclose(similarity, similarity.T) and (similarity >= 0).all(),
@@ -150,8 +151,7 @@ def arrange_codebook(codebook, similarity, restarts=8, seed=0):
     starts = [np.arange(n)] + [rng.permutation(n) for _ in range(restarts - 1)]
     best, best_cost = None, np.inf
     for order in starts:
-        order = _swap_down(similarity, distances, order)
-        cost = (similarity * distances[np.ix_(order, order)]).sum()
+        order, cost = _swap_down(similarity, distances, order)
         if cost < best_cost - 1e-9:
             best, best_cost = order, cost
     return codebook[best]
@@ -160,7 +160,7 @@ def arrange_codebook(codebook, similarity, restarts=8, seed=0):
 def _swap_down(similarity, distances, order):
     """Local search: swaps the codewords of two classes while one swap lowers the cost
     ``sum similarity * distances[order][:, order]``; each class's best swap is computed
-    for all partners at once."""
+    for all partners at once. Returns the order reached and its cost."""
     order = order.copy()
     placed = distances[np.ix_(order, order)]
     own = (similarity * placed).sum(axis=1)
@@ -179,4 +179,4 @@ def _swap_down(similarity, distances, order):
                 placed[:, [i, j]] = placed[:, [j, i]]
                 own = (similarity * placed).sum(axis=1)
                 improved = True
-    return order
+    return order, own.sum()
