@@ -44,9 +44,12 @@ UNUSED = {"ema_momentum": None, "soup_size": 1, "ensemble_size": 1}
 
 OVERVIEW_MIN_SEEDS = 3
 # tfhash's own hash functions: the paper's loss, and codes graded from the classifier with no
-# phase 2 (reproduce.py --methods graded, graded-arranged); every other method is a peer loss
+# phase 2 (reproduce.py --methods graded, graded-arranged, graded-asymmetric); every other
+# method is a peer loss
 OURS = {"exponentiated": "exponentiated loss", "graded": "graded class codes",
-        "graded-arranged": "graded class codes, arranged codebook"}
+        "graded-arranged": "graded class codes, arranged codebook",
+        "graded-asymmetric": "graded class codes, arranged codebook, queries on their class's "
+                             "codeword"}
 
 
 class OverviewRow(NamedTuple):
@@ -158,7 +161,10 @@ def overview_section(docs):
              "loss with pre-training, or graded class codes (the pre-trained classifier's "
              "probabilities placed between class codewords, no phase 2: "
              "`tfhash.model.build_graded_hasher`; 'arranged codebook': the classes the "
-             "classifier mixes up on the training images get the nearer codewords), "
+             "classifier mixes up on the training images get the nearer codewords; "
+             "'queries on their class's codeword': asymmetric codes, the database graded "
+             "and each query coded as its likeliest class's codeword, "
+             "`tfhash.model.build_query_hasher`), "
              "mean mAP@all over the seeds (each run's "
              "own section has the spread, the peers and the ablation); '>= paper' compares the "
              "unrounded 12-bit mean with the paper's figure. 'labelled + database' runs "

@@ -13,8 +13,9 @@ self-train the same way, so a new phase-2 recipe costs no phase 1; with ``--ense
 up to K, and trains the rest. ``--methods graded`` adds rows with no phase 2 at all: codes
 placed from the phase-1 classifier's class probabilities (`tfhash.model.build_graded_hasher`);
 ``graded-arranged`` the same with the codewords arranged by how much the classifier mixes
-up the classes on the training images (`tfhash.model.training_similarity`).
-Writes
+up the classes on the training images (`tfhash.model.training_similarity`);
+``graded-asymmetric`` codes the database as ``graded-arranged`` does and each query as its
+likeliest class's codeword (`tfhash.model.build_query_hasher`). Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
@@ -50,6 +51,8 @@ from common import (
 
 GRADED = "graded"  # codes from the classifier's probabilities: a row with no phase 2
 ARRANGED = "graded-arranged"  # the same, codewords arranged by the training images
+ASYMMETRIC = "graded-asymmetric"  # database as ARRANGED, queries on their class's codeword
+GRADED_METHODS = (GRADED, ARRANGED, ASYMMETRIC)
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
@@ -111,17 +114,16 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
                                                   if not args.no_ablation else [])
     for method, use_pretrain in runs:
-        if method in (GRADED, ARRANGED):
-            encodings = graded_encodings(classifier, args,
-                                         split.train if method == ARRANGED else None)
+        if method in GRADED_METHODS:
+            encodings = graded_encodings(classifier, args, method, split.train)
             hash_s, phase2_split = 0.0, None
         else:
             config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
             encodings, hash_s, phase2_split = train_encodings(
                 args, config, seed_dir, pretrained if use_pretrain else (),
                 hash_split if use_pretrain else split, dataset.num_classes)
-        for encoding, hashers in encodings.items():
-            q_codes = encode_heads(hashers, split.query.images)
+        for encoding, (query_hashers, hashers) in encodings.items():
+            q_codes = encode_heads(query_hashers, split.query.images)
             db_codes = encode_heads(hashers, split.database.images)
             for bits in hashers:
                 report = evaluate_codes(q_codes[bits], db_codes[bits], split)
@@ -147,7 +149,8 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
 
 def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classes):
     """Phase 2 of one method from the ``pretrained`` member weights (none: from scratch):
-    ``({encoding: {bits: hasher}}, phase-2 seconds, phase2_split)``."""
+    ``({encoding: (query hashers, database hashers)}, phase-2 seconds, phase2_split)``, each
+    ``{bits: hasher}`` and both the same."""
     run_dir = seed_dir / f"{config.method}-{'pre' if config.pretrain else 'scratch'}"
     run_dir.mkdir(parents=True, exist_ok=True)
     for k, weights in enumerate(pretrained):
@@ -157,19 +160,24 @@ def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classe
     result = model.fit_two_phase(phase2_split, config, num_classes, work_dir=run_dir,
                                  verbose=args.verbose)
     hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
-    return encoding_views(args, result.hashers), hash_s, phase2_split
+    encodings = {encoding: (hashers, hashers)  # one encoder for queries and database
+                 for encoding, hashers in encoding_views(args, result.hashers).items()}
+    return encodings, hash_s, phase2_split
 
 
-def graded_encodings(classifier, args, train=None):
-    """The graded rows' hashers: `tfhash.model.build_graded_hasher` on the phase-1
-    classifier, no phase 2; the view-averaged encodings average the class probabilities
-    over the views before the codes are placed. With ``train`` (the labelled training
-    images) each encoding's codewords are arranged by that encoding's probabilities on
-    them."""
+def graded_encodings(classifier, args, method, train):
+    """A graded row's ``{encoding: (query hashers, database hashers)}``:
+    `tfhash.model.build_graded_hasher` on the phase-1 classifier, no phase 2; the
+    view-averaged encodings average the class probabilities over the views before the codes
+    are placed. Except for ``graded`` each encoding's codewords are arranged by that
+    encoding's probabilities on ``train`` (the labelled training images); ``graded-asymmetric``
+    codes the queries with `tfhash.model.build_query_hashers` of the database's hashers."""
     encodings = {}
     for encoding, viewed in encoding_views(args, classifier).items():
-        similarity = None if train is None else model.training_similarity(viewed, train)
-        encodings[encoding] = model.build_graded_hashers(viewed, args.bits, similarity)
+        similarity = None if method == GRADED else model.training_similarity(viewed, train)
+        hashers = model.build_graded_hashers(viewed, args.bits, similarity)
+        queries = model.build_query_hashers(hashers) if method == ASYMMETRIC else hashers
+        encodings[encoding] = (queries, hashers)
     return encodings
 
 
@@ -380,12 +388,14 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="*", default=["exponentiated", "dpsh", "dsh",
                                                          "orthohash"],
-                        choices=(*model.METHODS, GRADED, ARRANGED),
+                        choices=(*model.METHODS, *GRADED_METHODS),
                         help="pre-trained rows to run; none (a bare --methods) with the "
                              f"ablation runs only the ablation row; {GRADED}: codes placed "
                              "from the phase-1 classifier's class probabilities "
                              f"(tfhash.model.build_graded_hasher), no phase 2; {ARRANGED}: "
-                             "the same with codewords arranged by the training images")
+                             "the same with codewords arranged by the training images; "
+                             f"{ASYMMETRIC}: the database coded as {ARRANGED}, each query "
+                             "as its likeliest class's codeword")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")
@@ -454,7 +464,7 @@ def main():
         parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
     for flag in labelling_record(args) if not args.self_train else ():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
-    graded = [m for m in args.methods if m in (GRADED, ARRANGED)]
+    graded = [m for m in args.methods if m in GRADED_METHODS]
     if args.self_train and graded:
         parser.error(f"--methods {graded[0]}: not with --self-train (it codes the phase-1 "
                      "classifier as it is)")

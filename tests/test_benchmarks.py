@@ -498,11 +498,12 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [
         "reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
         "--backbone-width", "4", "--work-dir", str(work), "--verbose", "0",
-        "--methods", "graded", "graded-arranged", "--no-ablation", "--shift-average"])
+        "--methods", "graded", "graded-arranged", "graded-asymmetric", "--no-ablation",
+        "--shift-average"])
     reproduce.main()
     doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
     rows = {(r["method"], r["encoding"]): r for r in doc["rows"]}
-    assert set(rows) == {(m, e) for m in ("graded", "graded-arranged")
+    assert set(rows) == {(m, e) for m in ("graded", "graded-arranged", "graded-asymmetric")
                          for e in ("plain", "shift-averaged")}
     assert doc["pr_curves"]["method"] == "graded"
     assert all(r["hash_epochs"] == 0 and r["wall_s_hash"] == 0 and r["n_train_phase2"] == 0
@@ -510,7 +511,8 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "HERE", tmp_path)  # its plots go here, not into benchmarks/
     section = reproduction_section(doc)
     assert ("per method, first seed (s): graded none (codes from the classifier), "
-            "graded-arranged none (codes from the classifier).") in section
+            "graded-arranged none (codes from the classifier), graded-asymmetric none "
+            "(codes from the classifier).") in section
 
     config = TrainConfig(bits=12, pretrain_epochs=1, backbone_width=4)
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
@@ -518,14 +520,20 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     classifier.load_weights(work / "mnist-5k-cnnh" / "seed0" / "pretrained.weights.h5")
     similarity = class_similarity(classifier.predict(split.train.images, verbose=0),
                                   split.train.labels)
-    for method, book in (("graded", class_codebook(10, 12)),
-                         ("graded-arranged", arrange_codebook(class_codebook(10, 12),
-                                                              similarity))):
-        q, db = (graded_reference(classifier.predict(part.images, verbose=0), book)
-                 for part in (split.query, split.database))
+    arranged = arrange_codebook(class_codebook(10, 12), similarity)
+    q_probs, db_probs = (classifier.predict(part.images, verbose=0)
+                         for part in (split.query, split.database))
+    for method, book in (("graded", class_codebook(10, 12)), ("graded-arranged", arranged)):
+        q, db = graded_reference(q_probs, book), graded_reference(db_probs, book)
         expected = mean_average_precision(q, split.query.labels, db, split.database.labels)
         assert rows[(method, "plain")]["map"] == pytest.approx(expected, abs=1e-6)
-    assert rows[("graded-arranged", "plain")]["map"] != rows[("graded", "plain")]["map"]
+    # asymmetric: the same database codes, each query on its likeliest class's codeword
+    expected = mean_average_precision(arranged[q_probs.argmax(1)], split.query.labels,
+                                      graded_reference(db_probs, arranged),
+                                      split.database.labels)
+    assert rows[("graded-asymmetric", "plain")]["map"] == pytest.approx(expected, abs=1e-6)
+    assert len({rows[(m, "plain")]["map"]
+                for m in ("graded", "graded-arranged", "graded-asymmetric")}) == 3
 
 
 def test_graded_rows_are_refused_with_self_training(monkeypatch, capsys):

@@ -277,6 +277,62 @@ def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys
     assert sorted(map(bytes, books["arranged"])) == sorted(map(bytes, plain))
 
 
+def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_use(
+        tmp_path, image_folder, capsys):
+    import keras
+
+    from tfhash.artifacts import load_encoder
+    from tfhash.data import load_dataset, make_split
+    from tfhash.layers import GradedClassCodes
+    from tfhash.metrics import mean_average_precision
+    from tfhash.model import encode
+
+    out = tmp_path / "run"
+    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
+                     "--graded", "--asymmetric", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    assert run["asymmetric"] is True and run["arranged_codebook"] is True
+    database, db_meta = load_encoder(out / "model-12.keras")
+    query, q_meta = load_encoder(out / "query-12.keras")
+    assert q_meta["database_fingerprint"] == db_meta["fingerprint"]
+    assert q_meta["database_encoder"] == "model-12.keras"
+    # the query codes are the database encoder's codewords of each image's likeliest class
+    (layer,) = [lay for lay in database.layers if isinstance(lay, GradedClassCodes)]
+    probabilities = keras.Model(database.inputs, layer.input)  # the classifier's output
+    split = make_split(load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    q_probs = probabilities.predict(split.query.images, verbose=0)
+    np.testing.assert_array_equal(encode(query, split.query.images, verbose=0),
+                                  layer.codebook[q_probs.argmax(1)])
+    expected = mean_average_precision(layer.codebook[q_probs.argmax(1)], split.query.labels,
+                                      encode(database, split.database.images, verbose=0),
+                                      split.database.labels)
+    assert run["rows"][0]["map"] == pytest.approx(expected, abs=1e-6)
+    # evaluate and search take the query encoder; search refuses one of another encoder
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "model-12.keras"), "--query-model",
+                     str(out / "query-12.keras"), "--out", str(tmp_path)]) == 0
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert evaluation["rows"][0]["map"] == pytest.approx(expected, abs=1e-6)
+    index_dir = tmp_path / "ix"
+    assert cli.main(["index", "build", str(out / "model-12.keras"), "--images",
+                     str(image_folder), "--out", str(index_dir)]) == 0
+    image = sorted((image_folder / "digit3").iterdir())[0]
+    capsys.readouterr()
+    assert cli.main(["search", str(index_dir), str(image), "--model", str(out / "model-12.keras"),
+                     "--query-model", str(out / "query-12.keras"), "--k", "3"]) == 0
+    assert f"query {image}" in capsys.readouterr().out
+    assert cli.main(["search", str(index_dir), str(image), "--model", str(out / "model-12.keras"),
+                     "--query-model", str(out / "model-12.keras")]) == 2
+    assert "is not the query encoder of --model" in capsys.readouterr().err
+
+
+def test_asymmetric_needs_graded(tmp_path):
+    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--asymmetric",
+                           "--out", str(tmp_path))
+    assert_one_line_error(code, err, "--asymmetric", "--graded")
+
+
 def test_no_arrange_needs_graded(tmp_path):
     code, _, err = run_cli("train", "--dataset", "mnist-5k", "--no-arrange",
                            "--out", str(tmp_path))

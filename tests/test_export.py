@@ -211,3 +211,25 @@ def test_a_graded_hasher_exports_with_the_same_codes(digits, tmp_path):
     onnx_codes, onnx_packed = session.run(["codes", "packed"], {"images": digits})
     np.testing.assert_array_equal(onnx_codes, codes)
     np.testing.assert_array_equal(onnx_packed, packbits_reference(codes))
+
+
+def test_a_query_hasher_of_asymmetric_codes_exports_with_the_same_codes(digits, tmp_path):
+    import onnxruntime as ort
+
+    from tfhash.codebooks import class_codebook
+
+    tf.keras.utils.set_random_seed(7)
+    classifier = model.build_classifier(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
+    query = model.build_query_hasher(model.build_graded_hasher(classifier, 12))
+    probs = classifier.predict(digits, verbose=0)
+    codes = class_codebook(10, 12)[probs.argmax(1)].astype(np.float32)
+    assert len(set(probs.argmax(1))) > 1  # more than one codeword is exported
+    np.testing.assert_array_equal(query.predict(digits, verbose=0), codes)
+    served = tf.saved_model.load(str(export_savedmodel(query, tmp_path, name="query")))
+    out = served.signatures["serving_default"](images=tf.constant(digits))
+    np.testing.assert_array_equal(out["codes"].numpy(), codes)
+    session = ort.InferenceSession(str(export_onnx(query, tmp_path / "query.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    onnx_codes, onnx_packed = session.run(["codes", "packed"], {"images": digits})
+    np.testing.assert_array_equal(onnx_codes, codes)
+    np.testing.assert_array_equal(onnx_packed, packbits_reference(codes))

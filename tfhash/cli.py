@@ -158,14 +158,16 @@ def read_hparams(path):
 
 
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
-                   average=None, graded=False, arrange=True):
+                   average=None, graded=False, arrange=True, asymmetric=False):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
     With ``average="flip"`` (``"shift"``) the saved encoders are `tfhash.model.flip_averaged`
     (`tfhash.model.shift_averaged`) ones; ``None``: the trained hashers as they are. With
     ``graded``, phase 1 only (`tfhash.model.fit_graded`): the encoders are graded class codes
     of the classifier, view-averaged before the codes are placed when ``average`` is set,
-    their codewords arranged by the training images unless ``arrange`` is off.
+    their codewords arranged by the training images unless ``arrange`` is off; with
+    ``asymmetric`` too, queries get their own encoders (``query-<bits>.keras``,
+    `tfhash.model.build_query_hasher`: each query on its likeliest class's codeword).
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
@@ -174,7 +176,13 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     from tfhash.distribute import is_chief
     from tfhash.evaluation import evaluate_encoder, format_table, summary_row
     from tfhash.io import write_json
-    from tfhash.model import check_average, fit_graded, fit_two_phase, view_averaged
+    from tfhash.model import (
+        build_query_hashers,
+        check_average,
+        fit_graded,
+        fit_two_phase,
+        view_averaged,
+    )
     from tfhash.plots import plot_pr_curves
 
     check_average(average)  # before training, not after it
@@ -184,12 +192,14 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         result = fit_graded(split, config, dataset.num_classes, work_dir=work_dir,
                             strategy=strategy, average=average, arrange=arrange)
         hashers = result.hashers
+        queries = build_query_hashers(hashers) if asymmetric else {}
     else:
         result = fit_two_phase(split, config, dataset.num_classes, work_dir=work_dir,
                                strategy=strategy)
-        hashers = view_averaged(result.hashers, average)
+        hashers, queries = view_averaged(result.hashers, average), {}
     flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",
-             "graded": bool(graded), "arranged_codebook": bool(graded and arrange)}
+             "graded": bool(graded), "arranged_codebook": bool(graded and arrange),
+             "asymmetric": bool(queries)}
     for bits, hasher in hashers.items():
         print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
     if not is_chief(strategy):
@@ -199,8 +209,12 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         meta = {"dataset": dataset.name, "class_names": list(dataset.class_names),
                 **split.record(), "config": dataclasses.asdict(config),
                 **flags}
-        save_encoder(hasher, out / f"model-{bits}.keras", meta)
-        report = evaluate_encoder(hasher, split)
+        saved = save_encoder(hasher, out / f"model-{bits}.keras", meta)
+        if bits in queries:
+            save_encoder(queries[bits], out / f"query-{bits}.keras",
+                         {**meta, "database_encoder": f"model-{bits}.keras",
+                          "database_fingerprint": saved["fingerprint"]})
+        report = evaluate_encoder(hasher, split, query_model=queries.get(bits))
         reports[bits] = report
         rows.append(summary_row(report, bits=bits, pretrain=config.pretrain))
         curves[f"{bits} bits"] = (report["pr_curve"]["precision"], report["pr_curve"]["recall"])
@@ -214,7 +228,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         "python": platform.python_version(),
     })
     print(format_table(rows, ["bits", "pretrain", "map", "map_index", "precision_r2"]))
-    print(f"wrote {out}/model-*.keras, pr_curve.png, run.json")
+    print(f"wrote {out}/model-*.keras{', query-*.keras' if queries else ''}, pr_curve.png, "
+          "run.json")
     return rows
 
 
@@ -253,6 +268,10 @@ def configure_train(parser):
     parser.add_argument("--no-arrange", dest="arrange", action="store_false",
                         help="with --graded: keep the codebook's own order instead of giving "
                              "the classes the classifier mixes up the nearer codewords")
+    parser.add_argument("--asymmetric", action="store_true",
+                        help="with --graded: also save query encoders (query-<bits>.keras) "
+                             "that code each query as its likeliest class's codeword; the "
+                             "database keeps the graded codes")
     parser.add_argument("--out", required=True, help="output folder for models and results")
 
     def run(args):
@@ -263,11 +282,15 @@ def configure_train(parser):
                               "(drop --no-pretrain, --pretrain-epochs >= 1)")
         if not args.arrange and not args.graded:
             raise TfhashError("--no-arrange orders the codewords of --graded codes; add --graded")
+        if args.asymmetric and not args.graded:
+            raise TfhashError("--asymmetric codes queries on --graded codes' codewords; "
+                              "add --graded")
         config = train_config(args)
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
-                       average=args.average, graded=args.graded, arrange=args.arrange)
+                       average=args.average, graded=args.graded, arrange=args.arrange,
+                       asymmetric=args.asymmetric)
 
     return run
 
@@ -276,6 +299,8 @@ def configure_train(parser):
 def configure_evaluate(parser):
     parser.add_argument("model", help="a .keras file written by `tfhash train`")
     add_data_args(parser, dataset_required=False)
+    parser.add_argument("--query-model", default=None,
+                        help="the query encoder of asymmetric codes (query-<bits>.keras)")
     parser.add_argument("--out", default=None, help="folder for evaluation.json and PR curve")
 
     def run(args):
@@ -285,11 +310,12 @@ def configure_evaluate(parser):
         from tfhash.plots import plot_pr_curves
 
         model, meta = load_encoder(args.model)
+        query_model = load_query_encoder(args.query_model, meta)
         args.dataset = args.dataset or meta.get("dataset")
         if not args.dataset:
             raise TfhashError("--dataset is required: the model has no recorded dataset")
         _, split = load_split(args)
-        report = evaluate_encoder(model, split)
+        report = evaluate_encoder(model, split, query_model=query_model)
         row = summary_row(report, dataset=args.dataset, protocol=args.protocol,
                           bits=meta["bits"])
         print(format_table([row], ["dataset", "protocol", "bits", "map", "map_index",
@@ -397,6 +423,8 @@ def configure_search(parser):
     parser.add_argument("index", help="index folder from `tfhash index build`")
     parser.add_argument("images", nargs="+", help="query image files")
     parser.add_argument("--model", required=True, help="the encoder that built the index")
+    parser.add_argument("--query-model", default=None,
+                        help="the query encoder of asymmetric codes (query-<bits>.keras)")
     parser.add_argument("--k", type=positive_int, default=10)
     parser.add_argument("--grid", default=None, help="write a PNG of queries and hits")
 
@@ -408,9 +436,10 @@ def configure_search(parser):
         from tfhash.model import encode
 
         model, meta = load_encoder(args.model)
+        query_model = load_query_encoder(args.query_model, meta)
         index = HammingIndex.load(args.index, bits=meta["bits"], fingerprint=meta["fingerprint"])
         queries = np.stack([read_image(p, meta["image_shape"]) for p in args.images])
-        ids, distances = index.search(encode(model, queries, verbose=0), args.k)
+        ids, distances = index.search(encode(query_model or model, queries, verbose=0), args.k)
         paths = index.paths_of(ids.ravel())
         for q, path in enumerate(args.images):
             print(f"query {path}")
@@ -422,6 +451,21 @@ def configure_search(parser):
             print(f"wrote {args.grid}")
 
     return run
+
+
+def load_query_encoder(path, database_meta):
+    """The query encoder at ``path`` (``None``: none), checked to be the one `tfhash train
+    --graded --asymmetric` saved beside the database encoder ``database_meta`` describes."""
+    if path is None:
+        return None
+    from tfhash.artifacts import load_encoder
+
+    model, meta = load_encoder(path)
+    if meta.get("database_fingerprint") != database_meta["fingerprint"]:
+        raise TfhashError(f"--query-model {path} is not the query encoder of --model (its "
+                          f"database_fingerprint {meta.get('database_fingerprint')} != "
+                          f"{database_meta['fingerprint']})")
+    return model
 
 
 def read_image(path, image_shape):

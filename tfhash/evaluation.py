@@ -13,12 +13,14 @@ from tfhash.metrics import retrieval_report
 from tfhash.model import encode
 
 
-def evaluate_encoder(model, split, batch_size=256, verbose="auto"):
+def evaluate_encoder(model, split, batch_size=256, verbose="auto", query_model=None):
     """mAP (both tie modes), precision/recall at radius 2 and the PR curve on ``split``.
 
+    ``query_model`` codes the queries when the codes are asymmetric (e.g.
+    `tfhash.model.build_query_hasher` of a graded ``model``); ``None``: ``model`` codes both.
     Returns the `retrieval_report` dict plus ``query_codes`` and ``database_codes``.
     """
-    q_codes = encode(model, split.query.images, batch_size, verbose)
+    q_codes = encode(query_model or model, split.query.images, batch_size, verbose)
     db_codes = encode(model, split.database.images, batch_size, verbose)
     return evaluate_codes(q_codes, db_codes, split)
 

@@ -1,4 +1,5 @@
-"""Hashing layers: the hashing head, class-graded codes, the fixed views of test-time averaging."""
+"""Hashing layers: the hashing head, class-graded codes (database and query sides), the fixed
+views of test-time averaging."""
 
 import keras
 import numpy as np
@@ -167,8 +168,35 @@ class Shift(keras.layers.Layer):
         return {**super().get_config(), "rows": self.rows, "cols": self.cols}
 
 
+class _ClassCodes(keras.layers.Layer):
+    """Base of the layers that map class probabilities ``(batch, num_classes)`` to codes
+    built from one codeword per class: holds and checks the codebook."""
+
+    def __init__(self, codebook, **kwargs):
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        book = np.asarray(codebook)
+        check(book.ndim == 2 and len(book) >= 2 and np.isin(book, (-1, 1)).all(),
+              f"{owner}: `codebook` must be +-1 codewords of shape (num_classes >= 2, bits), "
+              f"got shape {book.shape}")
+        self.codebook = book.astype(np.int8)
+        self.bits = check_bits(book.shape[1], "codebook.shape[1]")
+
+    def _probabilities(self, inputs):
+        check(inputs.shape[-1] == len(self.codebook),
+              f"{type(self).__name__}: expected probabilities over {len(self.codebook)} "
+              f"classes, got shape {tuple(inputs.shape)}")
+        return ops.cast(inputs, "float32"), ops.convert_to_tensor(self.codebook, "float32")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bits)
+
+    def get_config(self):
+        return {**super().get_config(), "codebook": self.codebook.tolist()}
+
+
 @keras.saving.register_keras_serializable(package="tfhash")
-class GradedClassCodes(keras.layers.Layer):
+class GradedClassCodes(_ClassCodes):
     """Maps class probabilities to binary codes placed between class codewords, by how sure
     the classifier is.
 
@@ -196,24 +224,14 @@ class GradedClassCodes(keras.layers.Layer):
     """
 
     def __init__(self, codebook, **kwargs):
-        super().__init__(**kwargs)
-        book = np.asarray(codebook)
-        check(book.ndim == 2 and len(book) >= 2 and np.isin(book, (-1, 1)).all(),
-              "GradedClassCodes: `codebook` must be +-1 codewords of shape "
-              f"(num_classes >= 2, bits), got shape {book.shape}")
-        self.codebook = book.astype(np.int8)
-        self.bits = check_bits(book.shape[1], "codebook.shape[1]")
+        super().__init__(codebook, **kwargs)
         d_min = min_distance(self.codebook)
         check(d_min > 0, "GradedClassCodes: `codebook` rows must be distinct")
         self.max_shift = (d_min - 1) // 2
 
     def call(self, inputs):
-        num_classes = len(self.codebook)
-        check(inputs.shape[-1] == num_classes,
-              f"GradedClassCodes: expected probabilities over {num_classes} classes, "
-              f"got shape {tuple(inputs.shape)}")
-        top, index = ops.top_k(ops.cast(inputs, "float32"), 2)
-        book = ops.convert_to_tensor(self.codebook, dtype="float32")
+        probabilities, book = self._probabilities(inputs)
+        top, index = ops.top_k(probabilities, 2)
         first, second = ops.take(book, index[:, 0], axis=0), ops.take(book, index[:, 1], axis=0)
         differ = ops.cast(ops.not_equal(first, second), "float32")
         share = top[:, 1] / ops.maximum(top[:, 0] + top[:, 1], 1e-12)
@@ -222,8 +240,36 @@ class GradedClassCodes(keras.layers.Layer):
         moved = ops.logical_and(differ > 0, ops.cumsum(differ, axis=-1) <= shift[:, None])
         return ops.where(moved, second, first)
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.bits)
 
-    def get_config(self):
-        return {**super().get_config(), "codebook": self.codebook.tolist()}
+@keras.saving.register_keras_serializable(package="tfhash")
+class PredictedClassCodes(_ClassCodes):
+    """Maps class probabilities to the codeword of the likeliest class: the query side of
+    asymmetric graded codes.
+
+    Database images coded by `GradedClassCodes` sit on their likeliest class's codeword
+    or a few bits towards their runner-up's, by how sure the classifier is. A query coded
+    by this layer sits on its likeliest class's codeword itself, so Hamming ranking
+    orders the database by how sure the classifier is that each image belongs to the
+    query's class: the sure images of that class first, its unsure ones next, then the
+    other classes' images that the classifier thought might belong to it. Outputs are
+    float +-1 (signs already taken).
+
+    Args:
+        codebook: +-1 codewords, one row per class, shape ``(num_classes, bits)``: the
+            database encoder's codebook (`GradedClassCodes.codebook`).
+        **kwargs: Base layer arguments (``name``, ``dtype``, ...).
+
+    Example:
+
+    >>> layer = PredictedClassCodes([[-1, -1, -1, -1], [1, 1, 1, 1]])
+    >>> keras.ops.convert_to_numpy(layer(np.array([[0.9, 0.1], [0.4, 0.6]])))
+    array([[-1., -1., -1., -1.],
+           [ 1.,  1.,  1.,  1.]], dtype=float32)
+    """
+
+    def call(self, inputs):
+        probabilities, book = self._probabilities(inputs)
+        # top_k, as GradedClassCodes picks the likeliest class (ties alike; it also exports
+        # to ONNX, where argmax's TensorFlow lowering does not)
+        _, likeliest = ops.top_k(probabilities, 1)
+        return ops.take(book, likeliest[:, 0], axis=0)

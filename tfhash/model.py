@@ -43,6 +43,8 @@ from tfhash.networks import (  # noqa: F401 (the builders are public here too)
     build_graded_hasher,
     build_graded_hashers,
     build_hasher,
+    build_query_hasher,
+    build_query_hashers,
     make_optimizer,
     precision_policy,
 )
@@ -525,7 +527,8 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
     classifier stays the plain one. With ``arrange`` (the default) the codewords are
     arranged so the classes the classifier mixes up on the training images get near
     codewords (`tfhash.codebooks.class_similarity`, `tfhash.codebooks.arrange_codebook`):
-    an image coded as the wrong class then lands nearer its own.
+    an image coded as the wrong class then lands nearer its own. `build_query_hashers` of
+    the returned hashers gives the query encoders of asymmetric codes.
 
     Example:
 

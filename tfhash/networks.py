@@ -23,7 +23,7 @@ import keras
 from tfhash.backbones import combine
 from tfhash.codebooks import arrange_codebook, class_codebook
 from tfhash.errors import check
-from tfhash.layers import GradedClassCodes, HashingHead
+from tfhash.layers import GradedClassCodes, HashingHead, PredictedClassCodes
 
 
 def build_classifier(backbone, num_classes):
@@ -110,6 +110,54 @@ def build_graded_hashers(classifier, bits_list, similarity=None):
     return {bits: build_graded_hasher(classifier, bits, similarity=similarity)
             for bits in bits_list}
 
+
+
+def build_query_hasher(graded_hasher):
+    """The query encoder of asymmetric graded codes: ``graded_hasher``'s classifier and
+    codebook, each query coded as its likeliest class's codeword (`PredictedClassCodes`)
+    instead of graded.
+
+    The database keeps ``graded_hasher``'s codes (unsure images a few bits towards their
+    runner-up class), so Hamming ranking from a query orders the database by how sure the
+    classifier is that each image is of the query's class. A database already coded with
+    ``graded_hasher`` is searched as it is: only the queries' encoder changes.
+
+    Args:
+        graded_hasher: a model from `build_graded_hasher` (or `build_graded_hashers`,
+            `tfhash.model.fit_graded`), saved and reloaded or not: its last layer is a
+            `GradedClassCodes` on the class probabilities.
+
+    Returns:
+        A ``keras.Model`` from images to float +-1 codes, sharing ``graded_hasher``'s
+        input and layers.
+
+    Example:
+
+    >>> database_encoder = build_graded_hasher(classifier, 12)
+    >>> query_encoder = build_query_hasher(database_encoder)
+    >>> query_encoder.output_shape
+    (None, 12)
+    """
+    last = graded_hasher.layers[-1] if isinstance(graded_hasher, keras.Model) else None
+    check(isinstance(last, GradedClassCodes),
+          "build_query_hasher: `graded_hasher` must be a keras.Model ending in a "
+          f"GradedClassCodes layer (from build_graded_hasher), got "
+          f"{type(graded_hasher).__name__}"
+          + (f" ending in {type(last).__name__}" if last is not None else ""))
+    codes = PredictedClassCodes(last.codebook, name=f"query_{last.name}",
+                                dtype="float32")(last.input)
+    return keras.Model(graded_hasher.inputs, codes, name=f"query_{graded_hasher.name}")
+
+
+def build_query_hashers(graded_hashers):
+    """`build_query_hasher` for each of ``{bits: graded_hasher}``: ``{bits: query_hasher}``.
+
+    >>> query_encoders = build_query_hashers(build_graded_hashers(classifier, (12, 48)))
+    """
+    check(isinstance(graded_hashers, dict) and graded_hashers,
+          "build_query_hashers: `graded_hashers` must be a non-empty dict {bits: graded "
+          f"hasher}}, got {type(graded_hashers).__name__}")
+    return {bits: build_query_hasher(hasher) for bits, hasher in graded_hashers.items()}
 
 @contextlib.contextmanager
 def precision_policy(name):
