@@ -325,6 +325,14 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
     assert cli.main(["search", str(index_dir), str(image), "--model", str(out / "model-12.keras"),
                      "--query-model", str(out / "model-12.keras")]) == 2
     assert "is not the query encoder of --model" in capsys.readouterr().err
+    # a query encoder where the database's belongs is refused by evaluate, index and search
+    for argv in (["evaluate", str(out / "query-12.keras")],
+                 ["index", "add", str(index_dir), "--model", str(out / "query-12.keras"),
+                  "--images", str(image_folder)],
+                 ["search", str(index_dir), str(image), "--model", str(out / "query-12.keras")]):
+        assert cli.main(argv) == 2
+        assert "is a query encoder; give its database encoder model-12.keras" in \
+            capsys.readouterr().err
 
 
 def test_asymmetric_needs_graded(tmp_path):

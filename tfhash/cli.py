@@ -304,12 +304,11 @@ def configure_evaluate(parser):
     parser.add_argument("--out", default=None, help="folder for evaluation.json and PR curve")
 
     def run(args):
-        from tfhash.artifacts import load_encoder
         from tfhash.evaluation import evaluate_encoder, format_table, summary_row
         from tfhash.io import write_json
         from tfhash.plots import plot_pr_curves
 
-        model, meta = load_encoder(args.model)
+        model, meta = load_database_encoder(args.model)
         query_model = load_query_encoder(args.query_model, meta)
         args.dataset = args.dataset or meta.get("dataset")
         if not args.dataset:
@@ -394,12 +393,10 @@ def configure_index(parser):
     add_index_source_args(add)
 
     def run(args):
-        from tfhash.artifacts import load_encoder
         from tfhash.index import HammingIndex
         from tfhash.model import encode
 
-        model_path = args.model
-        model, meta = load_encoder(model_path)
+        model, meta = load_database_encoder(args.model)
         if args.action == "build":
             if Path(args.out).exists():
                 raise TfhashError(f"--out {args.out} exists; use `tfhash index add` to extend it")
@@ -431,11 +428,10 @@ def configure_search(parser):
     def run(args):
         import numpy as np
 
-        from tfhash.artifacts import load_encoder
         from tfhash.index import HammingIndex
         from tfhash.model import encode
 
-        model, meta = load_encoder(args.model)
+        model, meta = load_database_encoder(args.model)
         query_model = load_query_encoder(args.query_model, meta)
         index = HammingIndex.load(args.index, bits=meta["bits"], fingerprint=meta["fingerprint"])
         queries = np.stack([read_image(p, meta["image_shape"]) for p in args.images])
@@ -451,6 +447,19 @@ def configure_search(parser):
             print(f"wrote {args.grid}")
 
     return run
+
+
+def load_database_encoder(path):
+    """`tfhash.artifacts.load_encoder`, refusing a query encoder of asymmetric codes (its
+    codes are not the database's)."""
+    from tfhash.artifacts import load_encoder
+
+    model, meta = load_encoder(path)
+    if "database_fingerprint" in meta:
+        raise TfhashError(f"{path} is a query encoder; give its database encoder "
+                          f"{meta.get('database_encoder', '')} here (and this one as "
+                          "--query-model)")
+    return model, meta
 
 
 def load_query_encoder(path, database_meta):

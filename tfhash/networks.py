@@ -111,7 +111,6 @@ def build_graded_hashers(classifier, bits_list, similarity=None):
             for bits in bits_list}
 
 
-
 def build_query_hasher(graded_hasher):
     """The query encoder of asymmetric graded codes: ``graded_hasher``'s classifier and
     codebook, each query coded as its likeliest class's codeword (`PredictedClassCodes`)
