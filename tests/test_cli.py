@@ -308,6 +308,11 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
                                       encode(database, split.database.images, verbose=0),
                                       split.database.labels)
     assert run["rows"][0]["map"] == pytest.approx(expected, abs=1e-6)
+    symmetric = mean_average_precision(encode(database, split.query.images, verbose=0),
+                                       split.query.labels,
+                                       encode(database, split.database.images, verbose=0),
+                                       split.database.labels)
+    assert run["rows"][0]["map_symmetric"] == pytest.approx(symmetric, abs=1e-6)
     # evaluate and search take the query encoder; search refuses one of another encoder
     capsys.readouterr()
     assert cli.main(["evaluate", str(out / "model-12.keras"), "--query-model",
@@ -369,9 +374,11 @@ def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again
     graded = json.loads((tmp_path / "graded" / "run.json").read_text())
     assert graded["graded"] is True and learned["graded"] is False
     assert (tmp_path / "graded" / "model-12.keras").is_file()
+    assert graded["asymmetric"] is True and (tmp_path / "graded" / "query-12.keras").is_file()
     out = capsys.readouterr().out
     for row in graded["rows"]:
-        assert f"{row['map']:.4f} graded class codes" in out
+        assert (f"{row['map_symmetric']:.4f} graded class codes, {row['map']:.4f} with queries "
+                "on their class's codeword") in out
 
 
 def test_run_and_report_refuses_an_unknown_average_before_training(tmp_path):

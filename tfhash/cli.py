@@ -167,18 +167,20 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     of the classifier, view-averaged before the codes are placed when ``average`` is set,
     their codewords arranged by the training images unless ``arrange`` is off; with
     ``asymmetric`` too, queries get their own encoders (``query-<bits>.keras``,
-    `tfhash.model.build_query_hasher`: each query on its likeliest class's codeword).
+    `tfhash.model.build_query_hasher`: each query on its likeliest class's codeword), and
+    each row adds ``map_symmetric``, the mAP with the database encoder coding the queries too.
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
     """
     from tfhash.artifacts import fingerprint, save_encoder
     from tfhash.distribute import is_chief
-    from tfhash.evaluation import evaluate_encoder, format_table, summary_row
+    from tfhash.evaluation import evaluate_codes, evaluate_encoder, format_table, summary_row
     from tfhash.io import write_json
     from tfhash.model import (
         build_query_hashers,
         check_average,
+        encode,
         fit_graded,
         fit_two_phase,
         view_averaged,
@@ -217,6 +219,10 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         report = evaluate_encoder(hasher, split, query_model=queries.get(bits))
         reports[bits] = report
         rows.append(summary_row(report, bits=bits, pretrain=config.pretrain))
+        if bits in queries:  # what the query encoders bought
+            symmetric = evaluate_codes(encode(hasher, split.query.images, verbose=0),
+                                       report["database_codes"], split)
+            rows[-1]["map_symmetric"] = round(float(symmetric["map"]), 6)
         curves[f"{bits} bits"] = (report["pr_curve"]["precision"], report["pr_curve"]["recall"])
     plot_pr_curves(curves, out / "pr_curve.png", title=f"{dataset.name} {split.protocol}")
     if grid:
@@ -227,7 +233,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "python": platform.python_version(),
     })
-    print(format_table(rows, ["bits", "pretrain", "map", "map_index", "precision_r2"]))
+    print(format_table(rows, ["bits", "pretrain", "map", "map_index", "precision_r2"]
+                       + (["map_symmetric"] if queries else [])))
     print(f"wrote {out}/model-*.keras{', query-*.keras' if queries else ''}, pr_curve.png, "
           "run.json")
     return rows
@@ -583,10 +590,11 @@ def configure_demo(parser):
         learned = run_and_report(dataset, split, config, out)
         print("graded class codes from the same phase-1 classifier (no hashing phase):")
         graded = run_and_report(dataset, split, config, out / "graded", work_dir=out / "work",
-                                grid=False, graded=True)
+                                grid=False, graded=True, asymmetric=True)
         for mine, theirs in zip(learned, graded):
             print(f"{mine['bits']} bits: mAP {mine['map']:.4f} exponentiated loss, "
-                  f"{theirs['map']:.4f} graded class codes")
+                  f"{theirs['map_symmetric']:.4f} graded class codes, {theirs['map']:.4f} "
+                  "with queries on their class's codeword")
 
     return run
 
