@@ -113,18 +113,32 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
                                                   if not args.no_ablation else [])
+    graded = graded_encodings(classifier, args, [m for m in args.methods
+                                                 if m in GRADED_METHODS], split.train)
+    shared = {id(h) for pairs in graded.values() for pair in pairs.values() for h in pair}
+    coded = {}  # (id of a graded {bits: hasher} dict, part) -> its codes; `graded` keeps the
+    # dicts alive all seed, so their ids stay theirs
+
+    def codes_of(hashers, part):
+        """The codes of ``split``'s ``part`` by ``hashers``; the graded rows' codes once for
+        all the rows that share their hashers."""
+        if id(hashers) not in shared:
+            return encode_heads(hashers, getattr(split, part).images)
+        key = (id(hashers), part)
+        if key not in coded:
+            coded[key] = encode_heads(hashers, getattr(split, part).images)
+        return coded[key]
+
     for method, use_pretrain in runs:
         if method in GRADED_METHODS:
-            encodings = graded_encodings(classifier, args, method, split.train)
-            hash_s, phase2_split = 0.0, None
+            encodings, hash_s, phase2_split = graded[method], 0.0, None
         else:
             config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
             encodings, hash_s, phase2_split = train_encodings(
                 args, config, seed_dir, pretrained if use_pretrain else (),
                 hash_split if use_pretrain else split, dataset.num_classes)
         for encoding, (query_hashers, hashers) in encodings.items():
-            q_codes = encode_heads(query_hashers, split.query.images)
-            db_codes = encode_heads(hashers, split.database.images)
+            q_codes, db_codes = codes_of(query_hashers, "query"), codes_of(hashers, "database")
             for bits in hashers:
                 report = evaluate_codes(q_codes[bits], db_codes[bits], split)
                 row = summary_row(report, dataset=args.dataset, protocol=args.protocol,
@@ -165,19 +179,27 @@ def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classe
     return encodings, hash_s, phase2_split
 
 
-def graded_encodings(classifier, args, method, train):
-    """A graded row's ``{encoding: (query hashers, database hashers)}``:
-    `tfhash.model.build_graded_hasher` on the phase-1 classifier, no phase 2; the
-    view-averaged encodings average the class probabilities over the views before the codes
-    are placed. Except for ``graded`` each encoding's codewords are arranged by that
-    encoding's probabilities on ``train`` (the labelled training images); ``graded-asymmetric``
-    codes the queries with `tfhash.model.build_query_hashers` of the database's hashers."""
-    encodings = {}
+def graded_encodings(classifier, args, methods, train):
+    """The graded rows' ``{method: {encoding: (query hashers, database hashers)}}`` for the
+    graded ``methods``: `tfhash.model.build_graded_hasher` on the phase-1 classifier, no
+    phase 2; the view-averaged encodings average the class probabilities over the views
+    before the codes are placed. Except for ``graded`` each encoding's codewords are arranged
+    by that encoding's probabilities on ``train`` (the labelled training images), one
+    ``{bits: hasher}`` dict that ``graded-arranged`` and ``graded-asymmetric`` share (the
+    database codes are the same); ``graded-asymmetric`` codes the queries with
+    `tfhash.model.build_query_hashers` of it."""
+    encodings = {method: {} for method in methods}
     for encoding, viewed in encoding_views(args, classifier).items():
-        similarity = None if method == GRADED else model.training_similarity(viewed, train)
-        hashers = model.build_graded_hashers(viewed, args.bits, similarity)
-        queries = model.build_query_hashers(hashers) if method == ASYMMETRIC else hashers
-        encodings[encoding] = (queries, hashers)
+        if GRADED in methods:
+            plain = model.build_graded_hashers(viewed, args.bits)
+            encodings[GRADED][encoding] = (plain, plain)
+        if {ARRANGED, ASYMMETRIC} & set(methods):
+            arranged = model.build_graded_hashers(viewed, args.bits,
+                                                  model.training_similarity(viewed, train))
+            for method, queries in ((ARRANGED, arranged),
+                                    (ASYMMETRIC, model.build_query_hashers(arranged))):
+                if method in methods:
+                    encodings[method][encoding] = (queries, arranged)
     return encodings
 
 

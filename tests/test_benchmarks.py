@@ -500,7 +500,15 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
         "--backbone-width", "4", "--work-dir", str(work), "--verbose", "0",
         "--methods", "graded", "graded-arranged", "graded-asymmetric", "--no-ablation",
         "--shift-average"])
+    coded = []
+    encode_heads = reproduce.encode_heads
+    monkeypatch.setattr(reproduce, "encode_heads", lambda hashers, images: coded.append(
+        len(images)) or encode_heads(hashers, images))
     reproduce.main()
+    # per encoding the queries are coded three ways and the database two: graded-arranged
+    # and graded-asymmetric share the arranged database codes
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    assert sorted(coded) == sorted([len(split.query)] * 6 + [len(split.database)] * 4)
     doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
     rows = {(r["method"], r["encoding"]): r for r in doc["rows"]}
     assert set(rows) == {(m, e) for m in ("graded", "graded-arranged", "graded-asymmetric")
@@ -515,7 +523,6 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
             "(codes from the classifier).") in section
 
     config = TrainConfig(bits=12, pretrain_epochs=1, backbone_width=4)
-    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
     classifier = build_classifier(config.make_backbone((28, 28, 1)), 10)
     classifier.load_weights(work / "mnist-5k-cnnh" / "seed0" / "pretrained.weights.h5")
     similarity = class_similarity(classifier.predict(split.train.images, verbose=0),
