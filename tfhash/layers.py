@@ -248,11 +248,10 @@ class PredictedClassCodes(_ClassCodes):
 
     Database images coded by `GradedClassCodes` sit on their likeliest class's codeword
     or a few bits towards their runner-up's, by how sure the classifier is. A query coded
-    by this layer sits on its likeliest class's codeword itself, so Hamming ranking
-    orders the database by how sure the classifier is that each image belongs to the
-    query's class: the sure images of that class first, its unsure ones next, then the
-    other classes' images that the classifier thought might belong to it. Outputs are
-    float +-1 (signs already taken).
+    by this layer sits on its likeliest class's codeword itself, so Hamming ranking lists
+    every database image the classifier gives to the query's class before any other, and
+    among those with the same runner-up the surer before the less sure. Outputs are float
+    +-1 (signs already taken).
 
     Args:
         codebook: +-1 codewords, one row per class, shape ``(num_classes, bits)``: the

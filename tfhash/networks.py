@@ -117,9 +117,9 @@ def build_query_hasher(graded_hasher):
     instead of graded.
 
     The database keeps ``graded_hasher``'s codes (unsure images a few bits towards their
-    runner-up class), so Hamming ranking from a query orders the database by how sure the
-    classifier is that each image is of the query's class. A database already coded with
-    ``graded_hasher`` is searched as it is: only the queries' encoder changes.
+    runner-up class), so Hamming ranking from a query lists the images the classifier gives
+    to the query's class first, the sure ones before the unsure. A database already coded
+    with ``graded_hasher`` is searched as it is: only the queries' encoder changes.
 
     Args:
         graded_hasher: a model from `build_graded_hasher` (or `build_graded_hashers`,
