@@ -319,6 +319,11 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
                      str(out / "query-12.keras"), "--out", str(tmp_path)]) == 0
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert evaluation["rows"][0]["map"] == pytest.approx(expected, abs=1e-6)
+    assert "note: this encoder has a query encoder" not in capsys.readouterr().err
+    assert cli.main(["evaluate", str(out / "model-12.keras"), "--out", str(tmp_path)]) == 0
+    assert "note: this encoder has a query encoder (query-12.keras" in capsys.readouterr().err
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert evaluation["rows"][0]["map"] == pytest.approx(symmetric, abs=1e-6)
     index_dir = tmp_path / "ix"
     assert cli.main(["index", "build", str(out / "model-12.keras"), "--images",
                      str(image_folder), "--out", str(index_dir)]) == 0

@@ -471,8 +471,13 @@ def load_database_encoder(path):
 
 def load_query_encoder(path, database_meta):
     """The query encoder at ``path`` (``None``: none), checked to be the one `tfhash train
-    --graded --asymmetric` saved beside the database encoder ``database_meta`` describes."""
+    --graded --asymmetric` saved beside the database encoder ``database_meta`` describes.
+    Without one for a database encoder that has one, says so (the codes are then symmetric)."""
     if path is None:
+        if database_meta.get("asymmetric"):
+            print(f"note: this encoder has a query encoder (query-{database_meta['bits']}.keras "
+                  "beside it); without --query-model the queries are coded as the database",
+                  file=sys.stderr)
         return None
     from tfhash.artifacts import load_encoder
 
