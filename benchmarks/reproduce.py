@@ -113,33 +113,21 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]
                                                   if not args.no_ablation else [])
-    graded = graded_encodings(classifier, args, [m for m in args.methods
-                                                 if m in GRADED_METHODS], split.train)
-    shared = {id(h) for pairs in graded.values() for pair in pairs.values() for h in pair}
-    coded = {}  # (id of a graded {bits: hasher} dict, part) -> its codes; `graded` keeps the
-    # dicts alive all seed, so their ids stay theirs
-
-    def codes_of(hashers, part):
-        """The codes of ``split``'s ``part`` by ``hashers``; the graded rows' codes once for
-        all the rows that share their hashers."""
-        if id(hashers) not in shared:
-            return encode_heads(hashers, getattr(split, part).images)
-        key = (id(hashers), part)
-        if key not in coded:
-            coded[key] = encode_heads(hashers, getattr(split, part).images)
-        return coded[key]
-
+    graded = graded_codes(classifier, args, [m for m in args.methods if m in GRADED_METHODS],
+                          split)
     for method, use_pretrain in runs:
         if method in GRADED_METHODS:
-            encodings, hash_s, phase2_split = graded[method], 0.0, None
+            codes, hash_s, phase2_split = graded[method], 0.0, None
         else:
             config = dataclasses.replace(base, method=method, pretrain=use_pretrain)
             encodings, hash_s, phase2_split = train_encodings(
                 args, config, seed_dir, pretrained if use_pretrain else (),
                 hash_split if use_pretrain else split, dataset.num_classes)
-        for encoding, (query_hashers, hashers) in encodings.items():
-            q_codes, db_codes = codes_of(query_hashers, "query"), codes_of(hashers, "database")
-            for bits in hashers:
+            codes = {encoding: (split_codes(hashers, split, "query"),
+                                split_codes(hashers, split, "database"))
+                     for encoding, hashers in encodings.items()}
+        for encoding, (q_codes, db_codes) in codes.items():
+            for bits in db_codes:
                 report = evaluate_codes(q_codes[bits], db_codes[bits], split)
                 row = summary_row(report, dataset=args.dataset, protocol=args.protocol,
                                   method=method, bits=bits, pretrain=use_pretrain, seed=seed,
@@ -163,8 +151,7 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
 
 def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classes):
     """Phase 2 of one method from the ``pretrained`` member weights (none: from scratch):
-    ``({encoding: (query hashers, database hashers)}, phase-2 seconds, phase2_split)``, each
-    ``{bits: hasher}`` and both the same."""
+    ``({encoding: {bits: hasher}}, phase-2 seconds, phase2_split)``."""
     run_dir = seed_dir / f"{config.method}-{'pre' if config.pretrain else 'scratch'}"
     run_dir.mkdir(parents=True, exist_ok=True)
     for k, weights in enumerate(pretrained):
@@ -174,33 +161,39 @@ def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classe
     result = model.fit_two_phase(phase2_split, config, num_classes, work_dir=run_dir,
                                  verbose=args.verbose)
     hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))
-    encodings = {encoding: (hashers, hashers)  # one encoder for queries and database
-                 for encoding, hashers in encoding_views(args, result.hashers).items()}
-    return encodings, hash_s, phase2_split
+    return encoding_views(args, result.hashers), hash_s, phase2_split
 
 
-def graded_encodings(classifier, args, methods, train):
-    """The graded rows' ``{method: {encoding: (query hashers, database hashers)}}`` for the
-    graded ``methods``: `tfhash.model.build_graded_hasher` on the phase-1 classifier, no
-    phase 2; the view-averaged encodings average the class probabilities over the views
-    before the codes are placed. Except for ``graded`` each encoding's codewords are arranged
-    by that encoding's probabilities on ``train`` (the labelled training images), one
-    ``{bits: hasher}`` dict that ``graded-arranged`` and ``graded-asymmetric`` share (the
-    database codes are the same); ``graded-asymmetric`` codes the queries with
-    `tfhash.model.build_query_hashers` of it."""
-    encodings = {method: {} for method in methods}
+def graded_codes(classifier, args, methods, split):
+    """The graded rows' ``{method: {encoding: (query codes, database codes)}}`` (each
+    ``{bits: codes}``) for the graded ``methods``: `tfhash.model.build_graded_hasher` on the
+    phase-1 classifier, no phase 2; the view-averaged encodings average the class
+    probabilities over the views before the codes are placed. Except for ``graded`` each
+    encoding's codewords are arranged by that encoding's probabilities on the labelled
+    training images; ``graded-arranged`` and ``graded-asymmetric`` share those database
+    codes (coded once), and ``graded-asymmetric`` codes the queries with
+    `tfhash.model.build_query_hashers`."""
+    codes = {method: {} for method in methods}
     for encoding, viewed in encoding_views(args, classifier).items():
         if GRADED in methods:
             plain = model.build_graded_hashers(viewed, args.bits)
-            encodings[GRADED][encoding] = (plain, plain)
+            codes[GRADED][encoding] = (split_codes(plain, split, "query"),
+                                       split_codes(plain, split, "database"))
         if {ARRANGED, ASYMMETRIC} & set(methods):
-            arranged = model.build_graded_hashers(viewed, args.bits,
-                                                  model.training_similarity(viewed, train))
-            for method, queries in ((ARRANGED, arranged),
-                                    (ASYMMETRIC, model.build_query_hashers(arranged))):
-                if method in methods:
-                    encodings[method][encoding] = (queries, arranged)
-    return encodings
+            arranged = model.build_graded_hashers(
+                viewed, args.bits, model.training_similarity(viewed, split.train))
+            database = split_codes(arranged, split, "database")
+            if ARRANGED in methods:
+                codes[ARRANGED][encoding] = (split_codes(arranged, split, "query"), database)
+            if ASYMMETRIC in methods:
+                queries = model.build_query_hashers(arranged)
+                codes[ASYMMETRIC][encoding] = (split_codes(queries, split, "query"), database)
+    return codes
+
+
+def split_codes(hashers, split, part):
+    """``{bits: codes}`` of ``split``'s ``part`` ("query" or "database") by ``hashers``."""
+    return encode_heads(hashers, getattr(split, part).images)
 
 
 def encoding_views(args, models):

@@ -64,19 +64,6 @@ def test_an_unsure_query_meets_the_sure_images_of_its_class_before_the_unsure_on
     assert asymmetric == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("codebook, match", [
-    ([[1, -1, 1]], "num_classes >= 2"), ([[1, 0], [-1, 1]], r"\+-1"), ([1, -1], "shape"),
-])
-def test_query_codes_reject_bad_codebooks(codebook, match):
-    with pytest.raises(TfhashError, match=f"PredictedClassCodes: .*{match}"):
-        PredictedClassCodes(codebook)
-
-
-def test_query_codes_reject_probabilities_over_another_number_of_classes():
-    with pytest.raises(TfhashError, match="PredictedClassCodes: expected probabilities over 3"):
-        PredictedClassCodes(class_codebook(3, 8))(np.full((2, 4), 0.25, np.float32))
-
-
 @pytest.fixture(scope="module")
 def classifier():
     keras.utils.set_random_seed(2)

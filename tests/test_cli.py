@@ -304,14 +304,12 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
     q_probs = probabilities.predict(split.query.images, verbose=0)
     np.testing.assert_array_equal(encode(query, split.query.images, verbose=0),
                                   layer.codebook[q_probs.argmax(1)])
+    db_codes = encode(database, split.database.images, verbose=0)
     expected = mean_average_precision(layer.codebook[q_probs.argmax(1)], split.query.labels,
-                                      encode(database, split.database.images, verbose=0),
-                                      split.database.labels)
+                                      db_codes, split.database.labels)
     assert run["rows"][0]["map"] == pytest.approx(expected, abs=1e-6)
     symmetric = mean_average_precision(encode(database, split.query.images, verbose=0),
-                                       split.query.labels,
-                                       encode(database, split.database.images, verbose=0),
-                                       split.database.labels)
+                                       split.query.labels, db_codes, split.database.labels)
     assert run["rows"][0]["map_symmetric"] == pytest.approx(symmetric, abs=1e-6)
     # evaluate and search take the query encoder; search refuses one of another encoder
     capsys.readouterr()

@@ -9,7 +9,7 @@ import pytest
 from tfhash import data, model
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity, min_distance
 from tfhash.errors import TfhashError
-from tfhash.layers import GradedClassCodes
+from tfhash.layers import GradedClassCodes, PredictedClassCodes
 
 
 def brute_min_distance(book):
@@ -103,18 +103,24 @@ def test_an_unsure_image_ranks_after_the_sure_ones_of_its_class():
     assert (codes[0] != query).sum() == 0 < (codes[1] != query).sum()
 
 
+@pytest.mark.parametrize("layer", [GradedClassCodes, PredictedClassCodes])
 @pytest.mark.parametrize("codebook, match", [
-    ([[1, -1, 1]], "num_classes >= 2"), ([[1, 0], [-1, 1]], r"\+-1"),
-    ([[1, -1], [1, -1]], "distinct"),
+    ([[1, -1, 1]], "num_classes >= 2"), ([[1, 0], [-1, 1]], r"\+-1"), ([1, -1], "shape"),
 ])
-def test_graded_codes_reject_bad_codebooks(codebook, match):
-    with pytest.raises(TfhashError, match=match):
-        GradedClassCodes(codebook)
+def test_class_code_layers_reject_bad_codebooks(layer, codebook, match):
+    with pytest.raises(TfhashError, match=f"{layer.__name__}: .*{match}"):
+        layer(codebook)
 
 
-def test_graded_codes_reject_probabilities_over_another_number_of_classes():
-    with pytest.raises(TfhashError, match="3 classes"):
-        GradedClassCodes(class_codebook(3, 8))(np.full((2, 4), 0.25, np.float32))
+def test_graded_codes_reject_a_codebook_with_equal_rows():
+    with pytest.raises(TfhashError, match="distinct"):
+        GradedClassCodes([[1, -1], [1, -1]])
+
+
+@pytest.mark.parametrize("layer", [GradedClassCodes, PredictedClassCodes])
+def test_class_code_layers_reject_probabilities_over_another_number_of_classes(layer):
+    with pytest.raises(TfhashError, match=f"{layer.__name__}: expected probabilities over 3"):
+        layer(class_codebook(3, 8))(np.full((2, 4), 0.25, np.float32))
 
 
 @pytest.fixture(scope="module")

@@ -158,6 +158,7 @@ def build_query_hashers(graded_hashers):
           f"hasher}}, got {type(graded_hashers).__name__}")
     return {bits: build_query_hasher(hasher) for bits, hasher in graded_hashers.items()}
 
+
 @contextlib.contextmanager
 def precision_policy(name):
     """Sets Keras' global dtype policy to ``name`` inside the block, then restores it."""
