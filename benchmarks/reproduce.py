@@ -11,7 +11,8 @@ protocol and phase-1 recipe) trained, and its self-training rounds when both run
 self-train the same way, so a new phase-2 recipe costs no phase 1; with ``--ensemble-size K``
 (phase 2 hashes from K backbones pre-trained apart) it also takes the members that run has,
 up to K, and trains the rest. ``--methods graded`` adds rows with no phase 2 at all: codes
-placed from the phase-1 classifier's class probabilities (`tfhash.model.build_graded_hasher`);
+placed from the phase-1 classifier's class probabilities, or with ``--self-train`` the last
+round's (`tfhash.model.build_graded_hasher`);
 ``graded-arranged`` the same with the codewords arranged by how much the classifier mixes
 up the classes on the training images (`tfhash.model.training_similarity`);
 ``graded-asymmetric`` codes the database as ``graded-arranged`` does and each query as its
@@ -99,9 +100,10 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
           flush=True)
     # facts of the classifier phase 2 starts from: the rows that start from it carry them
     extra, hash_split = {}, split
-    if args.self_train:
-        pretrained[0], rounds, correct, extra, hash_split = run_self_training(
+    if args.self_train:  # phase 2 and the graded rows start from the last round's student
+        classifier, rounds, correct, extra, hash_split = run_self_training(
             args, classifier, split, base, seed_dir, float(correct.mean()))
+        pretrained[0] = seed_dir / f"{round_stem(args.self_train_rounds)}.weights.h5"
         pretrain_s += sum(r["wall_s"] for r in rounds)
         records += rounds
     places = {trained_on(r) for r in records} - {None}
@@ -233,9 +235,8 @@ def map_on(queries, report):
 def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1, one cached round at a time (round r > 1 is kept as
     ``self_trained_round<r>``), so an interrupted run, or one with more rounds, reuses the
-    rounds already made. Returns the last round's weights file, the rounds' records, which
-    queries the last round labels right, the fields rows record, and the split phase 2
-    trains on."""
+    rounds already made. Returns the last round's classifier, the rounds' records, which
+    queries it labels right, the fields rows record, and the split phase 2 trains on."""
     unlabelled = split.database.take(unlabelled_rows(split))  # indexed once, not per round
     student, records = teacher, []
     for round_no in range(1, args.self_train_rounds + 1):
@@ -272,7 +273,7 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
         split, _, _ = with_pseudo_labels(split, student, unlabelled.images, args.self_train,
                                          keep=args.self_train_keep,
                                          flip_average=args.flip_pseudo_labels, verbose=0)
-    return seed_dir / f"{stem}.weights.h5", records, correct, extra, split
+    return student, records, correct, extra, split
 
 
 ROUND_OPTIONS = {"flip_pseudo_labels": False, "fresh_student": False, "self_train_keep": 1.0}
@@ -479,10 +480,6 @@ def main():
         parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
     for flag in labelling_record(args) if not args.self_train else ():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
-    graded = [m for m in args.methods if m in GRADED_METHODS]
-    if args.self_train and graded:
-        parser.error(f"--methods {graded[0]}: not with --self-train (it codes the phase-1 "
-                     "classifier as it is)")
     if args.self_train and (args.ensemble_size or 1) > 1:
         parser.error("--self-train: ensembles (--ensemble-size > 1) are not self-trained")
     if not args.methods and args.no_ablation:

@@ -461,20 +461,26 @@ def test_graded_rows_are_listed_as_ours_and_never_counted_as_a_peer():
     assert "| run | labelled | exponentiated loss | plain | 3 | 0.9800 | no |" in table
 
 
+def run_tiny(tmp_path, monkeypatch, *options):
+    """reproduce.py end to end on the bundled digits with a tiny recipe and ``options``:
+    results files in ``tmp_path``, cached classifiers under the returned folder."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    work = tmp_path / "runs"
+    monkeypatch.setattr(sys, "argv", [
+        "reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
+        "--backbone-width", "4", "--work-dir", str(work), "--verbose", "0", *options])
+    reproduce.main()
+    return work
+
+
 def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
         tmp_path, monkeypatch):
     """reproduce.py end to end, twice, on the bundled digits: a run, then one that takes
     its classifier (--phase1-from) and also trains the no-pre-training row."""
-    monkeypatch.setattr(common, "RESULTS", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
-    work = tmp_path / "runs"
-    tiny = ["reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
-            "--hash-epochs", "1", "--backbone-width", "4", "--work-dir", str(work),
-            "--verbose", "0", "--methods", "exponentiated"]
-    monkeypatch.setattr(sys, "argv", [*tiny, "--no-ablation"])
-    reproduce.main()
-    monkeypatch.setattr(sys, "argv", [*tiny, "--phase1-from", "mnist-5k-cnnh", "--tag=-on"])
-    reproduce.main()
+    tiny = ["--hash-epochs", "1", "--methods", "exponentiated"]
+    run_tiny(tmp_path, monkeypatch, *tiny, "--no-ablation")
+    work = run_tiny(tmp_path, monkeypatch, *tiny, "--phase1-from", "mnist-5k-cnnh", "--tag=-on")
 
     source = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]
     rows = json.loads((tmp_path / "mnist-5k-cnnh-on.json").read_text())["rows"]
@@ -492,19 +498,12 @@ def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
 def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     """reproduce.py --methods graded end to end on the bundled digits: one row per encoding,
     no phase 2 recorded, mAP equal to the codes the rule gives the cached classifier."""
-    monkeypatch.setattr(common, "RESULTS", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
-    work = tmp_path / "runs"
-    monkeypatch.setattr(sys, "argv", [
-        "reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
-        "--backbone-width", "4", "--work-dir", str(work), "--verbose", "0",
-        "--methods", "graded", "graded-arranged", "graded-asymmetric", "--no-ablation",
-        "--shift-average"])
     coded = []
     encode_heads = reproduce.encode_heads
     monkeypatch.setattr(reproduce, "encode_heads", lambda hashers, images: coded.append(
         len(images)) or encode_heads(hashers, images))
-    reproduce.main()
+    work = run_tiny(tmp_path, monkeypatch, "--methods", "graded", "graded-arranged",
+                    "graded-asymmetric", "--no-ablation", "--shift-average")
     # per encoding the queries are coded three ways and the database two: graded-arranged
     # and graded-asymmetric share the arranged database codes
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
@@ -543,12 +542,30 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
                 for m in ("graded", "graded-arranged", "graded-asymmetric")}) == 3
 
 
-def test_graded_rows_are_refused_with_self_training(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--dataset", "mnist-5k", "--methods",
-                                      "graded", "--self-train", "10"])
-    with pytest.raises(SystemExit):
-        reproduce.main()
-    assert "--methods graded: not with --self-train" in capsys.readouterr().err
+def test_graded_rows_after_self_training_code_the_last_rounds_student(tmp_path, monkeypatch):
+    """reproduce.py --self-train with a graded method end to end on the bundled digits: the
+    row's codes come from the last self-training round's classifier, not from phase 1's."""
+    work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric", "--no-ablation",
+                    "--self-train", "20", "--self-train-epochs", "1", "--self-train-rounds", "2",
+                    "--tag=-self")
+    (row,) = json.loads((tmp_path / "mnist-5k-cnnh-self.json").read_text())["rows"]
+    assert row["self_train_rounds"] == 2 and row["hash_epochs"] == 0
+
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    backbone = TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1))
+    classifier = build_classifier(backbone, 10)
+
+    def asymmetric_map(stem):
+        classifier.load_weights(work / "mnist-5k-cnnh-self" / "seed0" / f"{stem}.weights.h5")
+        train, query, database = (classifier.predict(part.images, verbose=0)
+                                  for part in (split.train, split.query, split.database))
+        book = arrange_codebook(class_codebook(10, 12),
+                                class_similarity(train, split.train.labels))
+        return mean_average_precision(book[query.argmax(1)], split.query.labels,
+                                      graded_reference(database, book), split.database.labels)
+
+    assert row["map"] == pytest.approx(asymmetric_map(round_stem(2)), abs=1e-6)
+    assert row["map"] != pytest.approx(asymmetric_map(round_stem(0)), abs=1e-6)
 
 
 def test_a_peer_is_ahead_only_on_the_seeds_both_ran_and_a_tie_is_no_lead():
