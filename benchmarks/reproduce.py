@@ -16,7 +16,11 @@ round's (`tfhash.model.build_graded_hasher`);
 ``graded-arranged`` the same with the codewords arranged by how much the classifier mixes
 up the classes on the training images (`tfhash.model.training_similarity`);
 ``graded-asymmetric`` codes the database as ``graded-arranged`` does and each query as its
-likeliest class's codeword (`tfhash.model.build_query_hasher`). Writes
+likeliest class's codeword (`tfhash.model.build_query_hasher`). ``--asymmetric`` adds
+asymmetric rows for the trained methods: the same database codes, each query coded as the
+class centre of the training images' codes nearest its own (`tfhash.model.training_centres`,
+`tfhash.model.build_query_hasher`); their encodings are named ``asymmetric``,
+``flip-averaged asymmetric``, ... Writes
 ``benchmarks/results/<dataset>-<protocol>.json``, a mAP-vs-bits PNG and the PR curves; run
 ``benchmarks/report.py`` afterwards to refresh RESULTS.md and draw the PNGs.
 
@@ -125,9 +129,7 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
             encodings, hash_s, phase2_split = train_encodings(
                 args, config, seed_dir, pretrained if use_pretrain else (),
                 hash_split if use_pretrain else split, dataset.num_classes)
-            codes = {encoding: (split_codes(hashers, split, "query"),
-                                split_codes(hashers, split, "database"))
-                     for encoding, hashers in encodings.items()}
+            codes = learned_codes(args, encodings, split)
         for encoding, (q_codes, db_codes) in codes.items():
             for bits in db_codes:
                 report = evaluate_codes(q_codes[bits], db_codes[bits], split)
@@ -191,6 +193,30 @@ def graded_codes(classifier, args, methods, split):
                 queries = model.build_query_hashers(arranged)
                 codes[ASYMMETRIC][encoding] = (split_codes(queries, split, "query"), database)
     return codes
+
+
+def learned_codes(args, encodings, split):
+    """``{encoding: (query codes, database codes)}`` (each ``{bits: codes}``) of a trained
+    method's ``{encoding: hashers}``; with ``--asymmetric`` also each encoding's asymmetric
+    form (`asymmetric_encoding`): the same database codes, each query coded as the class
+    centre of the training images' codes nearest its own (`tfhash.model.training_centres`,
+    `tfhash.model.build_query_hashers`)."""
+    codes = {}
+    for encoding, hashers in encodings.items():
+        database = split_codes(hashers, split, "database")
+        codes[encoding] = (split_codes(hashers, split, "query"), database)
+        if args.asymmetric:
+            queries = model.build_query_hashers(hashers,
+                                                model.training_centres(hashers, split.train))
+            codes[asymmetric_encoding(encoding)] = (split_codes(queries, split, "query"),
+                                                    database)
+    return codes
+
+
+def asymmetric_encoding(encoding):
+    """The name of ``encoding``'s asymmetric form in results files: ``"asymmetric"``,
+    ``"flip-averaged asymmetric"``, ..."""
+    return "asymmetric" if encoding == "plain" else f"{encoding} asymmetric"
 
 
 def split_codes(hashers, split, part):
@@ -458,6 +484,12 @@ def main():
     parser.add_argument("--flip-average", action="store_true",
                         help="also evaluate flip-averaged codes (tfhash.model.flip_averaged) "
                              "of every trained model, as extra rows")
+    parser.add_argument("--asymmetric", action="store_true",
+                        help="also evaluate every trained model with asymmetric codes, as "
+                             "extra rows: the database coded as it is, each query as the "
+                             "class centre of the training images' codes nearest its own "
+                             "(tfhash.model.build_query_hasher); graded codes have theirs "
+                             f"in --methods {ASYMMETRIC}")
     parser.add_argument("--shift-average", action="store_true",
                         help="also evaluate shift-averaged codes (tfhash.model.shift_averaged: "
                              "each image and its one-pixel shifts) of every trained model, "
@@ -482,6 +514,9 @@ def main():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
     if args.self_train and (args.ensemble_size or 1) > 1:
         parser.error("--self-train: ensembles (--ensemble-size > 1) are not self-trained")
+    if args.asymmetric and args.no_ablation and not set(args.methods) - set(GRADED_METHODS):
+        parser.error(f"--asymmetric: adds rows to trained methods, and none runs (for graded "
+                     f"codes use --methods {ASYMMETRIC})")
     if not args.methods and args.no_ablation:
         parser.error("--methods: name at least one method, or drop --no-ablation")
     dataset = data.load_dataset(args.dataset)

@@ -35,3 +35,19 @@ def averaging_momenta(monkeypatch):
         return seen
 
     return patch
+
+
+@pytest.fixture(scope="module")
+def heads():
+    """Two hashing heads, 12 and 24 bits, on one small digit backbone sharing one input."""
+    import keras
+
+    from tfhash import model
+    from tfhash.layers import HashingHead
+
+    keras.utils.set_random_seed(5)
+    backbone = model.get_backbone("mnist_cnn", (28, 28, 1))
+    inputs = keras.Input((28, 28, 1), name="images")
+    features = backbone(inputs)
+    return {bits: keras.Model(inputs, HashingHead(bits, name=f"codes_{bits}")(features))
+            for bits in (12, 24)}

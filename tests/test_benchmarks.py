@@ -41,6 +41,7 @@ from reproduce import (  # noqa: E402
     map_on,
     recipe_record,
 )
+from test_asymmetric_learned_codes import centres_reference, nearest_reference  # noqa: E402
 from test_graded_codes import graded_reference  # noqa: E402
 
 from tfhash import data  # noqa: E402
@@ -566,6 +567,41 @@ def test_graded_rows_after_self_training_code_the_last_rounds_student(tmp_path, 
 
     assert row["map"] == pytest.approx(asymmetric_map(round_stem(2)), abs=1e-6)
     assert row["map"] != pytest.approx(asymmetric_map(round_stem(0)), abs=1e-6)
+
+
+def test_asymmetric_rows_snap_each_query_to_the_nearest_training_centre(tmp_path, monkeypatch):
+    """reproduce.py --asymmetric end to end on the bundled digits: beside each trained row,
+    one with the same database codes and the queries on their nearest class centre."""
+    trained = []
+    training_centres = reproduce.model.training_centres
+    monkeypatch.setattr(reproduce.model, "training_centres", lambda hashers, images: (
+        trained.append(hashers) or training_centres(hashers, images)))
+    run_tiny(tmp_path, monkeypatch, "--hash-epochs", "1", "--methods", "exponentiated",
+             "--no-ablation", "--asymmetric")
+    rows = {r["encoding"]: r for r in
+            json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]}
+    assert set(rows) == {"plain", "asymmetric"}
+    (hasher,) = trained[0].values()  # the plain encoding's 12-bit hasher
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    train, query, database = (hasher.predict(part.images, verbose=0)
+                              for part in (split.train, split.query, split.database))
+    database = np.where(database >= 0, 1, -1)
+    centres = centres_reference(train, split.train.labels, 10)
+    symmetric = mean_average_precision(np.where(query >= 0, 1, -1), split.query.labels,
+                                       database, split.database.labels)
+    asymmetric = mean_average_precision(nearest_reference(query, centres), split.query.labels,
+                                        database, split.database.labels)
+    assert rows["plain"]["map"] == pytest.approx(symmetric, abs=1e-6)
+    assert rows["asymmetric"]["map"] == pytest.approx(asymmetric, abs=1e-6)
+    assert symmetric != pytest.approx(asymmetric, abs=1e-6)
+
+
+def test_asymmetric_rows_need_a_trained_method(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--dataset", "mnist-5k", "--methods",
+                                      "graded", "--no-ablation", "--asymmetric"])
+    with pytest.raises(SystemExit):
+        reproduce.main()
+    assert "--methods graded-asymmetric" in capsys.readouterr().err
 
 
 def test_a_peer_is_ahead_only_on_the_seeds_both_ran_and_a_tie_is_no_lead():

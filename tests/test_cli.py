@@ -343,10 +343,40 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
             capsys.readouterr().err
 
 
-def test_asymmetric_needs_graded(tmp_path):
-    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--asymmetric",
-                           "--out", str(tmp_path))
-    assert_one_line_error(code, err, "--asymmetric", "--graded")
+def test_train_asymmetric_saves_query_encoders_on_the_training_codes_class_centres(
+        tmp_path, capsys):
+    from test_asymmetric_learned_codes import centres_reference, nearest_reference
+
+    from tfhash.artifacts import load_encoder
+    from tfhash.data import load_dataset, make_split
+    from tfhash.metrics import mean_average_precision
+    from tfhash.model import encode
+
+    out = tmp_path / "run"
+    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "24",
+                     "--pretrain-epochs", "1", "--hash-epochs", "1", "--asymmetric",
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    assert run["asymmetric"] is True and run["graded"] is False
+    # the centres come from the training images that train trained on (the default
+    # --val-fraction 0.1 holds the rest out)
+    split = make_split(load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
+    for row in run["rows"]:
+        bits = row["bits"]
+        database, db_meta = load_encoder(out / f"model-{bits}.keras")
+        query, q_meta = load_encoder(out / f"query-{bits}.keras")
+        assert q_meta["database_fingerprint"] == db_meta["fingerprint"]
+        centres = centres_reference(database.predict(split.train.images, verbose=0),
+                                    split.train.labels, 10)
+        relaxed = database.predict(split.query.images, verbose=0)
+        snapped = nearest_reference(relaxed, centres)
+        np.testing.assert_array_equal(encode(query, split.query.images, verbose=0), snapped)
+        db_codes = encode(database, split.database.images, verbose=0)
+        for key, q_codes in (("map", snapped), ("map_symmetric", np.where(relaxed >= 0, 1, -1))):
+            expected = mean_average_precision(q_codes, split.query.labels, db_codes,
+                                              split.database.labels)
+            assert row[key] == pytest.approx(expected, abs=1e-6)
 
 
 def test_no_arrange_needs_graded(tmp_path):

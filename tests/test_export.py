@@ -213,17 +213,10 @@ def test_a_graded_hasher_exports_with_the_same_codes(digits, tmp_path):
     np.testing.assert_array_equal(onnx_packed, packbits_reference(codes))
 
 
-def test_a_query_hasher_of_asymmetric_codes_exports_with_the_same_codes(digits, tmp_path):
+def assert_serves_the_same_codes(query, digits, codes, tmp_path):
+    """``query`` predicts ``codes`` and serves them from SavedModel and ONNX Runtime."""
     import onnxruntime as ort
 
-    from tfhash.codebooks import class_codebook
-
-    tf.keras.utils.set_random_seed(7)
-    classifier = model.build_classifier(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
-    query = model.build_query_hasher(model.build_graded_hasher(classifier, 12))
-    probs = classifier.predict(digits, verbose=0)
-    codes = class_codebook(10, 12)[probs.argmax(1)].astype(np.float32)
-    assert len(set(probs.argmax(1))) > 1  # more than one codeword is exported
     np.testing.assert_array_equal(query.predict(digits, verbose=0), codes)
     served = tf.saved_model.load(str(export_savedmodel(query, tmp_path, name="query")))
     out = served.signatures["serving_default"](images=tf.constant(digits))
@@ -233,3 +226,28 @@ def test_a_query_hasher_of_asymmetric_codes_exports_with_the_same_codes(digits, 
     onnx_codes, onnx_packed = session.run(["codes", "packed"], {"images": digits})
     np.testing.assert_array_equal(onnx_codes, codes)
     np.testing.assert_array_equal(onnx_packed, packbits_reference(codes))
+
+
+def test_a_query_hasher_of_asymmetric_codes_exports_with_the_same_codes(digits, tmp_path):
+    from tfhash.codebooks import class_codebook
+
+    tf.keras.utils.set_random_seed(7)
+    classifier = model.build_classifier(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
+    query = model.build_query_hasher(model.build_graded_hasher(classifier, 12))
+    probs = classifier.predict(digits, verbose=0)
+    assert len(set(probs.argmax(1))) > 1  # more than one codeword is exported
+    codes = class_codebook(10, 12)[probs.argmax(1)].astype(np.float32)
+    assert_serves_the_same_codes(query, digits, codes, tmp_path)
+
+
+def test_a_query_hasher_of_learned_codes_exports_with_the_same_codes(digits, tmp_path):
+    from tfhash.codebooks import class_codebook
+
+    tf.keras.utils.set_random_seed(8)
+    hasher = model.build_hasher(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 12)
+    centres = class_codebook(10, 12)
+    query = model.build_query_hasher(hasher, centres)
+    agree = np.where(hasher.predict(digits, verbose=0) >= 0, 1, -1) @ centres.T
+    nearest = agree.argmax(1)  # argmax takes the first row on ties, as the layer must
+    assert len(set(nearest)) > 1
+    assert_serves_the_same_codes(query, digits, centres[nearest].astype(np.float32), tmp_path)

@@ -9,7 +9,7 @@ import pytest
 from tfhash import data, model
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity, min_distance
 from tfhash.errors import TfhashError
-from tfhash.layers import GradedClassCodes, PredictedClassCodes
+from tfhash.layers import GradedClassCodes, NearestCodeword, PredictedClassCodes
 
 
 def brute_min_distance(book):
@@ -103,7 +103,7 @@ def test_an_unsure_image_ranks_after_the_sure_ones_of_its_class():
     assert (codes[0] != query).sum() == 0 < (codes[1] != query).sum()
 
 
-@pytest.mark.parametrize("layer", [GradedClassCodes, PredictedClassCodes])
+@pytest.mark.parametrize("layer", [GradedClassCodes, PredictedClassCodes, NearestCodeword])
 @pytest.mark.parametrize("codebook, match", [
     ([[1, -1, 1]], "num_classes >= 2"), ([[1, 0], [-1, 1]], r"\+-1"), ([1, -1], "shape"),
 ])

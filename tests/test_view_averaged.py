@@ -13,16 +13,6 @@ from tfhash.layers import HashingHead, HorizontalFlip, Shift
 
 
 @pytest.fixture(scope="module")
-def heads():
-    keras.utils.set_random_seed(5)
-    backbone = model.get_backbone("mnist_cnn", (28, 28, 1))
-    inputs = keras.Input((28, 28, 1), name="images")
-    features = backbone(inputs)
-    return {bits: keras.Model(inputs, HashingHead(bits, name=f"codes_{bits}")(features))
-            for bits in (12, 24)}
-
-
-@pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).uniform(0, 255, (16, 28, 28, 1)).astype(np.float32)
 

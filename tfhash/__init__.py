@@ -27,6 +27,7 @@ _EXPORTS = {
     "HashingHead": "tfhash.layers",
     "GradedClassCodes": "tfhash.layers",
     "PredictedClassCodes": "tfhash.layers",
+    "NearestCodeword": "tfhash.layers",
     "ExponentiatedHashingLoss": "tfhash.losses",
     "ExactHashingLoss": "tfhash.losses",
     "TfhashError": "tfhash.errors",

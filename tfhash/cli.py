@@ -166,9 +166,11 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     ``graded``, phase 1 only (`tfhash.model.fit_graded`): the encoders are graded class codes
     of the classifier, view-averaged before the codes are placed when ``average`` is set,
     their codewords arranged by the training images unless ``arrange`` is off; with
-    ``asymmetric`` too, queries get their own encoders (``query-<bits>.keras``,
-    `tfhash.model.build_query_hasher`: each query on its likeliest class's codeword), and
-    each row adds ``map_symmetric``, the mAP with the database encoder coding the queries too.
+    ``asymmetric``, queries get their own encoders (``query-<bits>.keras``,
+    `tfhash.model.build_query_hasher`: each query on its likeliest class's codeword for
+    graded codes, else on the class centre of the training images' codes nearest its own),
+    and each row adds ``map_symmetric``, the mAP with the database encoder coding the queries
+    too.
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
@@ -184,6 +186,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         encode,
         fit_graded,
         fit_two_phase,
+        training_centres,
         view_averaged,
     )
     from tfhash.plots import plot_pr_curves
@@ -199,7 +202,9 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     else:
         result = fit_two_phase(split, config, dataset.num_classes, work_dir=work_dir,
                                strategy=strategy)
-        hashers, queries = view_averaged(result.hashers, average), {}
+        hashers = view_averaged(result.hashers, average)
+        queries = (build_query_hashers(hashers, training_centres(hashers, split.train))
+                   if asymmetric else {})
     flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",
              "graded": bool(graded), "arranged_codebook": bool(graded and arrange),
              "asymmetric": bool(queries)}
@@ -278,9 +283,10 @@ def configure_train(parser):
                         help="with --graded: keep the codebook's own order instead of giving "
                              "the classes the classifier mixes up the nearer codewords")
     parser.add_argument("--asymmetric", action="store_true",
-                        help="with --graded: also save query encoders (query-<bits>.keras) "
-                             "that code each query as its likeliest class's codeword; the "
-                             "database keeps the graded codes")
+                        help="also save query encoders (query-<bits>.keras) that code each "
+                             "query as a class's codeword: with --graded its likeliest "
+                             "class's, else the class centre of the training images' codes "
+                             "nearest its own; the database keeps its codes")
     parser.add_argument("--out", required=True, help="output folder for models and results")
 
     def run(args):
@@ -291,9 +297,6 @@ def configure_train(parser):
                               "(drop --no-pretrain, --pretrain-epochs >= 1)")
         if not args.arrange and not args.graded:
             raise TfhashError("--no-arrange orders the codewords of --graded codes; add --graded")
-        if args.asymmetric and not args.graded:
-            raise TfhashError("--asymmetric codes queries on --graded codes' codewords; "
-                              "add --graded")
         config = train_config(args)
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
@@ -473,7 +476,7 @@ def load_database_encoder(path):
 
 def load_query_encoder(path, database_meta):
     """The query encoder at ``path`` (``None``: none), checked to be the one `tfhash train
-    --graded --asymmetric` saved beside the database encoder ``database_meta`` describes.
+    --asymmetric` saved beside the database encoder ``database_meta`` describes.
     Without one for a database encoder that has one, says so (the codes are then symmetric)."""
     if path is None:
         if database_meta.get("asymmetric"):

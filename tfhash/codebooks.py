@@ -112,6 +112,47 @@ def class_similarity(probabilities, labels):
     return similarity
 
 
+def class_centres(codes, labels, num_classes=None):
+    """One +-1 codeword per class, the centre of that class's codes: int8 ``(num_classes,
+    bits)``, bit ``k`` of class ``c`` the sign of the mean of bit ``k`` over the codes of
+    ``c``'s images (sign(0) = +1, as for codes): a bitwise majority vote, the word with the
+    least total Hamming distance to the class's codes. A learned hasher's training codes so
+    give each class a codeword, as `class_codebook` gives graded codes theirs.
+
+    Args:
+        codes: +-1 codes (or relaxed codes in [-1, 1]) ``(n, bits)``, e.g. a hasher's codes
+            of its labelled training images.
+        labels: the images' class ids ``(n,)``, every class from 0 to ``num_classes - 1``
+            present.
+        num_classes: number of classes; default ``labels.max() + 1``.
+
+    Example:
+
+    >>> class_centres(np.array([[1, 1, -1], [1, -1, -1], [-1, -1, 1]]), np.array([0, 0, 1]))
+    array([[ 1,  1, -1],
+           [-1, -1,  1]], dtype=int8)
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    labels = np.asarray(labels)
+    check(codes.ndim == 2 and len(codes) > 0 and np.isfinite(codes).all(),
+          f"`codes` must be a finite non-empty 2-D array (images, bits), got shape {codes.shape}")
+    check_bits(codes.shape[1], "codes.shape[1]")
+    check(labels.shape == (len(codes),) and np.issubdtype(labels.dtype, np.integer)
+          and labels.min() >= 0,
+          f"`labels` must be {len(codes)} non-negative class ids, got {labels.dtype} "
+          f"{labels.shape}")
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    check(isinstance(num_classes, (int, np.integer)) and num_classes > labels.max(),
+          f"`num_classes` must be an integer above every label ({labels.max()}), "
+          f"got {num_classes!r}")
+    counts = np.bincount(labels, minlength=num_classes)
+    check(counts.all(), f"`labels`: every class needs an image; none of class "
+          f"{int(np.argmin(counts))}")
+    sums = np.zeros((num_classes, codes.shape[1]))
+    np.add.at(sums, labels, codes)
+    return np.where(sums >= 0, 1, -1).astype(np.int8)
+
+
 def arrange_codebook(codebook, similarity, restarts=8, seed=0):
     """The rows of ``codebook`` reordered so that similar classes get near codewords.
 

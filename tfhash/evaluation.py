@@ -6,18 +6,15 @@ Example:
 >>> report["map"], report["precision_r2"]
 """
 
-import numpy as np
-
-from tfhash.codes import binarize
 from tfhash.metrics import retrieval_report
-from tfhash.model import encode
+from tfhash.model import encode, encode_heads  # noqa: F401 (public here too)
 
 
 def evaluate_encoder(model, split, batch_size=256, verbose="auto", query_model=None):
     """mAP (both tie modes), precision/recall at radius 2 and the PR curve on ``split``.
 
     ``query_model`` codes the queries when the codes are asymmetric (e.g.
-    `tfhash.model.build_query_hasher` of a graded ``model``); ``None``: ``model`` codes both.
+    `tfhash.model.build_query_hasher` of ``model``); ``None``: ``model`` codes both.
     Returns the `retrieval_report` dict plus ``query_codes`` and ``database_codes``.
     """
     q_codes = encode(query_model or model, split.query.images, batch_size, verbose)
@@ -31,21 +28,6 @@ def evaluate_codes(q_codes, db_codes, split):
     report["query_codes"] = q_codes
     report["database_codes"] = db_codes
     return report
-
-
-def encode_heads(hashers, images, batch_size=256, verbose=0):
-    """Codes of every hasher in ``{bits: hasher}`` from one forward pass.
-
-    The hashers must share their input (heads on one backbone, as `train_hashers` makes).
-    """
-    import keras
-
-    first = next(iter(hashers.values()))
-    joint = keras.Model(first.inputs, {str(b): h.outputs[0] for b, h in hashers.items()})
-    relaxed = joint.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
-    if not isinstance(relaxed, dict):  # a single head comes back as a plain array
-        relaxed = {str(next(iter(hashers))): relaxed}
-    return {b: binarize(relaxed[str(b)]) for b in hashers}
 
 
 def summary_row(report, **fields):

@@ -1,5 +1,5 @@
-"""Hashing layers: the hashing head, class-graded codes (database and query sides), the fixed
-views of test-time averaging."""
+"""Hashing layers: the hashing head, class-graded codes (database and query sides), queries
+snapped to the nearest class centre, the fixed views of test-time averaging."""
 
 import keras
 import numpy as np
@@ -169,8 +169,8 @@ class Shift(keras.layers.Layer):
 
 
 class _ClassCodes(keras.layers.Layer):
-    """Base of the layers that map class probabilities ``(batch, num_classes)`` to codes
-    built from one codeword per class: holds and checks the codebook."""
+    """Base of the layers that code with one codeword per class (from class probabilities
+    ``(batch, num_classes)``, or from codes): holds and checks the codebook."""
 
     def __init__(self, codebook, **kwargs):
         super().__init__(**kwargs)
@@ -272,3 +272,39 @@ class PredictedClassCodes(_ClassCodes):
         # to ONNX, where argmax's TensorFlow lowering does not)
         _, likeliest = ops.top_k(probabilities, 1)
         return ops.take(book, likeliest[:, 0], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class NearestCodeword(_ClassCodes):
+    """Maps codes to the nearest codeword of a codebook in Hamming distance: the query side
+    of asymmetric learned codes.
+
+    A learned hasher codes the database as it is; a query coded through this layer sits on
+    the codeword of the class centre nearest to its own code (one centre per class, e.g.
+    `tfhash.codebooks.class_centres` of the training images' codes), so Hamming ranking
+    lists the database images nearest that centre first. Inputs are codes, +-1 or relaxed
+    (their signs are taken, sign(0) = +1); ties go to the lowest-numbered codeword. Outputs
+    are float +-1.
+
+    Args:
+        codebook: +-1 codewords, one row per class, shape ``(num_classes, bits)``.
+        **kwargs: Base layer arguments (``name``, ``dtype``, ...).
+
+    Example:
+
+    >>> layer = NearestCodeword([[-1, -1, -1, -1], [1, 1, 1, 1]])
+    >>> keras.ops.convert_to_numpy(layer(np.array([[0.3, -0.9, -0.2, -0.5], [1, 1, -1, 1]])))
+    array([[-1., -1., -1., -1.],
+           [ 1.,  1.,  1.,  1.]], dtype=float32)
+    """
+
+    def call(self, inputs):
+        check(inputs.shape[-1] == self.bits,
+              f"NearestCodeword: expected codes of {self.bits} bits, got shape "
+              f"{tuple(inputs.shape)}")
+        book = ops.convert_to_tensor(self.codebook, "float32")
+        signs = ops.where(ops.cast(inputs, "float32") >= 0, 1.0, -1.0)
+        # the most agreeing bits is the least Hamming distance; top_k takes the lowest row
+        # on ties and exports to ONNX
+        _, nearest = ops.top_k(ops.matmul(signs, ops.transpose(book)), 1)
+        return ops.take(book, nearest[:, 0], axis=0)

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfhash.backbones import ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
-from tfhash.codebooks import class_similarity
+from tfhash.codebooks import class_centres, class_similarity
 from tfhash.codes import binarize, check_bits
 from tfhash.distribute import writable_dir
 from tfhash.errors import check
@@ -252,6 +252,19 @@ def encode(model, images, batch_size=256, verbose="auto"):
     """Binary +-1 codes (int8) of ``images`` under a hashing model, with a progress bar."""
     relaxed = model.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
     return binarize(relaxed)
+
+
+def encode_heads(hashers, images, batch_size=256, verbose=0):
+    """Codes of every hasher in ``{bits: hasher}`` from one forward pass.
+
+    The hashers must share their input (heads on one backbone, as `train_hashers` makes).
+    """
+    first = next(iter(hashers.values()))
+    joint = keras.Model(first.inputs, {str(b): h.outputs[0] for b, h in hashers.items()})
+    relaxed = joint.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
+    if not isinstance(relaxed, dict):  # a single head comes back as a plain array
+        relaxed = {str(next(iter(hashers))): relaxed}
+    return {b: binarize(relaxed[str(b)]) for b in hashers}
 
 
 def flip_averaged(hashers):
@@ -590,6 +603,26 @@ def training_similarity(classifier, images):
     """
     probabilities = classifier.predict(images.images, batch_size=256, verbose=0)
     return class_similarity(probabilities, images.labels)
+
+
+def training_centres(hashers, images):
+    """`tfhash.codebooks.class_centres` of ``hashers``' codes of labelled ``images`` (a
+    `tfhash.data.Images`, such as a split's training images): the class centres that
+    `build_query_hasher` codes a learned hasher's queries on. An array for one hasher,
+    ``{bits: centres}`` for ``{bits: hasher}`` (one forward pass when the hashers are heads
+    sharing their input).
+
+    >>> query_encoders = build_query_hashers(hashers, training_centres(hashers, split.train))
+    """
+    check(hasattr(images, "images") and hasattr(images, "labels"),
+          "training_centres: `images` must be labelled images (tfhash.data.Images, e.g. "
+          f"split.train), got {type(images).__name__}")
+    if not isinstance(hashers, dict):
+        return class_centres(encode(hashers, images.images, verbose=0), images.labels)
+    inputs = {id(hasher.inputs[0]) for hasher in hashers.values()}
+    codes = (encode_heads(hashers, images.images) if len(inputs) == 1 else
+             {bits: encode(hasher, images.images, verbose=0) for bits, hasher in hashers.items()})
+    return {bits: class_centres(c, images.labels) for bits, c in codes.items()}
 
 
 def _pretrain_members(split, config, num_classes, work_dir, callbacks, verbose):

@@ -19,11 +19,17 @@ Example:
 import contextlib
 
 import keras
+import numpy as np
 
 from tfhash.backbones import combine
 from tfhash.codebooks import arrange_codebook, class_codebook
 from tfhash.errors import check
-from tfhash.layers import GradedClassCodes, HashingHead, PredictedClassCodes
+from tfhash.layers import (
+    GradedClassCodes,
+    HashingHead,
+    NearestCodeword,
+    PredictedClassCodes,
+)
 
 
 def build_classifier(backbone, num_classes):
@@ -98,7 +104,7 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None):
 
 def build_graded_hashers(classifier, bits_list, similarity=None):
     """`build_graded_hasher` for every length in ``bits_list``: ``{bits: hasher}``, the
-    hashers sharing the classifier's input (so `tfhash.evaluation.encode_heads` runs the
+    hashers sharing the classifier's input (so `tfhash.model.encode_heads` runs the
     classifier once for all of them). The codebooks are the default ones (the same for
     every classifier of the same classes), arranged by ``similarity`` when it is given.
 
@@ -111,52 +117,73 @@ def build_graded_hashers(classifier, bits_list, similarity=None):
             for bits in bits_list}
 
 
-def build_query_hasher(graded_hasher):
-    """The query encoder of asymmetric graded codes: ``graded_hasher``'s classifier and
-    codebook, each query coded as its likeliest class's codeword (`PredictedClassCodes`)
-    instead of graded.
+def build_query_hasher(hasher, centres=None):
+    """The query encoder of asymmetric codes: ``hasher``'s network, each query coded as a
+    class's codeword instead of its own code.
 
-    The database keeps ``graded_hasher``'s codes (unsure images a few bits towards their
-    runner-up class), so Hamming ranking from a query lists the images the classifier gives
-    to the query's class first, the sure ones before the unsure. A database already coded
-    with ``graded_hasher`` is searched as it is: only the queries' encoder changes.
+    The database keeps ``hasher``'s codes, so a database already coded with it is searched
+    as it is: only the queries' encoder changes. A graded hasher (`build_graded_hasher`)
+    codes each query as its likeliest class's codeword (`PredictedClassCodes`, same
+    classifier and codebook): Hamming ranking lists the images the classifier gives to the
+    query's class first, the sure ones before the unsure. Any other hasher (a learned one,
+    from `tfhash.model.fit_two_phase`) needs ``centres``, one codeword per class, and codes
+    each query as the centre nearest its own code (`NearestCodeword`): the database images
+    nearest that class's centre rank first.
 
     Args:
-        graded_hasher: a model from `build_graded_hasher` (or `build_graded_hashers`,
-            `tfhash.model.fit_graded`), saved and reloaded or not: its last layer is a
-            `GradedClassCodes` on the class probabilities.
+        hasher: a hashing model from images to codes, saved and reloaded or not: a graded
+            hasher (its last layer a `GradedClassCodes`), or any other with ``centres``.
+        centres: +-1 class centres ``(num_classes, bits)`` for a hasher that is not graded,
+            e.g. `tfhash.codebooks.class_centres` of its codes of the training images
+            (`tfhash.model.training_centres`); ``None`` for a graded hasher, whose codebook
+            is its own.
 
     Returns:
-        A ``keras.Model`` from images to float +-1 codes, sharing ``graded_hasher``'s
-        input and layers.
+        A ``keras.Model`` from images to float +-1 codes, sharing ``hasher``'s input and
+        layers.
 
     Example:
 
-    >>> database_encoder = build_graded_hasher(classifier, 12)
-    >>> query_encoder = build_query_hasher(database_encoder)
+    >>> query_encoder = build_query_hasher(build_graded_hasher(classifier, 12))
+    >>> query_encoder = build_query_hasher(hasher, training_centres(hasher, split.train))
     >>> query_encoder.output_shape
     (None, 12)
     """
-    last = graded_hasher.layers[-1] if isinstance(graded_hasher, keras.Model) else None
-    check(isinstance(last, GradedClassCodes),
-          "build_query_hasher: `graded_hasher` must be a keras.Model ending in a "
-          f"GradedClassCodes layer (from build_graded_hasher), got "
-          f"{type(graded_hasher).__name__}"
-          + (f" ending in {type(last).__name__}" if last is not None else ""))
-    codes = PredictedClassCodes(last.codebook, name=f"query_{last.name}",
-                                dtype="float32")(last.input)
-    return keras.Model(graded_hasher.inputs, codes, name=f"query_{graded_hasher.name}")
+    check(isinstance(hasher, keras.Model),
+          f"build_query_hasher: `hasher` must be a keras.Model, got {type(hasher).__name__}")
+    last = hasher.layers[-1]
+    if isinstance(last, GradedClassCodes):
+        check(centres is None, "build_query_hasher: `centres` must be None for a graded "
+              "hasher (its GradedClassCodes codebook is the queries' codebook)")
+        codes = PredictedClassCodes(last.codebook, name=f"query_{last.name}",
+                                    dtype="float32")(last.input)
+    else:
+        check(centres is not None, "build_query_hasher: `centres` (one codeword per class, "
+              "e.g. tfhash.model.training_centres) is needed for a hasher that is not graded")
+        check(hasher.output_shape[-1] == np.shape(centres)[-1],
+              f"build_query_hasher: `centres` must have the hasher's {hasher.output_shape[-1]} "
+              f"bits, got shape {np.shape(centres)}")
+        codes = NearestCodeword(centres, name=f"nearest_centre_{hasher.output_shape[-1]}",
+                                dtype="float32")(hasher.outputs[0])
+    return keras.Model(hasher.inputs, codes, name=f"query_{hasher.name}")
 
 
-def build_query_hashers(graded_hashers):
-    """`build_query_hasher` for each of ``{bits: graded_hasher}``: ``{bits: query_hasher}``.
+def build_query_hashers(hashers, centres=None):
+    """`build_query_hasher` for each of ``{bits: hasher}``, with ``centres`` ``{bits:
+    centres}`` for hashers that are not graded: ``{bits: query_hasher}``.
 
     >>> query_encoders = build_query_hashers(build_graded_hashers(classifier, (12, 48)))
+    >>> query_encoders = build_query_hashers(hashers, training_centres(hashers, split.train))
     """
-    check(isinstance(graded_hashers, dict) and graded_hashers,
-          "build_query_hashers: `graded_hashers` must be a non-empty dict {bits: graded "
-          f"hasher}}, got {type(graded_hashers).__name__}")
-    return {bits: build_query_hasher(hasher) for bits, hasher in graded_hashers.items()}
+    check(isinstance(hashers, dict) and hashers,
+          "build_query_hashers: `hashers` must be a non-empty dict {bits: hasher}, got "
+          f"{type(hashers).__name__}")
+    check(centres is None or (isinstance(centres, dict) and set(centres) == set(hashers)),
+          "build_query_hashers: `centres` must be None or a dict with the hashers' code "
+          f"lengths {sorted(hashers)}, got "
+          f"{sorted(centres) if isinstance(centres, dict) else type(centres).__name__}")
+    return {bits: build_query_hasher(hasher, None if centres is None else centres[bits])
+            for bits, hasher in hashers.items()}
 
 
 @contextlib.contextmanager
