@@ -255,11 +255,12 @@ def encode(model, images, batch_size=256, verbose="auto"):
 
 
 def encode_heads(hashers, images, batch_size=256, verbose=0):
-    """Codes of every hasher in ``{bits: hasher}`` from one forward pass.
-
-    The hashers must share their input (heads on one backbone, as `train_hashers` makes).
-    """
+    """Codes of every hasher in ``{bits: hasher}``: one forward pass when they are heads
+    sharing one input (as `train_hashers` makes them), else one pass per hasher."""
     first = next(iter(hashers.values()))
+    if any(hasher.inputs[0] is not first.inputs[0] for hasher in hashers.values()):
+        return {bits: encode(hasher, images, batch_size, verbose)
+                for bits, hasher in hashers.items()}
     joint = keras.Model(first.inputs, {str(b): h.outputs[0] for b, h in hashers.items()})
     relaxed = joint.predict(np.asarray(images), batch_size=batch_size, verbose=verbose)
     if not isinstance(relaxed, dict):  # a single head comes back as a plain array
@@ -609,8 +610,7 @@ def training_centres(hashers, images):
     """`tfhash.codebooks.class_centres` of ``hashers``' codes of labelled ``images`` (a
     `tfhash.data.Images`, such as a split's training images): the class centres that
     `build_query_hasher` codes a learned hasher's queries on. An array for one hasher,
-    ``{bits: centres}`` for ``{bits: hasher}`` (one forward pass when the hashers are heads
-    sharing their input).
+    ``{bits: centres}`` for ``{bits: hasher}`` (coded by `encode_heads`).
 
     >>> query_encoders = build_query_hashers(hashers, training_centres(hashers, split.train))
     """
@@ -619,9 +619,7 @@ def training_centres(hashers, images):
           f"split.train), got {type(images).__name__}")
     if not isinstance(hashers, dict):
         return class_centres(encode(hashers, images.images, verbose=0), images.labels)
-    inputs = {id(hasher.inputs[0]) for hasher in hashers.values()}
-    codes = (encode_heads(hashers, images.images) if len(inputs) == 1 else
-             {bits: encode(hasher, images.images, verbose=0) for bits, hasher in hashers.items()})
+    codes = encode_heads(hashers, images.images)
     return {bits: class_centres(c, images.labels) for bits, c in codes.items()}
 
 
