@@ -347,7 +347,8 @@ def peer_goal_lines(rows):
     """One line per encoding on whether the exponentiated loss is at or above every peer at
     every length (`peers_ahead`); none when no peer ran."""
     lines = []
-    for encoding in sorted({r.get("encoding", "plain") for r in rows}, key=lambda e: e != "plain"):
+    encodings = dict.fromkeys(r.get("encoding", "plain") for r in rows)  # first-seen order
+    for encoding in sorted(encodings, key=lambda e: e != "plain"):
         ahead = peers_ahead(rows, encoding)
         if ahead is not None:
             lines.append(f"Peer goal, {encoding} codes (each peer against the exponentiated "
