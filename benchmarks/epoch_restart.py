@@ -43,10 +43,10 @@ def main():
         for way, seconds in times.items():
             timer = EpochTimer()
             if way == "restart_each_epoch":
-                net.fit(train, epochs=args.epochs, verbose=0, callbacks=[timer])
+                net.fit(train, shuffle=False, epochs=args.epochs, verbose=0, callbacks=[timer])
             else:
-                net.fit(train.repeat(), steps_per_epoch=steps, epochs=args.epochs, verbose=0,
-                        callbacks=[timer])
+                net.fit(train.repeat(), steps_per_epoch=steps, shuffle=False, epochs=args.epochs,
+                        verbose=0, callbacks=[timer])
             seconds.extend(timer.seconds[1:])  # the first epoch of a fit is warm-up
     medians = {way: float(np.median(s)) for way, s in times.items()}
     rows = [{"way": way, "median_epoch_s": round(m, 3), "epochs_timed": len(times[way]),

@@ -79,7 +79,8 @@ def timed_fit(net, data, steps, epochs):
         x, y = data
         net.fit(x, y, batch_size=BATCH, epochs=epochs + 1, verbose=0, callbacks=[timer])
     else:
-        net.fit(data.repeat(), epochs=epochs + 1, verbose=0, callbacks=[timer], **kwargs)
+        net.fit(data.repeat(), shuffle=False, epochs=epochs + 1, verbose=0, callbacks=[timer],
+                **kwargs)
     return float(np.median(timer.seconds[1:]))
 
 

@@ -410,6 +410,7 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
     history = classifier.fit(
         train.repeat(),  # one iterator for all epochs: no restart per epoch
         steps_per_epoch=config.steps(len(split.train), 1),
+        shuffle=False,  # the batches shuffle themselves (`training_batches`)
         validation_data=None if val is None else val.map(
             lambda x, y: (x, tf.one_hot(y, num_classes))),
         epochs=config.pretrain_epochs,
@@ -482,6 +483,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         history = trainee.fit(
             train.repeat(),
             steps_per_epoch=config.steps(len(split.train), 1),
+            shuffle=False,  # as in phase 1
             epochs=config.hash_epochs,
             callbacks=_fit_callbacks(work_dir, phase, callbacks, config.ema_momentum),
             verbose=verbose,

@@ -135,6 +135,7 @@ class HashingHyperModel(keras_tuner.HyperModel):
             kept.append(WeightAveraging(config.ema_momentum))
         epochs = kwargs.get("epochs", config.hash_epochs)  # Hyperband sets its own budget
         model.fit(train.repeat(), steps_per_epoch=config.steps(len(self.split.train), 1),
+                  shuffle=False,  # `make_dataset` shuffles each epoch
                   epochs=epochs, initial_epoch=kwargs.get("initial_epoch", 0),
                   callbacks=kept, verbose=verbose)
         return {"val_map": validation_map(model, self.split)}
