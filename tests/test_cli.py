@@ -1,3 +1,4 @@
+import argparse
 import json
 import subprocess
 import sys
@@ -34,6 +35,18 @@ def test_every_command_has_help(name, capsys):
         cli.main([name, "--help"])
     assert exit_info.value.code == 0
     assert "usage: tfhash " + name in capsys.readouterr().out
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    def undocumented(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from undocumented(sub, f"{path} {name}")
+            elif not action.help:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(undocumented(cli.build_parser(), "tfhash")) == []
 
 
 def test_unknown_dataset(tmp_path):

@@ -51,7 +51,10 @@ non_negative_int = int_in_range(0)
 def add_data_args(parser, dataset_required=True):
     parser.add_argument("--dataset", required=dataset_required,
                         help="mnist-5k, mnist, cifar10, fashion_mnist or folder:PATH")
-    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"))
+    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"),
+                        help="split: cnnh = 100 queries and 500 training images per class, the "
+                             "rest the database; full = the test set queries the training "
+                             "set, which is also the database")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     parser.add_argument("--data-dir", default=None,
                         help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
@@ -72,9 +75,12 @@ def add_train_args(parser):
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
     add_precision_arg(parser)
-    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10)
-    parser.add_argument("--hash-epochs", type=positive_int, default=10)
-    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10,
+                        help="epochs of phase 1, classification pre-training")
+    parser.add_argument("--hash-epochs", type=positive_int, default=10,
+                        help="epochs of phase 2, hash learning")
+    parser.add_argument("--batch-size", type=positive_int, default=128,
+                        help="batch size of both phases (phase 2 compares all its pairs)")
     # the names of tfhash.pipeline.AUGMENTATIONS and MIXES
     parser.add_argument("--augment", default="auto",
                         choices=("none", "crop_flip", "crop_flip_cutout", "shift", "affine",
@@ -94,9 +100,15 @@ def add_train_args(parser):
                         help="mix phase-2 batches too (pairs weighed by their mixed labels)")
     parser.add_argument("--no-pretrain", action="store_true",
                         help="skip classification pre-training (the ablation)")
-    parser.add_argument("--margin", type=float, default=None)
-    parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--quantization", type=float, default=None)
+    parser.add_argument("--margin", type=float, default=None,
+                        help="margin m in (0, 1] of the exponentiated loss (default 1.0, "
+                             "or the --hparams value)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="temperature T > 0 of the exponentiated loss (default 0.5, or "
+                             "the --hparams value)")
+    parser.add_argument("--quantization", type=float, default=None,
+                        help="weight >= 0 of the term pulling relaxed codes to +-1 "
+                             "(default 0, or the --hparams value)")
     parser.add_argument("--hparams", default=None,
                         help="JSON of hyperparameters (e.g. from `tfhash tune`)")
     parser.add_argument("--strategy", default="default",
@@ -385,10 +397,13 @@ def add_index_source_args(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder with one sub-folder of images per class")
     source.add_argument("--dataset", help="index this dataset's database part")
-    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"),
+                        help="split whose database part --dataset indexes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of that split")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="images encoded per batch")
 
 
 @command("index", "build or extend a Hamming index of images: index build | index add")
@@ -398,7 +413,9 @@ def configure_index(parser):
     build.add_argument("model", help="a .keras encoder")
     add_index_source_args(build)
     build.add_argument("--out", required=True, help="index folder to write")
-    build.add_argument("--kind", default="flat", choices=("flat", "ivf", "multihash"))
+    build.add_argument("--kind", default="flat", choices=("flat", "ivf", "multihash"),
+                        help="flat: exhaustive and exact; ivf, multihash: sublinear and "
+                             "approximate (FAISS binary indexes)")
     add = actions.add_parser("add", help="encode more images into an existing index")
     add.add_argument("index", help="index folder")
     add.add_argument("--model", required=True, help="the encoder that built the index")
@@ -434,7 +451,7 @@ def configure_search(parser):
     parser.add_argument("--model", required=True, help="the encoder that built the index")
     parser.add_argument("--query-model", default=None,
                         help="the query encoder of asymmetric codes (query-<bits>.keras)")
-    parser.add_argument("--k", type=positive_int, default=10)
+    parser.add_argument("--k", type=positive_int, default=10, help="hits per query")
     parser.add_argument("--grid", default=None, help="write a PNG of queries and hits")
 
     def run(args):
@@ -524,13 +541,18 @@ def write_search_grid(queries, ids, distances, paths, image_shape, out):
 @command("tune", "KerasTuner search of margin and temperature (objective: validation mAP)")
 def configure_tune(parser):
     add_data_args(parser)
-    parser.add_argument("--bits", type=bits_arg, required=True)
-    parser.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"))
-    parser.add_argument("--max-trials", type=positive_int, default=10)
+    parser.add_argument("--bits", type=bits_arg, required=True, help="the code length tuned")
+    parser.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"),
+                        help="KerasTuner search algorithm")
+    parser.add_argument("--max-trials", type=positive_int, default=10,
+                        help="hyperparameter sets tried by random and bayesian (Hyperband "
+                             "sizes its brackets from --hash-epochs)")
     parser.add_argument("--space", default=None, help="search-space JSON (see tuning/)")
-    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10)
-    parser.add_argument("--hash-epochs", type=positive_int, default=8)
-    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10,
+                        help="epochs of the phase 1 every trial starts from (trained once)")
+    parser.add_argument("--hash-epochs", type=positive_int, default=8,
+                        help="phase-2 epochs of each trial")
+    parser.add_argument("--backbone", default=None, help="as for `tfhash train`")
     add_precision_arg(parser)
     parser.add_argument("--out", required=True, help="tuning folder; re-running resumes it")
 
@@ -586,7 +608,8 @@ def configure_tune(parser):
 
 @command("demo", "the quick start: train on the bundled mnist-5k, print mAP at 12 and 32 bits")
 def configure_demo(parser):
-    parser.add_argument("--out", default="demo-output")
+    parser.add_argument("--out", default="demo-output", help="folder for the models, PNGs "
+                        "and run.json")
 
     def run(args):
         from tfhash import model
