@@ -113,8 +113,8 @@ class TrainConfig:
             comparison, ``"dpsh"``, ``"dsh"`` or ``"orthohash"``.
         shared_heads: train all code lengths at once, as heads on one backbone, in one
             phase-2 run (otherwise each length fine-tunes its own copy of the backbone).
-        augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"shift"`` or
-            ``"none"`` (both phases).
+        augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"shift"``,
+            ``"affine"`` or ``"none"`` (both phases; see `tfhash.pipeline.make_dataset`).
         mix: ``"none"``, ``"cutmix"`` or ``"mixup"``: mixes images and labels across each
             phase-1 batch (see `tfhash.pipeline.mix_batches`).
         hash_mix: the same for phase 2: a pair of mixed images counts as similar in
