@@ -53,8 +53,8 @@ def add_data_args(parser, dataset_required=True):
                         help="mnist-5k, mnist, cifar10, fashion_mnist or folder:PATH")
     parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"),
                         help="split: cnnh = 100 queries and 500 training images per class, the "
-                             "rest the database; full = the test set queries the training "
-                             "set, which is also the database")
+                             "rest the database; full = the test set as queries, the "
+                             "training set as training images and database")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     parser.add_argument("--data-dir", default=None,
                         help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
