@@ -1,11 +1,22 @@
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def keras_warnings():
+    """Records every warning raised during the test; returns a function listing the
+    messages of the UserWarnings that Keras's own code raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield lambda: [str(w.message) for w in caught
+                       if issubclass(w.category, UserWarning) and "keras" in w.filename]
 
 
 @pytest.fixture(scope="session")

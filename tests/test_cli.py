@@ -456,6 +456,21 @@ def test_choices_spelled_in_the_cli_are_the_librarys():
     assert choices["augment"] == AUGMENTATIONS
 
 
+def test_index_kinds_and_tuners_spelled_in_the_cli_are_the_librarys():
+    from tfhash.index import KINDS
+    from tfhash.tuning import TUNERS
+
+    def choices(*path):
+        parser = cli.build_parser()
+        for name in path:
+            parser = next(a for a in parser._actions
+                          if isinstance(a, argparse._SubParsersAction)).choices[name]
+        return {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
+
+    assert choices("tune")["tuner"] == TUNERS
+    assert choices("index", "build")["kind"] == KINDS
+
+
 def test_train_options_reach_the_config():
     import argparse
 

@@ -97,7 +97,7 @@ def test_best_hparams_refuses_what_it_cannot_choose_from():
         best_hparams(TRIALS, defaults, ["temperature"])
 
 
-def test_trials_average_weights_when_the_config_asks(averaging_momenta):
+def test_trials_average_weights_when_the_config_asks(averaging_momenta, keras_warnings):
     import keras_tuner
 
     from tfhash import data, tuning
@@ -110,3 +110,4 @@ def test_trials_average_weights_when_the_config_asks(averaging_momenta):
     hp = keras_tuner.HyperParameters()
     result = hypermodel.fit(hp, hypermodel.build(hp), verbose=0)
     assert seen == [0.9] and 0 < result["val_map"] <= 1
+    assert keras_warnings() == []  # the trial's fit leaves its self-shuffling data alone

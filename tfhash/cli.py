@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tfhash.codes import MAX_BITS
+from tfhash.data import PROTOCOLS
 from tfhash.errors import TfhashError
 
 COMMANDS = {}
@@ -48,16 +49,20 @@ positive_int = int_in_range(1)
 non_negative_int = int_in_range(0)
 
 
+def add_data_dir_arg(parser):
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
+
+
 def add_data_args(parser, dataset_required=True):
     parser.add_argument("--dataset", required=dataset_required,
                         help="mnist-5k, mnist, cifar10, fashion_mnist or folder:PATH")
-    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"),
+    parser.add_argument("--protocol", default="cnnh", choices=PROTOCOLS,
                         help="split: cnnh = 100 queries and 500 training images per class, the "
                              "rest the database; full = the test set as queries, the "
                              "training set as training images and database")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and training")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
+    add_data_dir_arg(parser)
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of training images held out for model selection")
 
@@ -397,11 +402,10 @@ def add_index_source_args(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder with one sub-folder of images per class")
     source.add_argument("--dataset", help="index this dataset's database part")
-    parser.add_argument("--protocol", default="cnnh", choices=("cnnh", "full"),
+    parser.add_argument("--protocol", default="cnnh", choices=PROTOCOLS,
                         help="split whose database part --dataset indexes")
     parser.add_argument("--seed", type=int, default=0, help="seed of that split")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
+    add_data_dir_arg(parser)
     parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="images encoded per batch")
 
