@@ -141,7 +141,7 @@ def test_train_writes_the_caches_reproduce_loads_and_a_rerun_reuses_them(tmp_pat
     command = ["train", "--dataset", "mnist", "--seed", "0", "--tag=-t", "--work-dir",
                str(tmp_path / "runs"), "--pretrain-epochs", "1", "--self-train", "5",
                "--self-train-epochs", "1", "--self-train-rounds", "2",
-               "--self-train-keep", "0.5", "--verbose", "0"]
+               "--self-train-keep", "0.5", "--backbone-width", "4", "--verbose", "0"]
     acc.main(command)
     seed_dir = tmp_path / "runs" / "mnist-cnnh-t" / "seed0"
     written = {path.name: path.read_bytes() for path in seed_dir.glob("*.json")}
@@ -159,7 +159,7 @@ def test_train_writes_the_caches_reproduce_loads_and_a_rerun_reuses_them(tmp_pat
 
         _, record = cached_training(
             seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json", train=untrainable,
-            build=lambda: build_classifier(get_backbone(None, (28, 28, 1)), 10))
+            build=lambda: build_classifier(get_backbone(None, (28, 28, 1), width=4), 10))
         assert record == json.loads((seed_dir / f"{stem}.json").read_text())
         assert record["wall_s"] > 0
         assert trained_on(record) == f"{platform.machine()}, Keras {keras.__version__} on " \

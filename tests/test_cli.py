@@ -8,6 +8,10 @@ import pytest
 
 from tfhash import cli
 
+# the digits with a narrow backbone: the CLI's training tests check what it writes, not
+# how well it learns (tests/test_training.py does that)
+TINY = ("--dataset", "mnist-5k", "--backbone-width", "4")
+
 
 def run_cli(*argv):
     """Runs the real console entry point in a subprocess; returns (code, stdout, stderr)."""
@@ -202,17 +206,19 @@ def test_a_fresh_process_exports_a_saved_encoder(graded, tmp_path):
 def test_train_in_mixed_precision_saves_a_float32_encoder(tmp_path, capsys):
     from tfhash.artifacts import load_encoder
 
-    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "8", "--pretrain-epochs", "1",
+    code = cli.main(["train", *TINY, "--bits", "8", "--pretrain-epochs", "1",
                      "--hash-epochs", "1", "--precision", "mixed_bfloat16",
                      "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["config"]["precision"] == "mixed_bfloat16"
+    assert run["config"]["backbone_width"] == 4
     assert 0 < run["rows"][0]["map"] <= 1
     encoder, meta = load_encoder(tmp_path / "model-8.keras")
     assert meta["bits"] == 8
     inner = [layer for sub in encoder.layers for layer in getattr(sub, "layers", [sub])]
     assert all(layer.compute_dtype == "float32" for layer in inner)
+    assert [layer.filters for layer in inner if hasattr(layer, "filters")] == [4, 4, 8, 8]
 
 
 def test_train_with_flip_average_saves_mirror_invariant_encoders(tmp_path, capsys):
@@ -220,7 +226,7 @@ def test_train_with_flip_average_saves_mirror_invariant_encoders(tmp_path, capsy
     from tfhash.data import load_dataset
     from tfhash.model import encode
 
-    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "8", "--pretrain-epochs", "1",
+    code = cli.main(["train", *TINY, "--bits", "8", "--pretrain-epochs", "1",
                      "--hash-epochs", "1", "--flip-average", "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "run.json").read_text())["flip_averaged"] is True
@@ -235,7 +241,7 @@ def test_train_with_shift_average_saves_shift_averaged_encoders(tmp_path, capsys
     from tfhash.artifacts import load_encoder
     from tfhash.layers import Shift
 
-    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "8", "--pretrain-epochs", "1",
+    code = cli.main(["train", *TINY, "--bits", "8", "--pretrain-epochs", "1",
                      "--hash-epochs", "1", "--shift-average", "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((tmp_path / "run.json").read_text())
@@ -254,7 +260,7 @@ def test_train_graded_saves_shift_averaged_class_codes_with_no_hashing_phase(tmp
     from tfhash.layers import GradedClassCodes, Shift
     from tfhash.model import encode
 
-    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
+    code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1",
                      "--graded", "--shift-average", "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((tmp_path / "run.json").read_text())
@@ -276,7 +282,7 @@ def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys
 
     books = {}
     for name, extra in (("arranged", []), ("own", ["--no-arrange"])):
-        code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs",
+        code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs",
                          "1", "--graded", *extra, "--out", str(tmp_path / name)])
         assert code == 0, capsys.readouterr().err
         run = json.loads((tmp_path / name / "run.json").read_text())
@@ -301,7 +307,7 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
     from tfhash.model import encode
 
     out = tmp_path / "run"
-    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
+    code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1",
                      "--graded", "--asymmetric", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
@@ -366,7 +372,7 @@ def test_train_asymmetric_saves_query_encoders_on_the_training_codes_class_centr
     from tfhash.model import encode
 
     out = tmp_path / "run"
-    code = cli.main(["train", "--dataset", "mnist-5k", "--bits", "12", "24",
+    code = cli.main(["train", *TINY, "--bits", "12", "24",
                      "--pretrain-epochs", "1", "--hash-epochs", "1", "--asymmetric",
                      "--out", str(out)])
     assert code == 0, capsys.readouterr().err
@@ -479,13 +485,14 @@ def test_train_options_reach_the_config():
     cli.add_train_args(parser)
     args = parser.parse_args(["--dataset", "mnist-5k", "--augment", "affine",
                               "--ema-momentum", "0.99", "--hash-mix", "cutmix",
-                              "--soup-size", "3", "--ensemble-size", "2"])
+                              "--soup-size", "3", "--ensemble-size", "2",
+                              "--backbone-width", "16"])
     config = cli.train_config(args)
     assert (config.augment, config.ema_momentum, config.hash_mix, config.soup_size,
-            config.ensemble_size) == ("affine", 0.99, "cutmix", 3, 2)
+            config.ensemble_size, config.backbone_width) == ("affine", 0.99, "cutmix", 3, 2, 16)
     default = cli.train_config(parser.parse_args(["--dataset", "x"]))
     assert (default.ema_momentum, default.hash_mix, default.soup_size,
-            default.ensemble_size) == (None, "none", 1, 1)
+            default.ensemble_size, default.backbone_width) == (None, "none", 1, 1, None)
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -495,6 +502,8 @@ def test_train_options_reach_the_config():
     (["train", "--hash-epochs", "0"], "--hash-epochs"),
     (["tune", "--bits", "12", "--max-trials", "0"], "--max-trials"),
     (["tune", "--bits", "12", "--hash-epochs", "0"], "--hash-epochs"),
+    (["train", "--backbone-width", "0"], "--backbone-width"),
+    (["tune", "--bits", "12", "--backbone-width", "0"], "--backbone-width"),
     (["search", "--model", "m", "--k", "0", "index", "image.png"], "--k"),
     (["index", "build", "m", "--dataset", "x", "--batch-size", "0"], "--batch-size"),
     (["export", "m", "--version", "0"], "--version"),

@@ -236,6 +236,17 @@ def test_ema_momentum_must_be_a_float_in_the_open_unit_interval(value):
         model.TrainConfig(ema_momentum=value)
 
 
+@pytest.mark.parametrize("value", [0, -4, 4.0, "16"])
+def test_backbone_width_must_be_a_positive_integer(value):
+    with pytest.raises(ValueError, match="`backbone_width` must be None or an integer >= 1"):
+        model.TrainConfig(backbone_width=value)
+
+
+def test_a_width_is_refused_for_a_keras_applications_backbone():
+    with pytest.raises(ValueError, match=r"\['width'\] apply to the built-in backbones"):
+        model.get_backbone("applications.MobileNetV3Small", (32, 32, 3), width=4)
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Records the weights each fit starts and ends with; raises at the start of fit number
     ``stop_at`` (1-based), as an interruption would."""

@@ -138,6 +138,8 @@ def get_backbone(backbone, input_shape, weights=None, **kwargs):
         backbone = DEFAULT_BACKBONE.get(input_shape[-1], "cifar_resnet")
     check(isinstance(backbone, str), f"`backbone` must be a name or keras.Model, got {backbone!r}")
     if backbone.startswith("applications."):
+        check(not kwargs, f"{sorted(kwargs)} apply to the built-in backbones "
+                          f"{sorted(BACKBONES)} only, not to {backbone!r}")
         app_name = backbone.split(".", 1)[1]
         app = getattr(keras.applications, app_name, None)
         check(callable(app), f"`backbone`: keras.applications has no model {app_name!r}")

@@ -74,11 +74,18 @@ def add_precision_arg(parser):
                         help="backbone compute precision (bfloat16 is faster on AVX512-BF16 CPUs)")
 
 
+def add_backbone_width_arg(parser):
+    parser.add_argument("--backbone-width", type=positive_int, default=None,
+                        help="base width (filters of the first layer) of the built-in "
+                             "backbones (default 32; the CIFAR-10 benchmark recipes use 16)")
+
+
 def add_train_args(parser):
     parser.add_argument("--bits", type=bits_arg, nargs="+", default=[12],
                         help="code length(s); phase 1 is shared by all")
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
+    add_backbone_width_arg(parser)
     add_precision_arg(parser)
     parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10,
                         help="epochs of phase 1, classification pre-training")
@@ -140,6 +147,7 @@ def train_config(args):
     return TrainConfig(
         bits=tuple(args.bits),
         backbone=args.backbone,
+        backbone_width=args.backbone_width,
         precision=args.precision,
         pretrain=not args.no_pretrain,
         pretrain_epochs=args.pretrain_epochs,
@@ -557,6 +565,7 @@ def configure_tune(parser):
     parser.add_argument("--hash-epochs", type=positive_int, default=8,
                         help="phase-2 epochs of each trial")
     parser.add_argument("--backbone", default=None, help="as for `tfhash train`")
+    add_backbone_width_arg(parser)
     add_precision_arg(parser)
     parser.add_argument("--out", required=True, help="tuning folder; re-running resumes it")
 
@@ -577,7 +586,8 @@ def configure_tune(parser):
 
         space = load_space(args.space) if args.space else None
         dataset, split = load_split(args)
-        config = TrainConfig(bits=args.bits, backbone=args.backbone, seed=args.seed,
+        config = TrainConfig(bits=args.bits, backbone=args.backbone,
+                             backbone_width=args.backbone_width, seed=args.seed,
                              precision=args.precision, pretrain_epochs=args.pretrain_epochs,
                              hash_epochs=args.hash_epochs)
         out = Path(args.out)

@@ -166,6 +166,9 @@ class TrainConfig:
                 isinstance(value, int) and value >= low,
                 f"`{name}` must be an integer >= {low}, got {value!r}",
             )
+        check(self.backbone_width is None
+              or (isinstance(self.backbone_width, int) and self.backbone_width >= 1),
+              f"`backbone_width` must be None or an integer >= 1, got {self.backbone_width!r}")
         check(self.method in METHODS,
               f"`method` must be one of {tuple(METHODS)}, got {self.method!r}")
         check(self.augment in AUGMENTATIONS,
