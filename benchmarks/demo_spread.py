@@ -4,7 +4,7 @@ Trains `DEMO_RECIPE` (and variants) several times on the test's split (cnnh, see
 validation) and records 12-bit mAP and the phase-1 classifier's query accuracy per run, so
 the test's threshold and the recipe rest on a measured distribution, not on one lucky run.
 
-    python benchmarks/demo_spread.py --repeats 3 --variants demo demo_cls
+    python benchmarks/demo_spread.py --repeats 3 --variants demo demo_cls demo_w32
 """
 
 import argparse
@@ -18,6 +18,8 @@ VARIANTS = {
     "demo": {},
     "demo_cls": {"classification_weight": 1.0},
     "demo_long": {"pretrain_epochs": 25},
+    "demo_w16": {"backbone_width": 16},  # the recipe's width since 2026-12-03
+    "demo_w32": {"backbone_width": 32},  # its width before (the "demo" rows until then)
 }
 
 
@@ -30,8 +32,8 @@ def main():
         parser.error("--repeats must be >= 1")
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
     rows = []
-    for variant in args.variants:
-        for repeat in range(args.repeats):
+    for repeat in range(args.repeats):  # variants interleaved: a load change hits all alike
+        for variant in args.variants:
             config = dataclasses.replace(model.TrainConfig(bits=(12,), **model.DEMO_RECIPE),
                                          seed=repeat, **VARIANTS[variant])
             result = model.fit_two_phase(split, config, verbose=0)
