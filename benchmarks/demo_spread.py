@@ -18,8 +18,9 @@ VARIANTS = {
     "demo": {},
     "demo_cls": {"classification_weight": 1.0},
     "demo_long": {"pretrain_epochs": 25},
-    "demo_w16": {"backbone_width": 16},  # the recipe's width since 2026-12-03
-    "demo_w32": {"backbone_width": 32},  # its width before (the "demo" rows until then)
+    # the recipe's width before it became 16 (the results file's "demo" rows until then;
+    # its "demo_w16" rows are today's "demo")
+    "demo_w32": {"backbone_width": 32},
 }
 
 
