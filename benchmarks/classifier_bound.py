@@ -53,10 +53,10 @@ def class_codes(probs):
     return np.where(np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)], 1, -1)
 
 
-def hash_maps(doc, seed):
-    """The plain exponentiated, pre-trained rows' mAP per bit length for one seed."""
+def hash_maps(doc, seed, method="exponentiated"):
+    """The plain pre-trained rows' mAP per bit length for one seed and ``method``."""
     return {f"map_hash_{r['bits']}": r["map"] for r in doc["rows"]
-            if r["seed"] == seed and r["method"] == "exponentiated" and r["pretrain"]
+            if r["seed"] == seed and r["method"] == method and r["pretrain"]
             and r.get("encoding", "plain") == "plain"}
 
 
@@ -108,11 +108,15 @@ def bound_rows(run, work_dir):
     return rows
 
 
-def kept_rows(path, runs):
-    """The rows of ``path`` (a classifier_bound results file) that belong to none of ``runs``."""
+def kept_rows(path, runs, method=None):
+    """The rows of ``path`` (a results file of rows per run) that belong to none of ``runs``;
+    with ``method``, also the rows of ``runs`` for other methods (a row without a
+    ``method`` field counts as the exponentiated loss's)."""
     if not path.exists():
         return []
-    return [row for row in json.loads(path.read_text())["rows"] if row["run"] not in runs]
+    return [row for row in json.loads(path.read_text())["rows"]
+            if row["run"] not in runs
+            or (method is not None and row.get("method", "exponentiated") != method)]
 
 
 def main():

@@ -1,14 +1,18 @@
 """Phase 2's own run-to-run spread: the recipe's phase 2 again, on a run's cached classifiers.
 
 For runs of `reproduce.py`, loads each seed's last cached classifier (as
-`classifier_bound.py` does) and trains that run's phase 2 (its recipe, the exponentiated
-loss, all code lengths as heads on one backbone) ``--repeats`` more times from it, scoring
-each on the protocol's queries beside the results file's own figures for that seed. Two
-rows made from one classifier that differ by less than this spread differ by noise.
+`classifier_bound.py` does) and trains that run's phase 2 (its recipe, with the loss of
+``--method``, exponentiated by default; all code lengths as heads on one backbone)
+``--repeats`` more times from it, scoring each on the protocol's queries beside the
+results file's own figures for that method and seed. Two rows made from one classifier
+that differ by less than this spread differ by noise; rerunning a peer's loss as well
+tells whether a gap between two losses is larger than both their spreads.
 
     python benchmarks/phase2_spread.py --runs mnist-cnnh-long-selfall2-keep98-hmix --repeats 2
+    python benchmarks/phase2_spread.py --runs cifar10-cnnh-w16-bf16-p300-h80-mixup \
+        --method dsh --repeats 1 --append
 
-With ``--append`` the results file keeps its rows of the runs not named.
+With ``--append`` the results file keeps its rows of other runs and other methods.
 """
 
 import argparse
@@ -26,16 +30,17 @@ from tfhash.evaluation import encode_heads
 from common import RESULTS, write_results
 
 
-def spread_rows(run, work_dir, repeats):
+def spread_rows(run, work_dir, repeats, method="exponentiated"):
     path = RESULTS / f"{run}.json"
     doc = json.loads(path.read_text())
-    recipe = dataclasses.replace(recipe_config(path, 0), method="exponentiated")
+    recipe = dataclasses.replace(recipe_config(path, 0), method=method)
     rows = []
     for seed, split, members, stem in last_classifiers(run, doc, work_dir):
         config = dataclasses.replace(recipe, seed=seed)
-        rows.append({"run": run, "seed": seed, "classifier": stem, "phase2": "results file",
+        rows.append({"run": run, "method": method, "seed": seed, "classifier": stem,
+                     "phase2": "results file",
                      **{f"map_{key[len('map_hash_'):]}": value
-                        for key, value in hash_maps(doc, seed).items()}})
+                        for key, value in hash_maps(doc, seed, method).items()}})
         for repeat in range(1, repeats + 1):
             keras.utils.set_random_seed(seed)  # as reproduce.py: the same seed every time
             backbone = ensemble([classifier.layers[1] for classifier in members])
@@ -44,7 +49,7 @@ def spread_rows(run, work_dir, repeats):
                                              verbose=0)
             q_codes = encode_heads(hashers, split.query.images)
             db_codes = encode_heads(hashers, split.database.images)
-            rows.append({"run": run, "seed": seed, "classifier": stem,
+            rows.append({"run": run, "method": method, "seed": seed, "classifier": stem,
                          "phase2": f"rerun {repeat}",
                          **{f"map_{bits}": round(metrics.mean_average_precision(
                              q_codes[bits], split.query.labels, db_codes[bits],
@@ -57,10 +62,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True,
                         help="results names of reproduce.py runs, e.g. mnist-cnnh-long-selfall")
+    parser.add_argument("--method", default="exponentiated", choices=tuple(model.METHODS),
+                        help="the loss whose phase 2 is rerun (each run must hold its rows)")
     parser.add_argument("--repeats", type=int, default=2, help="phase-2 reruns per seed")
     parser.add_argument("--work-dir", default="runs/reproduce")
     parser.add_argument("--append", action="store_true",
-                        help="keep the results file's rows of the runs not named here")
+                        help="keep the results file's rows but those of the runs and "
+                             "method named here")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be an integer >= 1, got {args.repeats}")
@@ -68,12 +76,16 @@ def main():
         path = RESULTS / f"{run}.json"
         if not path.exists():
             parser.error(f"--runs: no results file {path}")
-        if json.loads(path.read_text())["config"].get("pseudo_phase2"):
+        doc = json.loads(path.read_text())
+        if doc["config"].get("pseudo_phase2"):
             parser.error(f"--runs: {run} trains phase 2 on pseudo-labelled images "
                          "(--pseudo-phase2), which this script does not redo")
-    rows = kept_rows(RESULTS / "phase2_spread.json", args.runs) if args.append else []
+        if not any(r["method"] == args.method and r["pretrain"] for r in doc["rows"]):
+            parser.error(f"--method: {run} has no pre-trained rows of {args.method}")
+    rows = kept_rows(RESULTS / "phase2_spread.json", args.runs, args.method) \
+        if args.append else []
     for run in args.runs:
-        rows.extend(spread_rows(run, args.work_dir, args.repeats))
+        rows.extend(spread_rows(run, args.work_dir, args.repeats, args.method))
         write_results("phase2_spread", rows)
 
 

@@ -231,6 +231,16 @@ def test_append_keeps_the_bound_rows_of_the_runs_not_named(tmp_path):
     assert kept_rows(path, ["a", "c"]) == [rows[1]]
 
 
+def test_append_with_a_method_keeps_the_named_runs_rows_of_other_methods(tmp_path):
+    path = tmp_path / "phase2_spread.json"
+    rows = [{"run": "a", "seed": 0}, {"run": "a", "method": "exponentiated", "seed": 1},
+            {"run": "a", "method": "dsh", "seed": 0}, {"run": "b", "method": "dsh", "seed": 0}]
+    path.write_text(json.dumps({"rows": rows}))
+    # rows from before the method field are the exponentiated loss's
+    assert kept_rows(path, ["a"], "dsh") == [rows[0], rows[1], rows[3]]
+    assert kept_rows(path, ["a"], "exponentiated") == [rows[2], rows[3]]
+
+
 def test_an_ensemble_runs_members_are_loaded_from_their_folders(tmp_path):
     seed_dir = tmp_path / "run" / "seed0"
     saved = []
@@ -255,9 +265,14 @@ def test_phase2_spread_refuses_runs_it_cannot_redo_in_one_line(tmp_path, monkeyp
     monkeypatch.setattr(phase2_spread, "RESULTS", tmp_path)
     (tmp_path / "p2.json").write_text(json.dumps({"config": {"pseudo_phase2": True},
                                                   "rows": []}))
+    (tmp_path / "exp.json").write_text(json.dumps({"config": {}, "rows": [
+        {"method": "exponentiated", "pretrain": True}, {"method": "dsh", "pretrain": False}]}))
     for argv, message in ((["--runs", "p2"], "p2 trains phase 2 on pseudo-labelled images"),
                           (["--runs", "missing"], "--runs: no results file"),
-                          (["--runs", "p2", "--repeats", "0"], "--repeats must be")):
+                          (["--runs", "p2", "--repeats", "0"], "--repeats must be"),
+                          (["--runs", "exp", "--method", "dsh"],
+                           "--method: exp has no pre-trained rows of dsh"),
+                          (["--runs", "exp", "--method", "graded"], "--method: invalid choice")):
         monkeypatch.setattr(sys, "argv", ["phase2_spread.py", *argv])
         with pytest.raises(SystemExit):
             phase2_spread.main()
@@ -265,7 +280,7 @@ def test_phase2_spread_refuses_runs_it_cannot_redo_in_one_line(tmp_path, monkeyp
     assert not (tmp_path / "phase2_spread.json").exists()
 
 
-def test_phase2_spread_quotes_the_plain_pretrained_exponentiated_row_of_each_seed(
+def test_phase2_spread_quotes_the_plain_pretrained_rows_of_the_method_on_each_seed(
         tmp_path, monkeypatch):
     def row(seed, bits, value, method="exponentiated", pretrain=True, **extra):
         return {"seed": seed, "bits": bits, "map": value, "method": method,
@@ -282,10 +297,16 @@ def test_phase2_spread_quotes_the_plain_pretrained_exponentiated_row_of_each_see
                         lambda run, doc, work_dir: iter([(1, None, [None], "pretrained"),
                                                          (0, None, [None], "self_trained")]))
     assert phase2_spread.spread_rows("r", "unused", repeats=0) == [
-        {"run": "r", "seed": 1, "classifier": "pretrained", "phase2": "results file",
-         "map_12": 0.81, "map_24": 0.82},
-        {"run": "r", "seed": 0, "classifier": "self_trained", "phase2": "results file",
-         "map_12": 0.91, "map_24": 0.92},
+        {"run": "r", "method": "exponentiated", "seed": 1, "classifier": "pretrained",
+         "phase2": "results file", "map_12": 0.81, "map_24": 0.82},
+        {"run": "r", "method": "exponentiated", "seed": 0, "classifier": "self_trained",
+         "phase2": "results file", "map_12": 0.91, "map_24": 0.92},
+    ]
+    assert phase2_spread.spread_rows("r", "unused", repeats=0, method="dsh") == [
+        {"run": "r", "method": "dsh", "seed": 1, "classifier": "pretrained",
+         "phase2": "results file", "map_24": 0.4},
+        {"run": "r", "method": "dsh", "seed": 0, "classifier": "self_trained",
+         "phase2": "results file"},
     ]
 
 
