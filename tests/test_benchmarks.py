@@ -31,6 +31,7 @@ from report import (  # noqa: E402
     peers_ahead,
     phase1_from_lines,
     reproduction_section,
+    spread_summary_lines,
 )
 from reproduce import (  # noqa: E402
     adopt_phase1,
@@ -672,3 +673,20 @@ def test_the_overview_names_the_peers_ahead_of_each_run():
            PeerLead("dpsh", 12, 0.01, [0, 1])]
     assert describe_leads(two, brief=True) == ("dsh at 24, 32 bits (seed 0); "
                                                "dpsh at 12 bits (seeds 0, 1)")
+
+
+def test_the_spread_summary_averages_file_reruns_and_all_per_run_and_method():
+    def row(run, seed, phase2, m12, method=None):
+        return {"run": run, "seed": seed, "phase2": phase2, "map_12": m12,
+                **({"method": method} if method else {})}
+
+    rows = [row("a", 0, "results file", 0.5), row("a", 0, "rerun 1", 0.7),
+            row("a", 1, "results file", 0.6), row("a", 1, "rerun 1", 0.4),
+            row("a", 1, "rerun 2", 0.1),
+            row("a", 0, "results file", 0.9, "dsh"), row("a", 0, "rerun 1", 0.8, "dsh"),
+            row("b", 0, "results file", 0.3)]  # no rerun: not summarised
+    table = spread_summary_lines(rows)[3:]
+    # a, exponentiated (rows without a method): file (0.5+0.6)/2, reruns (0.7+0.4+0.1)/3,
+    # all five (2.3/5)
+    assert table == ["| a | exponentiated | 2 | 3 | 0.5500 / 0.4000 / 0.4600 |",
+                     "| a | dsh | 1 | 1 | 0.9000 / 0.8000 / 0.8500 |"]
