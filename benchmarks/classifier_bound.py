@@ -25,7 +25,7 @@ import numpy as np
 
 from tfhash import data, metrics, model
 
-from common import RESULTS, round_stem, write_results
+from common import RESULTS, round_stem, spread_method, write_results
 
 QUERY_BLOCK = 50
 
@@ -110,13 +110,12 @@ def bound_rows(run, work_dir):
 
 def kept_rows(path, runs, method=None):
     """The rows of ``path`` (a results file of rows per run) that belong to none of ``runs``;
-    with ``method``, also the rows of ``runs`` for other methods (a row without a
-    ``method`` field counts as the exponentiated loss's)."""
+    with ``method``, also the rows of ``runs`` for other methods (see `spread_method`)."""
     if not path.exists():
         return []
     return [row for row in json.loads(path.read_text())["rows"]
             if row["run"] not in runs
-            or (method is not None and row.get("method", "exponentiated") != method)]
+            or (method is not None and spread_method(row) != method)]
 
 
 def main():

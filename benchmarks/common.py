@@ -57,6 +57,16 @@ def adopted_members(source_size, size):
     return min(source_size, size)
 
 
+def spread_method(row):
+    """The loss a `phase2_spread` row reran; rows written before the ``method`` field
+    existed are the exponentiated loss's.
+
+    >>> spread_method({"run": "r", "seed": 0})
+    'exponentiated'
+    """
+    return row.get("method", "exponentiated")
+
+
 def round_stem(round_no):
     """File stem of a seed's cached classifier after self-training round ``round_no``
     (0: phase 1 alone)."""

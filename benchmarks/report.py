@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, adopted_members  # noqa: E402  (also puts tfhash on the path)
+from common import RESULTS, adopted_members, spread_method  # noqa: E402  (also puts tfhash on the path)
 
 HERE = Path(__file__).parent
 # The paper's abstract gives only these headline figures (Hamming-ranking mAP, 12 bits).
@@ -426,11 +426,11 @@ def speed_section(doc):
 
 
 def spread_summary_lines(rows):
-    """Per run and method, mean mAP over seeds of the results file's phase 2, of the
-    reruns, and of all of them (rows without a ``method`` are the exponentiated loss's)."""
+    """Per run and method (`spread_method`), mean mAP over seeds of the results file's
+    phase 2, of the reruns, and of all of them."""
     groups = defaultdict(list)
     for r in rows:
-        groups[r["run"], r.get("method", "exponentiated")].append(r)
+        groups[r["run"], spread_method(r)].append(r)
     bits = sorted({int(k[len("map_"):]) for r in rows for k in r if k.startswith("map_")})
     lines = ["Mean over seeds of the results file's phase 2 / the reruns / all of them "
              "(plain codes):\n",
@@ -440,19 +440,16 @@ def spread_summary_lines(rows):
         reruns = [r for r in group if r["phase2"] != "results file"]
         if not reruns:
             continue
-        cells = []
-        for b in bits:
-            parts = ([r for r in group if r["phase2"] == "results file"], reruns, group)
-            cells.append(" / ".join(
-                f"{np.mean([r[f'map_{b}'] for r in part]):.4f}" for part in parts))
+        parts = ([r for r in group if r["phase2"] == "results file"], reruns, group)
+        cells = [" / ".join(f"{np.mean([r[f'map_{b}'] for r in part]):.4f}" for part in parts)
+                 for b in bits]
         lines.append(f"| {run} | {method} | {len({r['seed'] for r in group})} | "
                      f"{len(reruns)} | " + " | ".join(cells) + " |")
     return lines
 
 
 def phase2_spread_section(doc):
-    rows = [{"run": r["run"], "method": r.get("method", "exponentiated"), **r}
-            for r in doc["rows"]]
+    rows = [{"run": r["run"], "method": spread_method(r), **r} for r in doc["rows"]]
     return generic_section({**doc, "rows": rows}) + "\n" + "\n".join(
         spread_summary_lines(rows)) + "\n"
 
