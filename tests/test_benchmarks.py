@@ -31,6 +31,7 @@ from report import (  # noqa: E402
     peers_ahead,
     phase1_from_lines,
     reproduction_section,
+    spread_seed_lines,
     spread_summary_lines,
 )
 from reproduce import (  # noqa: E402
@@ -309,6 +310,46 @@ def test_phase2_spread_quotes_the_plain_pretrained_rows_of_the_method_on_each_se
         {"run": "r", "method": "dsh", "seed": 0, "classifier": "self_trained",
          "phase2": "results file"},
     ]
+
+
+def test_phase2_spread_more_numbers_new_reruns_on_from_those_held(tmp_path, monkeypatch):
+    held = [{"run": "r", "method": "dsh", "seed": 0, "phase2": "results file", "map_12": 0.5},
+            {"run": "r", "method": "dsh", "seed": 0, "phase2": "rerun 1", "map_12": 0.6},
+            {"run": "r", "seed": 0, "phase2": "rerun 3", "map_12": 0.7},  # exponentiated
+            {"run": "other", "method": "dsh", "seed": 1, "phase2": "rerun 4", "map_12": 0.8}]
+    (tmp_path / "phase2_spread.json").write_text(json.dumps({"rows": held}))
+    (tmp_path / "r.json").write_text(json.dumps({"config": {}, "rows": [
+        {"seed": s, "bits": 12, "map": 0.4, "method": "dsh", "pretrain": True}
+        for s in (0, 1)]}))
+    monkeypatch.setattr(phase2_spread, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(phase2_spread, "recipe_config",
+                        lambda path, seed: TrainConfig(bits=(12,), seed=seed))
+    monkeypatch.setattr(phase2_spread, "last_classifiers",
+                        lambda run, doc, work_dir: iter([(0, None, [None], "pretrained"),
+                                                         (1, None, [None], "pretrained")]))
+    trained = []
+    monkeypatch.setattr(phase2_spread, "rerun_maps", lambda members, split, config:
+                        trained.append(config.seed) or {"map_12": 0.9})
+    assert phase2_spread.reruns_held(held, "r", "dsh") == {0: 1}
+    assert phase2_spread.reruns_held(held, "r", "exponentiated") == {0: 3}
+    monkeypatch.setattr(sys, "argv", ["phase2_spread.py", "--runs", "r", "--method", "dsh",
+                                      "--repeats", "2", "--more"])
+    phase2_spread.main()
+    rows = json.loads((tmp_path / "phase2_spread.json").read_text())["rows"]
+    assert rows[:4] == held  # every row kept, the held dsh reruns of r included
+    assert [(r["seed"], r["phase2"], r["map_12"]) for r in rows[4:]] == [
+        (0, "rerun 2", 0.9), (0, "rerun 3", 0.9),  # on from rerun 1, not quoted again
+        (1, "results file", 0.4), (1, "rerun 1", 0.9), (1, "rerun 2", 0.9)]
+    assert trained == [0, 0, 1, 1]
+
+
+def test_phase2_spread_takes_append_or_more_not_both(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["phase2_spread.py", "--runs", "r", "--append",
+                                      "--more"])
+    with pytest.raises(SystemExit):
+        phase2_spread.main()
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def results_of(config, dataset="cifar10", protocol="cnnh", labelling=None):
@@ -675,6 +716,21 @@ def test_the_overview_names_the_peers_ahead_of_each_run():
                                                "dpsh at 12 bits (seeds 0, 1)")
 
 
+def test_the_spread_section_lists_later_reruns_beside_their_seed():
+    rows = [{"run": "a", "seed": 0, "phase2": "results file", "map_12": 0.5},
+            {"run": "a", "seed": 1, "phase2": "results file", "map_12": 0.6},
+            {"run": "a", "method": "dsh", "seed": 0, "phase2": "results file", "map_12": 0.7},
+            {"run": "a", "method": "exponentiated", "seed": 0, "phase2": "rerun 1",
+             "map_12": 0.8}]
+    doc = {"benchmark": "phase2_spread", "created": "now", "machine": {}, "versions": {},
+           "rows": rows}
+    listed = [line for line in report.phase2_spread_section(doc).splitlines()
+              if line.startswith("| a |")][:4]
+    assert [line.split(" | ")[1:4] for line in listed] == [
+        ["exponentiated", "0", "results file"], ["exponentiated", "0", "rerun 1"],
+        ["exponentiated", "1", "results file"], ["dsh", "0", "results file"]]
+
+
 def test_the_spread_summary_averages_file_reruns_and_all_per_run_and_method():
     def row(run, seed, phase2, m12, method=None):
         return {"run": run, "seed": seed, "phase2": phase2, "map_12": m12,
@@ -690,3 +746,9 @@ def test_the_spread_summary_averages_file_reruns_and_all_per_run_and_method():
     # all five (2.3/5)
     assert table == ["| a | exponentiated | 2 | 3 | 0.5500 / 0.4000 / 0.4600 |",
                      "| a | dsh | 1 | 1 | 0.9000 / 0.8000 / 0.8500 |"]
+    # per seed: a/exp seed 0 (0.5+0.7)/2, seed 1 (0.6+0.4+0.1)/3; a/dsh seed 0
+    # (0.9+0.8)/2, 0.85 - 0.6 ahead of exp's seed 0; b has one phase 2: not listed
+    assert spread_seed_lines(rows)[3:] == [
+        "| a | exponentiated | 0 | 2 | 0.6000 |",
+        "| a | exponentiated | 1 | 3 | 0.3667 |",
+        "| a | dsh | 0 | 2 | 0.8500 (+0.2500) |"]
