@@ -425,15 +425,21 @@ def speed_section(doc):
     return "\n".join(lines) + "\n"
 
 
+def spread_bits(rows):
+    """The code lengths of `phase2_spread` rows' ``map_<bits>`` fields, ascending."""
+    return sorted({int(k[len("map_"):]) for r in rows for k in r if k.startswith("map_")})
+
+
 def spread_summary_lines(rows):
-    """Per run and method (`spread_method`), mean mAP over seeds of the results file's
-    phase 2, of the reruns, and of all of them."""
+    """Per run and method (`spread_method`), mean mAP over the rows of every seed: of the
+    results file's phase 2, of the reruns, and of all of them (pooled, so a seed with more
+    reruns weighs more)."""
     groups = defaultdict(list)
     for r in rows:
         groups[r["run"], spread_method(r)].append(r)
-    bits = sorted({int(k[len("map_"):]) for r in rows for k in r if k.startswith("map_")})
-    lines = ["Mean over seeds of the results file's phase 2 / the reruns / all of them "
-             "(plain codes):\n",
+    bits = spread_bits(rows)
+    lines = ["Mean over every seed's rows of the results file's phase 2 / the reruns / all "
+             "of them (plain codes):\n",
              "| run | method | seeds | reruns | " + " | ".join(f"{b} bits" for b in bits) + " |",
              "|" + "---|" * (4 + len(bits))]
     for (run, method), group in groups.items():
@@ -455,7 +461,7 @@ def spread_seed_lines(rows):
     groups = defaultdict(list)
     for r in rows:
         groups[r["run"], spread_method(r), r["seed"]].append(r)
-    bits = sorted({int(k[len("map_"):]) for r in rows for k in r if k.startswith("map_")})
+    bits = spread_bits(rows)
     means = {key: {b: np.mean([r[f"map_{b}"] for r in group]) for b in bits}
              for key, group in groups.items()}
     lines = ["Per seed, mean of every phase 2 held (a peer's difference from the "

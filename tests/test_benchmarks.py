@@ -752,3 +752,6 @@ def test_the_spread_summary_averages_file_reruns_and_all_per_run_and_method():
         "| a | exponentiated | 0 | 2 | 0.6000 |",
         "| a | exponentiated | 1 | 3 | 0.3667 |",
         "| a | dsh | 0 | 2 | 0.8500 (+0.2500) |"]
+    # a peer on a seed the exponentiated loss has no rows for: no difference to give
+    alone = [row("c", 3, "results file", 0.2, "dsh"), row("c", 3, "rerun 1", 0.4, "dsh")]
+    assert spread_seed_lines(alone)[3:] == ["| c | dsh | 3 | 2 | 0.3000 |"]
