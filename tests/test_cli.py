@@ -529,6 +529,42 @@ def test_pretrain_epochs_may_be_zero_but_not_negative(capsys, tmp_path):
                           "argument --pretrain-epochs: must be >= 0, got -1")
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (("--margin", "5"), "`margin` must be a number in (0, 1]"),
+    (("--temperature", "0"), "`temperature` must be a number >="),
+    (("--quantization", "-1"), "`quantization` must be a number >= 0"),
+])
+def test_bad_loss_setting_fails_before_phase_one(argv, fragment, capsys, tmp_path, monkeypatch):
+    from tfhash import model
+
+    def phase_one(*args, **kwargs):
+        raise AssertionError("phase 1 ran with a loss setting phase 2 refuses")
+
+    monkeypatch.setattr(model, "pretrain", phase_one)
+    code = cli.main(["train", *TINY, *argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["train"], ["evaluate", "m.keras"], ["export", "m.keras"],
+                                  ["index", "build", "m.keras"], ["tune"], ["demo"]])
+def test_out_that_is_a_file_is_refused_before_any_work(argv, capsys, tmp_path):
+    (tmp_path / "results").write_text("not a folder")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*argv, "--out", str(tmp_path / "results")])
+    assert_one_line_error(stopped.value.code, capsys.readouterr().err,
+                          "argument --out: expected a folder", "is a file")
+
+
+def test_folder_that_cannot_be_made_is_one_line(capsys, tmp_path):
+    (tmp_path / "results").write_text("not a folder")  # so results/run cannot be made
+    code = cli.main(["train", *TINY, "--pretrain-epochs", "1", "--hash-epochs", "1",
+                     "--out", str(tmp_path / "results" / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Not a directory" in err, err
+
+
 def test_bad_ema_momentum_is_one_line(capsys, tmp_path):
     code = cli.main(["train", "--dataset", "mnist-5k", "--ema-momentum", "1.5",
                      "--out", str(tmp_path)])

@@ -1,6 +1,7 @@
 """A short real training on the bundled mnist-5k digits, end to end through `model.fit`."""
 
 import dataclasses
+import re
 import time
 
 import keras
@@ -133,6 +134,41 @@ def test_as_float32_matches_mixed_model_up_to_bfloat16_rounding():
 def test_unknown_config_choices_are_refused(field, value):
     with pytest.raises(ValueError, match=f"`{field}` must be one of"):
         model.TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("margin", 1.5, "`margin` must be a number in (0, 1]"),
+    ("margin", 0, "`margin` must be a number in (0, 1]"),
+    ("negative_margin", -0.5, "`negative_margin` must be None or a number in [0, 1]"),
+    ("temperature", 0.0, "`temperature` must be a number >="),
+    ("quantization", -1.0, "`quantization` must be a number >= 0"),
+    ("weight_decay", -1e-4, "`weight_decay` must be a number >= 0"),
+    ("classification_weight", "1", "`classification_weight` must be a number >= 0"),
+    ("label_smoothing", 1.0, "`label_smoothing` must be a number in [0, 1)"),
+    ("seed", -1, "`seed` must be an integer >= 0"),
+])
+def test_bad_loss_and_optimizer_settings_are_refused_before_training(field, value, message):
+    # every method's phase 2 reports the exponentiated loss's exact form (hash_metrics), so
+    # a bad margin or temperature must fail here, not after an hour of phase 1
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.TrainConfig(method="dsh", **{field: value})
+
+
+@pytest.mark.parametrize("fit", [model.fit_two_phase, model.fit_graded])
+def test_fits_check_their_arguments_before_training(fit, split, monkeypatch):
+    def phase_one(*args, **kwargs):
+        raise AssertionError("phase 1 ran with arguments the fit should have refused")
+
+    monkeypatch.setattr(model, "pretrain", phase_one)
+    config = model.TrainConfig(bits=8, pretrain_epochs=1, hash_epochs=1, backbone_width=4)
+    with pytest.raises(ValueError, match="`split` must be a tfhash.data.Split"):
+        fit({"train": split.train}, config)
+    with pytest.raises(ValueError, match="`config` must be a TrainConfig, got dict"):
+        fit(split, dataclasses.asdict(config))
+    # mnist-5k's labels run to 9: five classes would one-hot digits 5-9 to all zeros
+    with pytest.raises(ValueError, match=re.escape("`num_classes` must be an integer >= 10 "
+                                                   "(the training labels run to 9), got 5")):
+        fit(split, config, num_classes=5)
 
 
 def test_cutmix_pretraining_fits_on_mixed_soft_labels(split, monkeypatch):

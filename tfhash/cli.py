@@ -49,6 +49,14 @@ positive_int = int_in_range(1)
 non_negative_int = int_in_range(0)
 
 
+def output_dir(value):
+    """An argparse type: a folder to write into, new or existing, but not a file (found
+    before any training, not when the first model is saved)."""
+    if Path(value).exists() and not Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"expected a folder, {value!r} is a file")
+    return value
+
+
 def add_data_dir_arg(parser):
     parser.add_argument("--data-dir", default=None,
                         help="folder with <dataset>.npz (default: $TFHASH_DATA_DIR)")
@@ -61,7 +69,8 @@ def add_data_args(parser, dataset_required=True):
                         help="split: cnnh = 100 queries and 500 training images per class, the "
                              "rest the database; full = the test set as queries, the "
                              "training set as training images and database")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the split and training")
     add_data_dir_arg(parser)
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of training images held out for model selection")
@@ -312,7 +321,8 @@ def configure_train(parser):
                              "query as a class's codeword: with --graded its likeliest "
                              "class's, else the class centre of the training images' codes "
                              "nearest its own; the database keeps its codes")
-    parser.add_argument("--out", required=True, help="output folder for models and results")
+    parser.add_argument("--out", type=output_dir, required=True,
+                        help="output folder for models and results")
 
     def run(args):
         from tfhash.distribute import get_strategy
@@ -338,7 +348,8 @@ def configure_evaluate(parser):
     add_data_args(parser, dataset_required=False)
     parser.add_argument("--query-model", default=None,
                         help="the query encoder of asymmetric codes (query-<bits>.keras)")
-    parser.add_argument("--out", default=None, help="folder for evaluation.json and PR curve")
+    parser.add_argument("--out", type=output_dir, default=None,
+                        help="folder for evaluation.json and PR curve")
 
     def run(args):
         from tfhash.evaluation import evaluate_encoder, format_table, summary_row
@@ -369,7 +380,8 @@ def configure_evaluate(parser):
 @command("export", "export an encoder as a TF Serving SavedModel and/or ONNX")
 def configure_export(parser):
     parser.add_argument("model", help="a .keras file written by `tfhash train`")
-    parser.add_argument("--out", required=True, help="serving folder (gets <name>/<version>/)")
+    parser.add_argument("--out", type=output_dir, required=True,
+                        help="serving folder (gets <name>/<version>/)")
     parser.add_argument("--name", default="tfhash", help="model name TF Serving serves")
     parser.add_argument("--version", type=positive_int, default=None, help="default: next free")
     parser.add_argument("--format", default="savedmodel,onnx",
@@ -412,7 +424,7 @@ def add_index_source_args(parser):
     source.add_argument("--dataset", help="index this dataset's database part")
     parser.add_argument("--protocol", default="cnnh", choices=PROTOCOLS,
                         help="split whose database part --dataset indexes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of that split")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of that split")
     add_data_dir_arg(parser)
     parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="images encoded per batch")
@@ -424,7 +436,7 @@ def configure_index(parser):
     build = actions.add_parser("build", help="encode images and write a new index")
     build.add_argument("model", help="a .keras encoder")
     add_index_source_args(build)
-    build.add_argument("--out", required=True, help="index folder to write")
+    build.add_argument("--out", type=output_dir, required=True, help="index folder to write")
     build.add_argument("--kind", default="flat", choices=("flat", "ivf", "multihash"),
                         help="flat: exhaustive and exact; ivf, multihash: sublinear and "
                              "approximate (FAISS binary indexes)")
@@ -567,7 +579,8 @@ def configure_tune(parser):
     parser.add_argument("--backbone", default=None, help="as for `tfhash train`")
     add_backbone_width_arg(parser)
     add_precision_arg(parser)
-    parser.add_argument("--out", required=True, help="tuning folder; re-running resumes it")
+    parser.add_argument("--out", type=output_dir, required=True,
+                        help="tuning folder; re-running resumes it")
 
     def run(args):
         from tfhash.evaluation import format_table
@@ -622,8 +635,8 @@ def configure_tune(parser):
 
 @command("demo", "the quick start: train on the bundled mnist-5k, print mAP at 12 and 32 bits")
 def configure_demo(parser):
-    parser.add_argument("--out", default="demo-output", help="folder for the models, PNGs "
-                        "and run.json")
+    parser.add_argument("--out", type=output_dir, default="demo-output",
+                        help="folder for the models, PNGs and run.json")
 
     def run(args):
         from tfhash import model
@@ -660,7 +673,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (TfhashError, FileNotFoundError, ValueError) as error:
+    except (TfhashError, OSError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"tfhash: error: {message}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from tfhash.backbones import ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
 from tfhash.codebooks import class_centres, class_similarity
 from tfhash.codes import binarize, check_bits
+from tfhash.data import Split
 from tfhash.distribute import writable_dir
 from tfhash.errors import check
 from tfhash.io import atomic_path, read_arrays, write_arrays
@@ -184,6 +185,17 @@ class TrainConfig:
         for name in ("pretrain_lr", "hash_lr"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
+        for name in ("weight_decay", "classification_weight"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, float)) and value >= 0,
+                  f"`{name}` must be a number >= 0, got {value!r}")
+        check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
+              f"`label_smoothing` must be a number in [0, 1), got {self.label_smoothing!r}")
+        check(isinstance(self.seed, (int, np.integer)) and self.seed >= 0,
+              f"`seed` must be an integer >= 0, got {self.seed!r}")
+        # the loss refuses a bad margin, temperature or quantization now, not after phase 1
+        ExponentiatedHashingLoss(margin=self.margin, negative_margin=self.negative_margin,
+                                 temperature=self.temperature, quantization=self.quantization)
 
     def make_backbone(self, input_shape):
         """The backbone this config names, at its width and precision."""
@@ -533,6 +545,7 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
     ``strategy`` (see `tfhash.distribute`), models, optimizers and metrics are created in its
     scope and each batch is the global batch, split over the replicas.
     """
+    num_classes = _checked_num_classes(split, config, num_classes)
     return _in_scope(_fit_two_phase, split, config, num_classes, work_dir, callbacks, verbose,
                      strategy)
 
@@ -556,6 +569,7 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
     >>> result = fit_graded(split, TrainConfig(bits=(12, 48), pretrain_epochs=40))
     >>> codes = encode(result.hashers[12], images)
     """
+    num_classes = _checked_num_classes(split, config, num_classes)
     check(config.pretrain and config.pretrain_epochs >= 1,
           "fit_graded: graded codes come from the phase-1 classifier; `config` must "
           f"pre-train (pretrain=True, pretrain_epochs >= 1), got pretrain={config.pretrain}, "
@@ -566,12 +580,27 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
     return _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy)
 
 
+def _checked_num_classes(split, config, num_classes):
+    """``num_classes`` (``None``: the training labels' highest plus one) once ``split``,
+    ``config`` and it are what a fit takes; a clear error otherwise."""
+    check(isinstance(split, Split),
+          f"`split` must be a tfhash.data.Split (data.make_split), got {type(split).__name__}")
+    check(isinstance(config, TrainConfig),
+          f"`config` must be a TrainConfig, got {type(config).__name__}")
+    classes_seen = int(split.train.labels.max()) + 1
+    num_classes = classes_seen if num_classes is None else num_classes
+    # fewer classes than the labels name would one-hot the rest to zeros, silently
+    check(isinstance(num_classes, (int, np.integer)) and num_classes >= classes_seen,
+          f"`num_classes` must be an integer >= {classes_seen} (the training labels run to "
+          f"{classes_seen - 1}), got {num_classes!r}")
+    return int(num_classes)
+
+
 def _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy):
     strategy = strategy or tf.distribute.get_strategy()
     if work_dir is not None:
         work_dir = writable_dir(work_dir, strategy)
     with strategy.scope():
-        num_classes = num_classes or int(split.train.labels.max()) + 1
         return fit(split, config, num_classes, work_dir, callbacks, verbose)
 
 
