@@ -290,13 +290,16 @@ def phase1_from_lines(rows, members=1, source_members=None):
     """The line naming the runs whose classifiers phase 2 started from (``reproduce.py
     --phase1-from``) and, for an ensemble of ``members``, how many members each gave
     (``source_members``: each source run's ensemble size, default 1; the rest trained in
-    this run); no line when every seed trained its own."""
+    this run) and the seeds that trained their own (``--append`` of seeds the source run
+    lacks); no line when every seed trained its own."""
     seeds = defaultdict(set)
     for r in rows:
         if r.get("phase1_from"):
             seeds[r["phase1_from"]].add(r["seed"])
     if not seeds:
         return []
+    own = sorted({r["seed"] for r in rows if r.get("pretrain", True)}
+                 - set().union(*seeds.values()))
     source_members = source_members or {}
     parts = []
     for run, run_seeds in sorted(seeds.items()):
@@ -307,8 +310,9 @@ def phase1_from_lines(rows, members=1, source_members=None):
                      f"; {taken} of the {members} ensemble members, the rest trained in "
                      "this run")
         parts.append(part + ")")
+    trained_here = f" {seeds_words(own).capitalize()}: phase 1 trained in this run." if own else ""
     return ["Phase 1 taken from another run's cached classifiers (its wall time is that "
-            "run's): " + "; ".join(parts) + "."]
+            "run's): " + "; ".join(parts) + "." + trained_here]
 
 
 def correct_queries_lines(rows, bits):

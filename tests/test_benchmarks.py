@@ -459,7 +459,8 @@ def test_the_report_names_the_run_each_seeds_phase1_came_from():
     rows = [{"seed": 1, "phase1_from": "cifar10-cnnh-p300"}, {"seed": 0},
             {"seed": 1, "phase1_from": "cifar10-cnnh-p300"}, {"seed": 2, "phase1_from": "b"}]
     (line,) = phase1_from_lines(rows)
-    assert line.endswith("that run's): b (seed 2); cifar10-cnnh-p300 (seed 1).")
+    assert line.endswith("that run's): b (seed 2); cifar10-cnnh-p300 (seed 1). "
+                         "Seed 0: phase 1 trained in this run.")
     rows = [{"seed": s, "phase1_from": "p300"} for s in (2, 0, 1, 0)]
     assert phase1_from_lines(rows)[0].endswith(": p300 (seeds 0, 1, 2).")
     assert phase1_from_lines([{"seed": 0}]) == []
@@ -470,6 +471,13 @@ def test_the_report_names_the_run_each_seeds_phase1_came_from():
     assert "p300 (seeds 0, 1, 2; 2 of the 3 ensemble members" in line
     (line,) = phase1_from_lines(rows, members=3, source_members={"p300": 3})
     assert line.endswith(": p300 (seeds 0, 1, 2; all 3 ensemble members).")
+    # seeds appended later train their own classifier; the no-pre-training rows do not count
+    later = rows + [{"seed": s, "pretrain": True} for s in (4, 3)] + [{"seed": 5,
+                                                                       "pretrain": False}]
+    (line,) = phase1_from_lines(later)
+    assert line.endswith(": p300 (seeds 0, 1, 2). Seeds 3, 4: phase 1 trained in this run.")
+    (line,) = phase1_from_lines(rows + [{"seed": 0, "pretrain": False}])
+    assert line.endswith(": p300 (seeds 0, 1, 2).")
 
 
 def reproduction_doc(name, maps, method="exponentiated", pretrain=True, encoding="plain",
