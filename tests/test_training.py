@@ -165,6 +165,10 @@ def test_fits_check_their_arguments_before_training(fit, split, monkeypatch):
         fit({"train": split.train}, config)
     with pytest.raises(ValueError, match="`config` must be a TrainConfig, got dict"):
         fit(split, dataclasses.asdict(config))
+    empty = data.Split("cnnh", 0, split.train.take(slice(0, 0)), split.val, split.query,
+                       split.database)
+    with pytest.raises(ValueError, match="`split` must hold training images, got none"):
+        fit(empty, config)
     # mnist-5k's labels run to 9: five classes would one-hot digits 5-9 to all zeros
     with pytest.raises(ValueError, match=re.escape("`num_classes` must be an integer >= 10 "
                                                    "(the training labels run to 9), got 5")):

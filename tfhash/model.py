@@ -587,6 +587,7 @@ def _checked_num_classes(split, config, num_classes):
           f"`split` must be a tfhash.data.Split (data.make_split), got {type(split).__name__}")
     check(isinstance(config, TrainConfig),
           f"`config` must be a TrainConfig, got {type(config).__name__}")
+    check(len(split.train) > 0, "`split` must hold training images, got none")
     classes_seen = int(split.train.labels.max()) + 1
     num_classes = classes_seen if num_classes is None else num_classes
     # fewer classes than the labels name would one-hot the rest to zeros, silently
