@@ -19,6 +19,8 @@ RUNNABLE = [
     "tfhash.codebooks.class_similarity",
     "tfhash.codes",
     "tfhash.data",
+    "tfhash.data.class_count",
+    "tfhash.errors.check_non_negative",
     "tfhash.index",
     "tfhash.io",
     "tfhash.layers.HashingHead",

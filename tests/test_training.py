@@ -170,9 +170,20 @@ def test_fits_check_their_arguments_before_training(fit, split, monkeypatch):
     with pytest.raises(ValueError, match="`split` must hold training images, got none"):
         fit(empty, config)
     # mnist-5k's labels run to 9: five classes would one-hot digits 5-9 to all zeros
-    with pytest.raises(ValueError, match=re.escape("`num_classes` must be an integer >= 10 "
-                                                   "(the training labels run to 9), got 5")):
+    too_few = re.escape("`num_classes` must be an integer >= 10 (the training labels run to 9), "
+                        "got 5")
+    with pytest.raises(ValueError, match=too_few):
         fit(split, config, num_classes=5)
+    # and where labels become targets, for callers of either phase on its own
+    monkeypatch.undo()
+    for mix, class_ids in (("none", True), ("mixup", False)):
+        with pytest.raises(ValueError, match=too_few):
+            model.training_batches(split.train, config, 5, mix, class_ids=class_ids)
+    backbone = config.make_backbone(split.train.images.shape[1:])
+    with pytest.raises(ValueError, match=too_few):
+        model.pretrain(backbone, split, 5, config, verbose=0)
+    with pytest.raises(ValueError, match=too_few):
+        model.train_hashers(backbone, split, (8,), config, num_classes=5, verbose=0)
 
 
 def test_cutmix_pretraining_fits_on_mixed_soft_labels(split, monkeypatch):

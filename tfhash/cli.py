@@ -52,7 +52,8 @@ non_negative_int = int_in_range(0)
 def output_dir(value):
     """An argparse type: a folder to write into, new or existing, but not a file (found
     before any training, not when the first model is saved)."""
-    if Path(value).exists() and not Path(value).is_dir():
+    path = Path(value)
+    if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"expected a folder, {value!r} is a file")
     return value
 

@@ -55,6 +55,22 @@ class Images:
         return Images(self.images[index], self.labels[index], paths)
 
 
+def class_count(labels, num_classes=None):
+    """``num_classes`` checked against integer class ids ``labels`` (``None``: the highest
+    label plus one): training needs labels and a class for each of them.
+
+    >>> class_count(np.array([0, 2, 1]))
+    3
+    """
+    check(len(labels) > 0, "`split` must hold training images, got none")
+    seen = int(np.max(labels)) + 1
+    num_classes = seen if num_classes is None else num_classes
+    check(isinstance(num_classes, (int, np.integer)) and num_classes >= seen,
+          f"`num_classes` must be an integer >= {seen} (the training labels run to "
+          f"{seen - 1}), got {num_classes!r}")
+    return int(num_classes)
+
+
 @dataclasses.dataclass
 class Dataset:
     """A named dataset: a training part and, when the source has one, a test part."""

@@ -9,3 +9,14 @@ def check(condition, message):
     """Raises `TfhashError(message)` unless `condition` holds."""
     if not condition:
         raise TfhashError(message)
+
+
+def check_non_negative(value, name):
+    """``value`` as a float if it is a number >= 0, else a clear error naming ``name``.
+
+    >>> check_non_negative(0.5, "quantization")
+    0.5
+    """
+    check(isinstance(value, (int, float)) and value >= 0,
+          f"`{name}` must be a number >= 0, got {value!r}")
+    return float(value)

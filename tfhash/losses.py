@@ -11,7 +11,7 @@ whose batch mean is the pair-weighted loss, so Keras' reductions, sample weights
 import keras
 from keras import ops
 
-from tfhash.errors import check
+from tfhash.errors import check, check_non_negative
 
 LABEL_MODES = ("auto", "sparse", "multi_hot", "soft")
 FORMS = ("bilinear", "exact")
@@ -165,14 +165,6 @@ def _check_negative_margin(value):
     return None if value is None else float(value)
 
 
-def _check_non_negative(value, name):
-    check(
-        isinstance(value, (int, float)) and value >= 0,
-        f"`{name}` must be a number >= 0, got {value!r}",
-    )
-    return float(value)
-
-
 def _check_choice(value, choices, name):
     check(value in choices, f"`{name}` must be one of {choices}, got {value!r}")
     return value
@@ -245,7 +237,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
             f"`temperature` must be a number >= {MIN_TEMPERATURE}, got {temperature!r}",
         )
         self.temperature = float(temperature)
-        self.quantization = _check_non_negative(quantization, "quantization")
+        self.quantization = check_non_negative(quantization, "quantization")
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
     def call(self, y_true, y_pred):
@@ -335,7 +327,7 @@ class PairwiseLikelihoodLoss(keras.losses.Loss):
                  reduction="sum_over_batch_size", name="pairwise_likelihood_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gather = bool(gather)
-        self.quantization = _check_non_negative(quantization, "quantization")
+        self.quantization = check_non_negative(quantization, "quantization")
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
     def call(self, y_true, y_pred):
@@ -373,7 +365,7 @@ class ContrastiveHashingLoss(keras.losses.Loss):
         check(isinstance(margin, (int, float)) and 0 < margin <= 4,
               f"`margin` must be a number in (0, 4], got {margin!r}")
         self.margin = float(margin)
-        self.quantization = _check_non_negative(quantization, "quantization")
+        self.quantization = check_non_negative(quantization, "quantization")
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
     def call(self, y_true, y_pred):
@@ -419,7 +411,7 @@ class OrthoHashLoss(keras.losses.Loss):
         check(isinstance(margin, (int, float)) and 0 <= margin < 1, "`margin` must be in [0, 1)")
         self.num_classes, self.bits, self.seed = num_classes, bits, int(seed)
         self.scale, self.margin = float(scale), float(margin)
-        self.quantization = _check_non_negative(quantization, "quantization")
+        self.quantization = check_non_negative(quantization, "quantization")
         import numpy as np
 
         rng = np.random.default_rng(self.seed)

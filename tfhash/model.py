@@ -26,9 +26,9 @@ from tfhash.backbones import ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
 from tfhash.codebooks import class_centres, class_similarity
 from tfhash.codes import binarize, check_bits
-from tfhash.data import Split
+from tfhash.data import Split, class_count
 from tfhash.distribute import writable_dir
-from tfhash.errors import check
+from tfhash.errors import check, check_non_negative
 from tfhash.io import atomic_path, read_arrays, write_arrays
 from tfhash.layers import HashingHead, HorizontalFlip, Shift
 from tfhash.losses import (
@@ -160,11 +160,11 @@ class TrainConfig:
         check(bits, "`bits` must name at least one code length")
         self.bits = tuple(check_bits(b) for b in bits)
         for name in ("pretrain_epochs", "hash_epochs", "batch_size", "soup_size",
-                     "ensemble_size"):
+                     "ensemble_size", "seed"):
             value = getattr(self, name)
-            low = 0 if name == "pretrain_epochs" else 1
+            low = 0 if name in ("pretrain_epochs", "seed") else 1
             check(
-                isinstance(value, int) and value >= low,
+                isinstance(value, (int, np.integer)) and value >= low,
                 f"`{name}` must be an integer >= {low}, got {value!r}",
             )
         check(self.backbone_width is None
@@ -186,13 +186,9 @@ class TrainConfig:
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
         for name in ("weight_decay", "classification_weight"):
-            value = getattr(self, name)
-            check(isinstance(value, (int, float)) and value >= 0,
-                  f"`{name}` must be a number >= 0, got {value!r}")
+            check_non_negative(getattr(self, name), name)
         check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
               f"`label_smoothing` must be a number in [0, 1), got {self.label_smoothing!r}")
-        check(isinstance(self.seed, (int, np.integer)) and self.seed >= 0,
-              f"`seed` must be an integer >= 0, got {self.seed!r}")
         # the loss refuses a bad margin, temperature or quantization now, not after phase 1
         ExponentiatedHashingLoss(margin=self.margin, negative_margin=self.negative_margin,
                                  temperature=self.temperature, quantization=self.quantization)
@@ -449,7 +445,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     ``history`` the last run's (``None`` if every run of a soup was loaded from
     ``work_dir``).
     """
-    num_classes = num_classes or int(split.train.labels.max()) + 1
+    num_classes = class_count(split.train.labels, num_classes)
     inputs = keras.Input(backbone.input_shape[1:], name="images")
     features = backbone(inputs)
     hashers, outputs, losses, weights, metrics = {}, {}, {}, {}, {}
@@ -528,6 +524,7 @@ def training_batches(train, config, num_classes, mix, class_ids=False):
 
     >>> batches = training_batches(split.train, config, 10, config.hash_mix, class_ids=True)
     """
+    class_count(train.labels, num_classes)  # fewer classes would one-hot the rest to zeros
     batches = make_dataset(train.images, train.labels, config.batch_size, training=True,
                            augment=config.augment, seed=config.seed)
     if class_ids and mix == "none":
@@ -587,14 +584,7 @@ def _checked_num_classes(split, config, num_classes):
           f"`split` must be a tfhash.data.Split (data.make_split), got {type(split).__name__}")
     check(isinstance(config, TrainConfig),
           f"`config` must be a TrainConfig, got {type(config).__name__}")
-    check(len(split.train) > 0, "`split` must hold training images, got none")
-    classes_seen = int(split.train.labels.max()) + 1
-    num_classes = classes_seen if num_classes is None else num_classes
-    # fewer classes than the labels name would one-hot the rest to zeros, silently
-    check(isinstance(num_classes, (int, np.integer)) and num_classes >= classes_seen,
-          f"`num_classes` must be an integer >= {classes_seen} (the training labels run to "
-          f"{classes_seen - 1}), got {num_classes!r}")
-    return int(num_classes)
+    return class_count(split.train.labels, num_classes)
 
 
 def _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy):

@@ -26,6 +26,7 @@ import keras
 import keras_tuner
 
 from tfhash.callbacks import WeightAveraging
+from tfhash.data import class_count
 from tfhash.errors import check
 from tfhash.metrics import mean_average_precision
 from tfhash.model import build_classifier, build_hasher, encode, make_optimizer, pretrain
@@ -100,7 +101,7 @@ class HashingHyperModel(keras_tuner.HyperModel):
         self.pretrained_weights = pretrained_weights
         self.config = config
         self.space = validate_space(space or DEFAULT_SPACE)
-        self.num_classes = num_classes or int(split.train.labels.max()) + 1
+        self.num_classes = class_count(split.train.labels, num_classes)
 
     def values(self, hp):
         """The trial's config: tuned entries from ``hp``, the rest from ``self.config``."""
@@ -168,7 +169,7 @@ def ensure_pretrained(split, config, out_dir, num_classes=None, verbose="auto"):
 
     path = Path(out_dir) / "pretrained.weights.h5"
     if not path.exists():
-        num_classes = num_classes or int(split.train.labels.max()) + 1
+        num_classes = class_count(split.train.labels, num_classes)
         backbone = config.make_backbone(split.train.images.shape[1:])
         classifier, _ = pretrain(backbone, split, num_classes, config, verbose=verbose)
         with atomic_path(path) as tmp:
