@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import phase2_spread  # noqa: E402
+import phase2_variants  # noqa: E402
 import report  # noqa: E402
 import reproduce  # noqa: E402
 from classifier_bound import (  # noqa: E402
@@ -763,3 +764,25 @@ def test_the_spread_summary_averages_file_reruns_and_all_per_run_and_method():
     # a peer on a seed the exponentiated loss has no rows for: no difference to give
     alone = [row("c", 3, "results file", 0.2, "dsh"), row("c", 3, "rerun 1", 0.4, "dsh")]
     assert spread_seed_lines(alone)[3:] == ["| c | dsh | 3 | 2 | 0.3000 |"]
+
+
+def test_the_variants_split_keeps_queries_unseen_database_and_training_images_apart():
+    # 600 images a class, each image's pixels its own index, so parts can be told apart
+    n = 6000
+    ids = np.arange(n)
+    images = (ids[:, None] // np.array([1, 256, 65536]) % 256).astype("uint8")
+    dataset = data.Dataset("cifar10", data.Images(images.reshape(n, 1, 1, 3), ids % 10), None,
+                           tuple("abcdefghij"))
+
+    def index(part):
+        return {int(i) for i in part.images.reshape(len(part), 3).astype(int) @ [1, 256, 65536]}
+
+    split, unseen = phase2_variants.validation_split(dataset, seed=3, unseen_fraction=0.1)
+    protocol = data.make_split(dataset, "cnnh", seed=3, val_fraction=0.0)
+    queries, training = index(split.query), index(split.train)
+    assert (len(queries), len(index(unseen)), len(training)) == (500, 500, 4000)
+    assert not (queries & training or queries & index(unseen) or index(unseen) & training)
+    assert queries | index(unseen) | training == index(protocol.train)
+    assert index(split.database) == training
+    no_unseen, none = phase2_variants.validation_split(dataset, seed=3)
+    assert (len(no_unseen.query), len(none), len(no_unseen.train)) == (500, 0, 4500)
