@@ -115,13 +115,23 @@ def validation_scores(kind, query_codes, query_labels, hashers, database):
     return {**scores, f"{kind}_map_mean": round(float(np.mean(list(scores.values()))), 4)}
 
 
-def earlier_rows(name, seed, rerun):
-    """Rows of an earlier run of the same file and seed, except the variants run again."""
+def earlier_rows(name, seed, n_unseen, rerun):
+    """Rows of an earlier run of the same file, seed and unseen database size, except the
+    variants run again (rows of another split would not be comparable)."""
     path = RESULTS / f"{name}.json"
     if not path.exists():
         return []
     doc = json.loads(path.read_text())
-    return [r for r in doc["rows"] if doc["seed"] == seed and r["variant"] not in rerun]
+    same_split = doc["seed"] == seed and doc.get("n_unseen_database", 0) == n_unseen
+    return [r for r in doc["rows"] if same_split and r["variant"] not in rerun]
+
+
+def unseen_share(text):
+    """argparse type of ``--unseen-database``: a share in [0, 0.8]."""
+    value = float(text)
+    if not 0 <= value <= 0.8:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 0.8], got {text}")
+    return value
 
 
 def main():
@@ -134,7 +144,7 @@ def main():
     parser.add_argument("--tag", default="",
                         help="suffix of the results file, to keep a study apart from others "
                              "on the same recipe (the file holds one seed)")
-    parser.add_argument("--unseen-database", type=float, default=0.0, metavar="F",
+    parser.add_argument("--unseen-database", type=unseen_share, default=0.0, metavar="F",
                         help="share of the training images held out as a database unseen "
                              "by both phases (default: none)")
     parser.add_argument("--verbose", type=int, default=2)
@@ -148,7 +158,7 @@ def main():
     backbone, pretrain_s = pretrained_backbone(split, base, dataset.num_classes, work_dir,
                                                args.verbose)
     name = f"phase2_variants-{Path(args.recipe_from).stem}{args.tag}"
-    rows = earlier_rows(name, args.seed, args.variants)
+    rows = earlier_rows(name, args.seed, len(unseen), args.variants)
     for variant in args.variants:
         config = dataclasses.replace(base, **VARIANTS[variant])
         keras.utils.set_random_seed(config.seed)

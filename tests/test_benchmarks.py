@@ -786,3 +786,15 @@ def test_the_variants_split_keeps_queries_unseen_database_and_training_images_ap
     assert index(split.database) == training
     no_unseen, none = phase2_variants.validation_split(dataset, seed=3)
     assert (len(no_unseen.query), len(none), len(no_unseen.train)) == (500, 0, 4500)
+
+
+def test_variant_rows_of_another_split_are_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(phase2_variants, "RESULTS", tmp_path)
+    rows = [{"variant": "recipe"}, {"variant": "peer_dsh"}]
+    (tmp_path / "study.json").write_text(json.dumps(
+        {"seed": 2, "n_unseen_database": 500, "rows": rows}))
+    assert phase2_variants.earlier_rows("study", 2, 500, ["recipe"]) == rows[1:]
+    assert phase2_variants.earlier_rows("study", 2, 0, []) == []
+    assert phase2_variants.earlier_rows("study", 1, 500, []) == []
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 0.8\]"):
+        phase2_variants.unseen_share("0.95")
