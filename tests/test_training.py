@@ -179,6 +179,8 @@ def test_fits_check_their_arguments_before_training(fit, split, monkeypatch):
     for mix, class_ids in (("none", True), ("mixup", False)):
         with pytest.raises(ValueError, match=too_few):
             model.training_batches(split.train, config, 5, mix, class_ids=class_ids)
+    with pytest.raises(ValueError, match="`train` must hold training images, got none"):
+        model.training_batches(empty.train, config, 10, "none")
     backbone = config.make_backbone(split.train.images.shape[1:])
     with pytest.raises(ValueError, match=too_few):
         model.pretrain(backbone, split, 5, config, verbose=0)

@@ -55,14 +55,15 @@ class Images:
         return Images(self.images[index], self.labels[index], paths)
 
 
-def class_count(labels, num_classes=None):
+def class_count(labels, num_classes=None, source="split"):
     """``num_classes`` checked against integer class ids ``labels`` (``None``: the highest
-    label plus one): training needs labels and a class for each of them.
+    label plus one): training needs labels and a class for each of them. ``source`` names
+    the caller's argument the labels came from, for the message when there are none.
 
     >>> class_count(np.array([0, 2, 1]))
     3
     """
-    check(len(labels) > 0, "`split` must hold training images, got none")
+    check(len(labels) > 0, f"`{source}` must hold training images, got none")
     seen = int(np.max(labels)) + 1
     num_classes = seen if num_classes is None else num_classes
     check(isinstance(num_classes, (int, np.integer)) and num_classes >= seen,

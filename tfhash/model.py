@@ -524,7 +524,8 @@ def training_batches(train, config, num_classes, mix, class_ids=False):
 
     >>> batches = training_batches(split.train, config, 10, config.hash_mix, class_ids=True)
     """
-    class_count(train.labels, num_classes)  # fewer classes would one-hot the rest to zeros
+    # fewer classes would one-hot the rest to zeros
+    class_count(train.labels, num_classes, source="train")
     batches = make_dataset(train.images, train.labels, config.batch_size, training=True,
                            augment=config.augment, seed=config.seed)
     if class_ids and mix == "none":
