@@ -796,5 +796,7 @@ def test_variant_rows_of_another_split_are_not_kept(tmp_path, monkeypatch):
     assert phase2_variants.earlier_rows("study", 2, 500, ["recipe"]) == rows[1:]
     assert phase2_variants.earlier_rows("study", 2, 0, []) == []
     assert phase2_variants.earlier_rows("study", 1, 500, []) == []
-    with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 0.8\]"):
-        phase2_variants.unseen_share("0.95")
+    assert phase2_variants.unseen_share("0.1") == 0.1
+    for share in ("0.95", "-0.1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 0.8\]"):
+            phase2_variants.unseen_share(share)
