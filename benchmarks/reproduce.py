@@ -68,9 +68,10 @@ RECIPES = {
 def seed_config(args, seed):
     """The dataset's recipe with the command line's overrides, for one seed."""
     recipe = dict(RECIPES.get(args.dataset, {}))
-    for key in ("pretrain_epochs", "hash_epochs", "classification_weight", "margin",
-                "negative_margin", "temperature", "precision", "backbone_width", "mix",
-                "hash_mix", "augment", "ema_momentum", "soup_size", "ensemble_size"):
+    for key in ("pretrain_epochs", "hash_epochs", "classification_weight",
+                "classification_head", "margin", "negative_margin", "temperature", "precision",
+                "backbone_width", "mix", "hash_mix", "augment", "ema_momentum", "soup_size",
+                "ensemble_size"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -462,6 +463,11 @@ def main():
                              "phase 1 costs K times as much")
     parser.add_argument("--classification-weight", type=float, default=None,
                         help="classifier-on-codes term in phase 2 (default: the recipe's)")
+    parser.add_argument("--classification-head", default=None,
+                        choices=model.CLASSIFICATION_HEADS,
+                        help="that classifier: a learned softmax layer (dense, the default) or "
+                             "a cosine softmax against far-apart fixed class codewords "
+                             "(codebook)")
     parser.add_argument("--self-train", type=int, default=0, metavar="N",
                         help="after phase 1, pseudo-label N database images per class and "
                              "continue phase 1 on them (a separate row: use --tag)")

@@ -246,6 +246,25 @@ def test_one_hot_soft_labels_give_the_class_id_loss():
         assert float(soft(hot, u)) == pytest.approx(float(sparse(y, u)), rel=1e-6)
 
 
+def test_orthohash_greedy_codebook_spreads_the_codewords_and_round_trips():
+    from tfhash.codebooks import min_distance
+    from tfhash.losses import OrthoHashLoss
+
+    greedy = OrthoHashLoss(num_classes=10, bits=12, codebook="greedy")
+    words = np.sign(greedy.codewords).astype(np.int8)
+    np.testing.assert_allclose(np.abs(greedy.codewords), 1 / np.sqrt(12), rtol=1e-6)
+    # 10 words of 12 bits can be at most 6 apart (Plotkin); random words are far closer
+    assert min_distance(words) == 6
+    randoms = [min_distance(np.sign(OrthoHashLoss(10, 12, seed=s).codewords).astype(np.int8))
+               for s in range(5)]
+    assert max(randoms) < 6
+    restored = OrthoHashLoss.from_config(greedy.get_config())
+    assert restored.codebook == "greedy"
+    np.testing.assert_array_equal(restored.codewords, greedy.codewords)
+    with pytest.raises(ValueError, match="`codebook` must be one of"):
+        OrthoHashLoss(10, 12, codebook="hadamard")
+
+
 def test_orthohash_takes_rows_of_class_probabilities():
     from tfhash.losses import OrthoHashLoss
 

@@ -130,7 +130,8 @@ def test_as_float32_matches_mixed_model_up_to_bfloat16_rounding():
 
 
 @pytest.mark.parametrize("field, value", [("precision", "float16"), ("mix", "cutout"),
-                                          ("hash_mix", "blend"), ("augment", "rotate")])
+                                          ("hash_mix", "blend"), ("augment", "rotate"),
+                                          ("classification_head", "linear")])
 def test_unknown_config_choices_are_refused(field, value):
     with pytest.raises(ValueError, match=f"`{field}` must be one of"):
         model.TrainConfig(**{field: value})
@@ -228,6 +229,31 @@ def test_phase2_mixup_feeds_the_losses_mixed_class_probabilities(split):
         config, num_classes=10, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert hashers[12].predict(split.query.images[:4], verbose=0).shape == (4, 12)
+
+
+def test_a_codebook_classification_head_pulls_each_class_to_its_codeword(split):
+    from tfhash.codebooks import class_codebook
+
+    small = split.train.take(slice(0, 512))
+    small_split = data.Split("cnnh", 0, small, small.take(slice(0, 0)), None, None)
+    config = model.TrainConfig(bits=(12,), pretrain_epochs=3, hash_epochs=5, batch_size=64,
+                               classification_weight=4.0, classification_head="codebook")
+    keras.utils.set_random_seed(0)
+    backbone = config.make_backbone(small.images.shape[1:])
+    model.pretrain(backbone, small_split, 10, config, verbose=0)
+    hashers, _ = model.train_hashers(backbone, small_split, (12,), config, num_classes=10,
+                                     verbose=0)
+    codes = np.sign(hashers[12].predict(small.images, verbose=0))
+    book = class_codebook(10, 12).astype(np.float32)  # the reference: the greedy codebook
+
+    def share_nearest_own_codeword(order):
+        return float(np.mean(np.argmax(codes @ book[order].T, axis=1) == small.labels))
+
+    # the codes follow this class-to-codeword assignment, not just any spread-out one:
+    # shuffled assignments score about chance (0.1); a learned softmax layer there does too
+    rng = np.random.default_rng(0)
+    shuffled = np.mean([share_nearest_own_codeword(rng.permutation(10)) for _ in range(20)])
+    assert share_nearest_own_codeword(np.arange(10)) > max(0.4, shuffled + 0.25)
 
 
 def test_mixed_precision_heads_share_one_float32_input(split):

@@ -9,12 +9,15 @@ whose batch mean is the pair-weighted loss, so Keras' reductions, sample weights
 """
 
 import keras
+import numpy as np
 from keras import ops
 
+from tfhash.codebooks import class_codebook
 from tfhash.errors import check, check_non_negative
 
 LABEL_MODES = ("auto", "sparse", "multi_hot", "soft")
 FORMS = ("bilinear", "exact")
+CODEBOOKS = ("random", "greedy")  # OrthoHashLoss's class codewords
 MIN_TEMPERATURE = 0.02  # exp(1 / T) must stay finite in float32
 
 
@@ -391,19 +394,29 @@ class ContrastiveHashingLoss(keras.losses.Loss):
 class OrthoHashLoss(keras.losses.Loss):
     """OrthoHash-style loss: cosine softmax against fixed +-1 class codewords (a peer).
 
-    Each class gets a random +-1 codeword (seeded); logits are
+    Each class gets a fixed +-1 codeword ``c_k``; logits are
     ``scale * (cos(u, c_k) - margin * [k == y])`` and the loss is their cross-entropy, plus
     ``quantization * mean((|u| - 1)^2)``. Targets are class ids, or rows of class
     probabilities ``(n, num_classes)`` such as mixed labels (then the margin is taken in
     proportion to each class's share).
+
+    Args:
+        num_classes, bits: the codebook's shape.
+        scale, margin: of the cosine logits.
+        quantization: weight of the pull of each relaxed bit towards +-1.
+        codebook: ``"random"`` (OrthoHash's: each bit a seeded coin flip) or ``"greedy"``
+            (`tfhash.codebooks.class_codebook`: codewords chosen for the largest minimum
+            Hamming distance, which matters when ``bits`` is short for ``num_classes``).
+        seed: seed of the codewords (a ``"greedy"`` codebook of up to 16 bits ignores it).
 
     Example:
 
     >>> hasher.compile(optimizer="adam", loss=OrthoHashLoss(num_classes=10, bits=32))
     """
 
-    def __init__(self, num_classes, bits, scale=8.0, margin=0.2, quantization=0.1, seed=0,
-                 reduction="sum_over_batch_size", name="orthohash_loss", dtype=None):
+    def __init__(self, num_classes, bits, scale=8.0, margin=0.2, quantization=0.1,
+                 codebook="random", seed=0, reduction="sum_over_batch_size",
+                 name="orthohash_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         check(isinstance(num_classes, int) and num_classes >= 2, "`num_classes` must be >= 2")
         check(isinstance(bits, int) and bits >= 1, "`bits` must be an integer >= 1")
@@ -412,10 +425,11 @@ class OrthoHashLoss(keras.losses.Loss):
         self.num_classes, self.bits, self.seed = num_classes, bits, int(seed)
         self.scale, self.margin = float(scale), float(margin)
         self.quantization = check_non_negative(quantization, "quantization")
-        import numpy as np
-
-        rng = np.random.default_rng(self.seed)
-        codewords = rng.choice(np.array([-1.0, 1.0], np.float32), (num_classes, bits))
+        self.codebook = _check_choice(codebook, CODEBOOKS, "codebook")
+        if codebook == "greedy":
+            codewords = class_codebook(num_classes, bits, seed=self.seed)
+        else:
+            codewords = np.random.default_rng(self.seed).choice([-1.0, 1.0], (num_classes, bits))
         self.codewords = (codewords / np.sqrt(bits)).astype(np.float32)
 
     def call(self, y_true, y_pred):
@@ -433,5 +447,5 @@ class OrthoHashLoss(keras.losses.Loss):
         config = super().get_config()
         config.update({"num_classes": self.num_classes, "bits": self.bits, "scale": self.scale,
                        "margin": self.margin, "quantization": self.quantization,
-                       "seed": self.seed})
+                       "codebook": self.codebook, "seed": self.seed})
         return config

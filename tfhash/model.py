@@ -59,6 +59,7 @@ METHODS = {
 }
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+CLASSIFICATION_HEADS = ("dense", "codebook")
 MEMBER_SEED_STRIDE = 1000  # ensemble member k trains with seed + 1000 k
 
 
@@ -110,6 +111,11 @@ class TrainConfig:
             `ExponentiatedHashingLoss`).
         classification_weight: weight of a softmax classifier on the relaxed codes kept
             during phase 2 (0: the paper's pure hashing phase).
+        classification_head: that classifier: ``"dense"`` (a learned softmax layer on the
+            codes) or ``"codebook"`` (a cosine softmax against fixed class codewords chosen
+            as far apart as `tfhash.codebooks.class_codebook` finds, `OrthoHashLoss` with
+            ``codebook="greedy"``: it pulls each class's codes towards its own codeword, so
+            the classes spread over the whole code space).
         method: the phase-2 loss: ``"exponentiated"`` (the paper's) or a peer for
             comparison, ``"dpsh"``, ``"dsh"`` or ``"orthohash"``.
         shared_heads: train all code lengths at once, as heads on one backbone, in one
@@ -147,6 +153,7 @@ class TrainConfig:
     temperature: float = 0.5
     quantization: float = 0.0
     classification_weight: float = 0.0
+    classification_head: str = "dense"
     method: str = "exponentiated"
     shared_heads: bool = False
     augment: str = "auto"
@@ -177,6 +184,9 @@ class TrainConfig:
         check(self.mix in MIXES, f"`mix` must be one of {MIXES}, got {self.mix!r}")
         check(self.hash_mix in MIXES,
               f"`hash_mix` must be one of {MIXES}, got {self.hash_mix!r}")
+        check(self.classification_head in CLASSIFICATION_HEADS,
+              f"`classification_head` must be one of {CLASSIFICATION_HEADS}, "
+              f"got {self.classification_head!r}")
         check(self.precision in PRECISIONS,
               f"`precision` must be one of {PRECISIONS}, got {self.precision!r}")
         check(self.ema_momentum is None
@@ -213,6 +223,18 @@ class TrainConfig:
                 negative_margin=self.negative_margin, label_mode=self.hash_label_mode,
             )
         return METHODS[self.method](label_mode=self.hash_label_mode)
+
+    def classification_term(self, codes, num_classes, bits):
+        """The phase-2 classifier on ``codes`` (one head's output): ``(output, loss)``."""
+        name = f"classes_{bits}"
+        if self.classification_head == "codebook":  # the loss holds the codewords
+            return (keras.layers.Identity(name=name, dtype="float32")(codes),
+                    OrthoHashLoss(num_classes, bits, quantization=0.0, codebook="greedy",
+                                  seed=self.seed))
+        output = keras.layers.Dense(num_classes, activation="softmax", name=name,
+                                    dtype="float32")(codes)
+        return output, (keras.losses.CategoricalCrossentropy() if self.hash_label_mode == "soft"
+                        else keras.losses.SparseCategoricalCrossentropy())
 
     @property
     def hash_label_mode(self):
@@ -457,11 +479,8 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         metrics[f"codes_{bits}"] = config.hash_metrics()
         weights[f"codes_{bits}"] = 1.0
         if config.classification_weight:
-            outputs[f"classes_{bits}"] = keras.layers.Dense(
-                num_classes, activation="softmax", name=f"classes_{bits}", dtype="float32")(codes)
-            losses[f"classes_{bits}"] = (keras.losses.CategoricalCrossentropy()
-                                         if config.hash_label_mode == "soft"
-                                         else keras.losses.SparseCategoricalCrossentropy())
+            outputs[f"classes_{bits}"], losses[f"classes_{bits}"] = config.classification_term(
+                codes, num_classes, bits)
             weights[f"classes_{bits}"] = config.classification_weight
     trainee = keras.Model(inputs, outputs, name="hash_trainer")
     if len(split.val):
