@@ -256,6 +256,18 @@ def test_a_codebook_classification_head_pulls_each_class_to_its_codeword(split):
     assert share_nearest_own_codeword(np.arange(10)) > max(0.4, shuffled + 0.25)
 
 
+def test_the_orthohash_methods_differ_in_their_codewords_only():
+    from tfhash.codebooks import class_codebook
+
+    greedy = model.TrainConfig(method="orthohash-greedy").hash_loss(10, 12)
+    published = model.TrainConfig(method="orthohash").hash_loss(10, 12)
+    np.testing.assert_array_equal(np.sign(greedy.codewords), class_codebook(10, 12))
+    assert published.codebook == "random"
+    assert not np.array_equal(greedy.codewords, published.codewords)
+    mine, theirs = greedy.get_config(), published.get_config()
+    assert {k for k in mine if mine[k] != theirs[k]} == {"codebook"}
+
+
 def test_mixed_precision_heads_share_one_float32_input(split):
     from tfhash.evaluation import encode_heads
 

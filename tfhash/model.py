@@ -56,6 +56,7 @@ METHODS = {
     "dpsh": PairwiseLikelihoodLoss,
     "dsh": ContrastiveHashingLoss,
     "orthohash": OrthoHashLoss,
+    "orthohash-greedy": functools.partial(OrthoHashLoss, codebook="greedy"),
 }
 
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -117,7 +118,9 @@ class TrainConfig:
             ``codebook="greedy"``: it pulls each class's codes towards its own codeword, so
             the classes spread over the whole code space).
         method: the phase-2 loss: ``"exponentiated"`` (the paper's) or a peer for
-            comparison, ``"dpsh"``, ``"dsh"`` or ``"orthohash"``.
+            comparison, ``"dpsh"``, ``"dsh"`` or ``"orthohash"`` (its codewords random, as
+            published), or ``"orthohash-greedy"`` (OrthoHash with the far-apart codewords of
+            the ``"codebook"`` classification head: that head's term on its own, an ablation).
         shared_heads: train all code lengths at once, as heads on one backbone, in one
             phase-2 run (otherwise each length fine-tunes its own copy of the backbone).
         augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"shift"``,
@@ -215,8 +218,8 @@ class TrainConfig:
 
     def hash_loss(self, num_classes=None, bits=None):
         """The phase-2 loss this config defines (``num_classes``, ``bits``: for orthohash)."""
-        if self.method == "orthohash":  # takes class ids and class probabilities alike
-            return OrthoHashLoss(num_classes, bits, seed=self.seed)
+        if self.method.startswith("orthohash"):  # takes class ids and probabilities alike
+            return METHODS[self.method](num_classes, bits, seed=self.seed)
         if self.method == "exponentiated":
             return ExponentiatedHashingLoss(
                 margin=self.margin, temperature=self.temperature, quantization=self.quantization,
