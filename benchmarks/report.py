@@ -105,6 +105,34 @@ def peers_ahead(rows, encoding):
     return ahead if compared else None
 
 
+def classifier_source(name, runs):
+    """The run that trained the phase-1 classifiers run ``name`` hashed from: its
+    ``phase1_from`` chain followed to its end (``runs``: results files by run name)."""
+    seen = set()
+    while name in runs and name not in seen:
+        seen.add(name)
+        sources = {r.get("phase1_from") for r in runs[name]["rows"]}
+        if len(sources) != 1 or None in sources:
+            break
+        name = sources.pop()
+    return name
+
+
+def sibling_peer_rows(doc, runs):
+    """The peer rows of other runs in ``runs`` (results files by run name) trained on the
+    classifiers ``doc``'s exponentiated loss was: the same `classifier_source`, and on that
+    seed the same query accuracy and phase-2 epochs. Each is renamed 'method (run)', so
+    `peers_ahead` counts it as a peer of its own."""
+    mine = {(r["seed"], r.get("query_accuracy"), r.get("hash_epochs")) for r in doc["rows"]
+            if r["method"] == "exponentiated" and r.get("query_accuracy") is not None}
+    source = classifier_source(doc["benchmark"], runs)
+    return [{**r, "method": f"{r['method']} ({name})"}
+            for name, other in runs.items()
+            if name != doc["benchmark"] and classifier_source(name, runs) == source
+            for r in other["rows"] if r["method"] not in OURS
+            and (r["seed"], r.get("query_accuracy"), r.get("hash_epochs")) in mine]
+
+
 def seeds_words(seeds):
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
@@ -130,10 +158,13 @@ def describe_leads(ahead, brief=False):
 def overview_rows(docs):
     """The pre-trained rows of tfhash's own methods (`OURS`) in every reproduction run with
     at least `OVERVIEW_MIN_SEEDS` seeds, as `OverviewRow`s, one per run, method and
-    encoding. Sorted by dataset and protocol, runs on the labelled images first, then by
-    mean mAP at the shortest length, highest first."""
+    encoding, with the peers of the run and of its `sibling_peer_rows`. Sorted by dataset
+    and protocol, runs on the labelled images first, then by mean mAP at the shortest
+    length, highest first."""
     found = []
+    runs = {doc["benchmark"]: doc for doc in docs}
     for doc in docs:
+        compared = doc["rows"] + sibling_peer_rows(doc, runs)
         by_encoding = defaultdict(list)
         for r in doc["rows"]:
             if r["method"] in OURS and r["pretrain"]:
@@ -146,7 +177,7 @@ def overview_rows(docs):
                      for b in sorted({r["bits"] for r in rs})}
             found.append(OverviewRow(rs[0]["dataset"], rs[0]["protocol"], doc["benchmark"],
                                      any("n_pseudo" in r for r in rs), encoding, seeds, means,
-                                     peers_ahead(doc["rows"], encoding), method))
+                                     peers_ahead(compared, encoding), method))
     return sorted(found, key=lambda f: (f.dataset, f.protocol, f.unlabelled,
                                         -f.means[min(f.means)], f.run, f.method, f.encoding))
 
@@ -175,8 +206,10 @@ def overview_section(docs):
              "unrounded 12-bit mean with the paper's figure. 'labelled + database' runs "
              "also used the database images without their labels (self-training): "
              "separate rows, not the protocol followed strictly. 'Peers ahead': the peer "
-             "losses of the same run whose mean mAP is above the exponentiated loss's "
-             "(for graded rows too, whose runs usually hold no peer), "
+             "losses whose mean mAP is above the exponentiated loss's, of the same run or, "
+             "named 'method (run)', of another run that trained on the same classifiers "
+             "(`--phase1-from`; the same query accuracy and phase-2 epochs on each seed "
+             "compared), for graded rows too, whose runs usually hold no peer; "
              "compared on the seeds both ran (empty: no peer ran; none: the peer goal "
              "holds).\n",
              "| dataset | protocol | run | images used | hash function | codes | seeds | "

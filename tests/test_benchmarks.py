@@ -25,6 +25,7 @@ from classifier_bound import (  # noqa: E402
 )
 from report import (  # noqa: E402
     PeerLead,
+    classifier_source,
     describe_leads,
     overview_rows,
     overview_section,
@@ -32,6 +33,7 @@ from report import (  # noqa: E402
     peers_ahead,
     phase1_from_lines,
     reproduction_section,
+    sibling_peer_rows,
     spread_seed_lines,
     spread_summary_lines,
 )
@@ -507,6 +509,34 @@ def test_the_overview_lists_three_seed_pretrained_exponentiated_rows_labelled_on
         ("self", True, "plain", [0, 1, 2])]
     assert found[0].means == pytest.approx({12: 0.986})
     assert found[1].means == pytest.approx({12: 0.98, 48: 0.99})
+
+
+def test_the_overview_counts_peers_trained_on_the_same_classifiers_in_another_run():
+    def run(name, maps, method="exponentiated", source=None, accuracy=0.8, epochs=80):
+        doc = reproduction_doc(name, maps, method=method)
+        for r in doc["rows"]:
+            r.update(query_accuracy=accuracy + r["seed"] / 100, hash_epochs=epochs,
+                     **({"phase1_from": source} if source else {}))
+        return doc
+
+    three = {s: {12: 0.70, 48: 0.70} for s in range(3)}
+    trained = run("trained", three)  # phase 1 here; its peers ran in "peers", from it
+    peers = run("peers", {s: {12: 0.69, 48: 0.71} for s in range(3)}, "orthohash", "trained")
+    peers["rows"] += run("peers", three, "exponentiated", "trained")["rows"]  # not a peer
+    # from "peers", so from "trained" in the end: a chain is followed to its source
+    mine = run("mine", {s: {12: 0.72, 48: 0.705} for s in range(3)}, source="peers")
+    other = run("other", {s: {48: 0.99} for s in range(3)}, "dsh", "elsewhere")
+    longer = run("longer", {s: {48: 0.99} for s in range(3)}, "dsh", "trained", epochs=160)
+    redrawn = run("redrawn", {s: {48: 0.99} for s in range(3)}, "dsh", "trained",
+                  accuracy=0.7)  # a classifier trained again: not the same one
+    runs = {d["benchmark"]: d for d in (trained, peers, mine, other, longer, redrawn)}
+    assert classifier_source("mine", runs) == "trained"
+    assert {r["method"] for r in sibling_peer_rows(mine, runs)} == {"orthohash (peers)"}
+    ahead = {f.run: describe_leads(f.peers_ahead, brief=True)
+             for f in overview_rows(list(runs.values()))}
+    assert ahead == {"trained": "orthohash (peers) at 48 bits (seeds 0, 1, 2)",
+                     "peers": "orthohash at 48 bits (seeds 0, 1, 2)",
+                     "mine": "orthohash (peers) at 48 bits (seeds 0, 1, 2)"}
 
 
 def test_the_overview_says_a_target_is_missed_when_only_rounding_reaches_it():
