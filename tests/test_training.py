@@ -145,6 +145,8 @@ def test_unknown_config_choices_are_refused(field, value):
     ("quantization", -1.0, "`quantization` must be a number >= 0"),
     ("weight_decay", -1e-4, "`weight_decay` must be a number >= 0"),
     ("classification_weight", "1", "`classification_weight` must be a number >= 0"),
+    ("classification_head", "codebook",
+     "`classification_head` 'codebook' needs a `classification_weight` > 0, got 0.0"),
     ("label_smoothing", 1.0, "`label_smoothing` must be a number in [0, 1)"),
     ("seed", -1, "`seed` must be an integer >= 0"),
 ])

@@ -200,6 +200,9 @@ class TrainConfig:
             check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
         for name in ("weight_decay", "classification_weight"):
             check_non_negative(getattr(self, name), name)
+        check(self.classification_head == "dense" or self.classification_weight > 0,
+              f"`classification_head` {self.classification_head!r} needs a "
+              f"`classification_weight` > 0, got {self.classification_weight!r}")
         check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
               f"`label_smoothing` must be a number in [0, 1), got {self.label_smoothing!r}")
         # the loss refuses a bad margin, temperature or quantization now, not after phase 1
