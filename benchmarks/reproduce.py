@@ -467,7 +467,8 @@ def main():
                         choices=model.CLASSIFICATION_HEADS,
                         help="that classifier: a learned softmax layer (dense, the default) or "
                              "a cosine softmax against far-apart fixed class codewords "
-                             "(codebook)")
+                             "(codebook; arranged-codebook: the nearer codewords to the "
+                             "classes the phase-1 classifier mixes up)")
     parser.add_argument("--self-train", type=int, default=0, metavar="N",
                         help="after phase 1, pseudo-label N database images per class and "
                              "continue phase 1 on them (a separate row: use --tag)")
@@ -520,6 +521,9 @@ def main():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
     if args.self_train and (args.ensemble_size or 1) > 1:
         parser.error("--self-train: ensembles (--ensemble-size > 1) are not self-trained")
+    if args.classification_head == "arranged-codebook" and not args.no_ablation:
+        parser.error("--classification-head arranged-codebook needs --no-ablation (the "
+                     "ablation has no phase-1 classifier to arrange the codewords by)")
     if args.asymmetric and args.no_ablation and not set(args.methods) - set(GRADED_METHODS):
         parser.error(f"--asymmetric: adds rows to trained methods, and none runs (for graded "
                      f"codes use --methods {ASYMMETRIC})")

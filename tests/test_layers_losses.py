@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -263,6 +265,15 @@ def test_orthohash_greedy_codebook_spreads_the_codewords_and_round_trips():
     np.testing.assert_array_equal(restored.codewords, greedy.codewords)
     with pytest.raises(ValueError, match="`codebook` must be one of"):
         OrthoHashLoss(10, 12, codebook="hadamard")
+    given = -np.sign(greedy.codewords).astype(int)  # any +-1 rows of the right shape
+    chosen = OrthoHashLoss(10, 12, codebook=given)
+    np.testing.assert_allclose(chosen.codewords * np.sqrt(12), given, rtol=1e-6)
+    np.testing.assert_array_equal(OrthoHashLoss.from_config(chosen.get_config()).codewords,
+                                  chosen.codewords)
+    with pytest.raises(ValueError, match=re.escape("codewords of shape (10, 12), got shape (9")):
+        OrthoHashLoss(10, 12, codebook=given[:9])
+    with pytest.raises(ValueError, match="`codebook` codewords must be"):
+        OrthoHashLoss(10, 12, codebook=np.zeros((10, 12)))
 
 
 def test_orthohash_takes_rows_of_class_probabilities():

@@ -12,6 +12,7 @@ from tfhash import data, metrics, model
 from tfhash.artifacts import load_encoder, save_encoder
 from tfhash.backbones import ensemble
 from tfhash.callbacks import WeightAveraging
+from tfhash.losses import OrthoHashLoss
 
 
 @pytest.fixture(scope="module")
@@ -233,29 +234,38 @@ def test_phase2_mixup_feeds_the_losses_mixed_class_probabilities(split):
     assert hashers[12].predict(split.query.images[:4], verbose=0).shape == (4, 12)
 
 
-def test_a_codebook_classification_head_pulls_each_class_to_its_codeword(split):
+def test_a_codebook_classification_head_pulls_each_class_to_its_codeword():
     from tfhash.codebooks import class_codebook
 
-    small = split.train.take(slice(0, 512))
-    small_split = data.Split("cnnh", 0, small, small.take(slice(0, 0)), None, None)
-    config = model.TrainConfig(bits=(12,), pretrain_epochs=3, hash_epochs=5, batch_size=64,
-                               classification_weight=4.0, classification_head="codebook")
-    keras.utils.set_random_seed(0)
-    backbone = config.make_backbone(small.images.shape[1:])
-    model.pretrain(backbone, small_split, 10, config, verbose=0)
-    hashers, _ = model.train_hashers(backbone, small_split, (12,), config, num_classes=10,
-                                     verbose=0)
-    codes = np.sign(hashers[12].predict(small.images, verbose=0))
+    # a task any head can learn: class k lights pixel k of a noisy 4x4 image
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 64)
+    images = rng.integers(0, 40, (640, 4, 4, 1)).astype(np.uint8)
+    images[np.arange(640), labels // 4, labels % 4, 0] = 255
+    train = data.Images(images, labels)
+    toy = data.Split("cnnh", 0, train, train.take(slice(0, 0)), None, None)
     book = class_codebook(10, 12).astype(np.float32)  # the reference: the greedy codebook
 
-    def share_nearest_own_codeword(order):
-        return float(np.mean(np.argmax(codes @ book[order].T, axis=1) == small.labels))
+    def share_nearest_own_codeword(head):
+        """After training with ``head``: the share of images whose code is nearest the
+        codeword a class order gives their class, as a function of that order."""
+        config = model.TrainConfig(bits=(12,), hash_epochs=20, batch_size=64, hash_lr=1e-2,
+                                   augment="none", classification_weight=1.0,
+                                   classification_head=head)
+        backbone = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Rescaling(1 / 255),
+                                     keras.layers.Flatten(),
+                                     keras.layers.Dense(32, activation="relu")])
+        hashers, _ = model.train_hashers(backbone, toy, (12,), config, num_classes=10,
+                                         verbose=0)
+        codes = np.sign(hashers[12].predict(images, verbose=0))
+        return lambda order: float(np.mean(np.argmax(codes @ book[order].T, axis=1) == labels))
 
-    # the codes follow this class-to-codeword assignment, not just any spread-out one:
-    # shuffled assignments score about chance (0.1); a learned softmax layer there does too
-    rng = np.random.default_rng(0)
-    shuffled = np.mean([share_nearest_own_codeword(rng.permutation(10)) for _ in range(20)])
-    assert share_nearest_own_codeword(np.arange(10)) > max(0.4, shuffled + 0.25)
+    # with the codebook head every image's code is nearest its own class's codeword, and
+    # not just any spread-out assignment's (shuffled ones score about chance, 0.1); a
+    # learned softmax layer leaves the classes' codes anywhere
+    codebook, dense = (share_nearest_own_codeword(head) for head in ("codebook", "dense"))
+    shuffled = np.mean([codebook(rng.permutation(10)) for _ in range(20)])
+    assert codebook(np.arange(10)) > 0.9 > 0.3 > max(shuffled, dense(np.arange(10)))
 
 
 def test_the_orthohash_methods_differ_in_their_codewords_only():
@@ -268,6 +278,42 @@ def test_the_orthohash_methods_differ_in_their_codewords_only():
     assert not np.array_equal(greedy.codewords, published.codewords)
     mine, theirs = greedy.get_config(), published.get_config()
     assert {k for k in mine if mine[k] != theirs[k]} == {"codebook"}
+
+
+def test_an_arranged_codebook_head_gives_confused_classes_near_codewords(split, monkeypatch):
+    from tfhash.codebooks import class_codebook, min_distance
+
+    config = model.TrainConfig(bits=(12,), pretrain_epochs=1, hash_epochs=1, batch_size=64,
+                               classification_weight=1.0,
+                               classification_head="arranged-codebook")
+    with pytest.raises(ValueError, match="'arranged-codebook' needs phase 1"):
+        dataclasses.replace(config, pretrain=False)
+    small = split.train.take(slice(0, 256))
+    small_split = data.Split("cnnh", 0, small, small.take(slice(0, 0)), None, None)
+    backbone = config.make_backbone(small.images.shape[1:])
+    with pytest.raises(ValueError, match="`similarity` is needed"):
+        model.train_hashers(backbone, small_split, (12,), config, num_classes=10, verbose=0)
+
+    # fit_two_phase arranges by its own classifier's confusions: say classes 0 and 1 (12
+    # bits apart in the greedy order) and 4 and 5 (8 apart) are mixed up, and record the
+    # codebook the classification term gets
+    alike = np.zeros((10, 10))
+    pairs = ((0, 1), (4, 5))
+    for a, b in pairs:
+        alike[a, b] = alike[b, a] = 1.0
+    seen, losses = [], []
+    monkeypatch.setattr(model, "training_similarity",
+                        lambda classifier, images: seen.append(len(images)) or alike)
+    monkeypatch.setattr(model, "OrthoHashLoss",
+                        lambda *args, **kwargs: losses.append(OrthoHashLoss(*args, **kwargs))
+                        or losses[-1])
+    result = model.fit_two_phase(small_split, config, num_classes=10, verbose=0)
+    assert seen == [len(small)] and len(losses) == 1
+    words = np.sign(losses[0].codewords).astype(np.int8)
+    assert sorted(map(tuple, words)) == sorted(map(tuple, class_codebook(10, 12)))
+    for a, b in pairs:
+        assert int((words[a] != words[b]).sum()) == min_distance(words) == 6
+    assert result.hashers[12].predict(split.query.images[:4], verbose=0).shape == (4, 12)
 
 
 def test_mixed_precision_heads_share_one_float32_input(split):

@@ -404,9 +404,11 @@ class OrthoHashLoss(keras.losses.Loss):
         num_classes, bits: the codebook's shape.
         scale, margin: of the cosine logits.
         quantization: weight of the pull of each relaxed bit towards +-1.
-        codebook: ``"random"`` (OrthoHash's: each bit a seeded coin flip) or ``"greedy"``
+        codebook: ``"random"`` (OrthoHash's: each bit a seeded coin flip), ``"greedy"``
             (`tfhash.codebooks.class_codebook`: codewords chosen for the largest minimum
-            Hamming distance, which matters when ``bits`` is short for ``num_classes``).
+            Hamming distance, which matters when ``bits`` is short for ``num_classes``), or
+            the codewords themselves, +-1 of shape ``(num_classes, bits)`` (such as an
+            arranged codebook, `tfhash.codebooks.arrange_codebook`).
         seed: seed of the codewords (a ``"greedy"`` codebook of up to 16 bits ignores it).
 
     Example:
@@ -425,11 +427,18 @@ class OrthoHashLoss(keras.losses.Loss):
         self.num_classes, self.bits, self.seed = num_classes, bits, int(seed)
         self.scale, self.margin = float(scale), float(margin)
         self.quantization = check_non_negative(quantization, "quantization")
-        self.codebook = _check_choice(codebook, CODEBOOKS, "codebook")
-        if codebook == "greedy":
-            codewords = class_codebook(num_classes, bits, seed=self.seed)
+        if isinstance(codebook, str):
+            self.codebook = _check_choice(codebook, CODEBOOKS, "codebook")
+            codewords = (class_codebook(num_classes, bits, seed=self.seed)
+                         if codebook == "greedy" else
+                         np.random.default_rng(self.seed).choice([-1.0, 1.0], (num_classes, bits)))
         else:
-            codewords = np.random.default_rng(self.seed).choice([-1.0, 1.0], (num_classes, bits))
+            codewords = np.asarray(codebook)
+            check(codewords.shape == (num_classes, bits),
+                  f"`codebook` must be one of {CODEBOOKS} or codewords of shape "
+                  f"({num_classes}, {bits}), got shape {codewords.shape}")
+            check(np.isin(codewords, (-1, 1)).all(), "`codebook` codewords must be +-1")
+            self.codebook = codewords.astype(int).tolist()  # as get_config stores it
         self.codewords = (codewords / np.sqrt(bits)).astype(np.float32)
 
     def call(self, y_true, y_pred):

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfhash.backbones import ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
-from tfhash.codebooks import class_centres, class_similarity
+from tfhash.codebooks import arrange_codebook, class_centres, class_codebook, class_similarity
 from tfhash.codes import binarize, check_bits
 from tfhash.data import Split, class_count
 from tfhash.distribute import writable_dir
@@ -60,7 +60,7 @@ METHODS = {
 }
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-CLASSIFICATION_HEADS = ("dense", "codebook")
+CLASSIFICATION_HEADS = ("dense", "codebook", "arranged-codebook")
 MEMBER_SEED_STRIDE = 1000  # ensemble member k trains with seed + 1000 k
 
 
@@ -116,7 +116,11 @@ class TrainConfig:
             codes) or ``"codebook"`` (a cosine softmax against fixed class codewords chosen
             as far apart as `tfhash.codebooks.class_codebook` finds, `OrthoHashLoss` with
             ``codebook="greedy"``: it pulls each class's codes towards its own codeword, so
-            the classes spread over the whole code space).
+            the classes spread over the whole code space), or ``"arranged-codebook"`` (the
+            same codewords, the nearer ones given to the classes the phase-1 classifier
+            mixes up on the training images, `tfhash.codebooks.arrange_codebook`, as graded
+            codes arrange theirs: `train_hashers` then needs their ``similarity``, which
+            `fit_two_phase` computes).
         method: the phase-2 loss: ``"exponentiated"`` (the paper's) or a peer for
             comparison, ``"dpsh"``, ``"dsh"`` or ``"orthohash"`` (its codewords random, as
             published), or ``"orthohash-greedy"`` (OrthoHash with the far-apart codewords of
@@ -203,6 +207,10 @@ class TrainConfig:
         check(self.classification_head == "dense" or self.classification_weight > 0,
               f"`classification_head` {self.classification_head!r} needs a "
               f"`classification_weight` > 0, got {self.classification_weight!r}")
+        check(self.classification_head != "arranged-codebook"
+              or (self.pretrain and self.pretrain_epochs),
+              "`classification_head` 'arranged-codebook' needs phase 1 (`pretrain` and "
+              "`pretrain_epochs` > 0): its classifier's confusions arrange the codewords")
         check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
               f"`label_smoothing` must be a number in [0, 1), got {self.label_smoothing!r}")
         # the loss refuses a bad margin, temperature or quantization now, not after phase 1
@@ -230,17 +238,24 @@ class TrainConfig:
             )
         return METHODS[self.method](label_mode=self.hash_label_mode)
 
-    def classification_term(self, codes, num_classes, bits):
-        """The phase-2 classifier on ``codes`` (one head's output): ``(output, loss)``."""
+    def classification_term(self, codes, num_classes, bits, similarity=None):
+        """The phase-2 classifier on ``codes`` (one head's output): ``(output, loss)``;
+        ``similarity``: the classes' (`training_similarity`), for an arranged codebook."""
         name = f"classes_{bits}"
-        if self.classification_head == "codebook":  # the loss holds the codewords
-            return (keras.layers.Identity(name=name, dtype="float32")(codes),
-                    OrthoHashLoss(num_classes, bits, quantization=0.0, codebook="greedy",
-                                  seed=self.seed))
-        output = keras.layers.Dense(num_classes, activation="softmax", name=name,
-                                    dtype="float32")(codes)
-        return output, (keras.losses.CategoricalCrossentropy() if self.hash_label_mode == "soft"
-                        else keras.losses.SparseCategoricalCrossentropy())
+        if self.classification_head == "dense":
+            output = keras.layers.Dense(num_classes, activation="softmax", name=name,
+                                        dtype="float32")(codes)
+            return output, (keras.losses.CategoricalCrossentropy()
+                            if self.hash_label_mode == "soft"
+                            else keras.losses.SparseCategoricalCrossentropy())
+        codebook = "greedy"
+        if self.classification_head == "arranged-codebook":
+            codebook = arrange_codebook(class_codebook(num_classes, bits, seed=self.seed),
+                                        similarity, seed=self.seed)
+        # the loss holds the codewords; the output is the codes themselves
+        return (keras.layers.Identity(name=name, dtype="float32")(codes),
+                OrthoHashLoss(num_classes, bits, quantization=0.0, codebook=codebook,
+                              seed=self.seed))
 
     @property
     def hash_label_mode(self):
@@ -462,7 +477,7 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
 
 
 def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir=None,
-                  callbacks=(), verbose="auto"):
+                  callbacks=(), verbose="auto", similarity=None):
     """Phase 2: fits backbone + one `HashingHead` per code length in ``bits_list`` together.
 
     Each head gets the phase-2 loss; with ``config.classification_weight > 0`` a softmax
@@ -471,9 +486,13 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     Returns ``({bits: hasher}, history)``, each hasher the images -> relaxed codes branch of
     the trained model (float32 copies sharing one input when ``config.precision`` is mixed),
     ``history`` the last run's (``None`` if every run of a soup was loaded from
-    ``work_dir``).
+    ``work_dir``). ``similarity``: `training_similarity` of the phase-1 classifier, which an
+    ``"arranged-codebook"`` classification head needs.
     """
     num_classes = class_count(split.train.labels, num_classes)
+    check(similarity is not None or config.classification_head != "arranged-codebook",
+          "`similarity` is needed with classification_head 'arranged-codebook': "
+          "pass training_similarity(classifier, split.train) of the phase-1 classifier")
     inputs = keras.Input(backbone.input_shape[1:], name="images")
     features = backbone(inputs)
     hashers, outputs, losses, weights, metrics = {}, {}, {}, {}, {}
@@ -486,7 +505,7 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
         weights[f"codes_{bits}"] = 1.0
         if config.classification_weight:
             outputs[f"classes_{bits}"], losses[f"classes_{bits}"] = config.classification_term(
-                codes, num_classes, bits)
+                codes, num_classes, bits, similarity)
             weights[f"classes_{bits}"] = config.classification_weight
     trainee = keras.Model(inputs, outputs, name="hash_trainer")
     if len(split.val):
@@ -625,14 +644,16 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
     members, classifier, histories, wall = _pretrain_members(
         split, config, num_classes, work_dir, callbacks, verbose)
     backbone = ensemble(members)
+    similarity = (training_similarity(classifier, split.train)
+                  if config.classification_head == "arranged-codebook" else None)
     hashers = {}
     groups = [config.bits] if config.shared_heads else [(bits,) for bits in config.bits]
     for group in groups:
         start = time.perf_counter()
         tag = "_".join(str(b) for b in group)
         trained, histories[f"hash_{tag}"] = train_hashers(
-            copy_model(backbone), split, group, config, num_classes, work_dir, callbacks, verbose
-        )
+            copy_model(backbone), split, group, config, num_classes, work_dir, callbacks, verbose,
+            similarity)
         hashers.update(trained)
         wall[f"hash_{tag}"] = time.perf_counter() - start
     return TrainResult(hashers, classifier, histories, wall)
