@@ -57,9 +57,18 @@ VARIANTS = {
     "temperature_4_negative_margin_0": {"temperature": 4.0, "negative_margin": 0.0},
     "temperature_4_negative_margin_0_classification_weight_0.25": {
         "temperature": 4.0, "negative_margin": 0.0, "classification_weight": 0.25},
+    # The classifier on the codes as a cosine softmax against fixed far-apart class
+    # codewords (TrainConfig.classification_head), plain and arranged by the phase-1
+    # classifier's confusions, and with the DSH-shaped pair term above.
+    "codebook_head": {"classification_head": "codebook"},
+    "arranged_codebook_head": {"classification_head": "arranged-codebook"},
+    "codebook_head_temperature_4_negative_margin_0_classification_weight_0.25": {
+        "classification_head": "codebook", "temperature": 4.0, "negative_margin": 0.0,
+        "classification_weight": 0.25},
     # peers on the same validation split, for reference
     "peer_dsh": {"method": "dsh"},
     "peer_orthohash": {"method": "orthohash"},
+    "peer_orthohash_greedy": {"method": "orthohash-greedy"},
 }
 
 
@@ -94,17 +103,18 @@ def recipe_config(path, seed):
 
 
 def pretrained_backbone(split, config, num_classes, work_dir, verbose):
-    """Phase 1 on the training part (cached in ``work_dir``); returns backbone, wall time."""
+    """Phase 1 on the training part (cached in ``work_dir``); returns the backbone, the
+    classes' `tfhash.model.training_similarity` under its classifier, and the wall time."""
     backbone = config.make_backbone(split.train.images.shape[1:])
 
     def train():
         keras.utils.set_random_seed(config.seed)
         return model.pretrain(backbone, split, num_classes, config, verbose=verbose)[0], {}
 
-    _, record = cached_training(work_dir / "pretrained.weights.h5", work_dir / "pretrained.json",
-                                build=lambda: model.build_classifier(backbone, num_classes),
-                                train=train)
-    return backbone, record["wall_s"]
+    classifier, record = cached_training(
+        work_dir / "pretrained.weights.h5", work_dir / "pretrained.json",
+        build=lambda: model.build_classifier(backbone, num_classes), train=train)
+    return backbone, model.training_similarity(classifier, split.train), record["wall_s"]
 
 
 def validation_scores(kind, query_codes, query_labels, hashers, database):
@@ -155,8 +165,8 @@ def main():
     work_dir = Path(args.work_dir) / (f"{Path(args.recipe_from).stem}-seed{args.seed}"
                                       + (f"-unseen{args.unseen_database:g}"
                                          if args.unseen_database else ""))
-    backbone, pretrain_s = pretrained_backbone(split, base, dataset.num_classes, work_dir,
-                                               args.verbose)
+    backbone, similarity, pretrain_s = pretrained_backbone(split, base, dataset.num_classes,
+                                                           work_dir, args.verbose)
     name = f"phase2_variants-{Path(args.recipe_from).stem}{args.tag}"
     rows = earlier_rows(name, args.seed, len(unseen), args.variants)
     for variant in args.variants:
@@ -164,7 +174,8 @@ def main():
         keras.utils.set_random_seed(config.seed)
         start = time.perf_counter()
         hashers, _ = model.train_hashers(model.copy_model(backbone), split, config.bits, config,
-                                         dataset.num_classes, verbose=args.verbose)
+                                         dataset.num_classes, verbose=args.verbose,
+                                         similarity=similarity)
         wall = time.perf_counter() - start
         q = encode_heads(hashers, split.query.images)
         scores = validation_scores("val", q, split.query.labels, hashers, split.database)
