@@ -103,8 +103,8 @@ def recipe_config(path, seed):
 
 
 def pretrained_backbone(split, config, num_classes, work_dir, verbose):
-    """Phase 1 on the training part (cached in ``work_dir``); returns the backbone, the
-    classes' `tfhash.model.training_similarity` under its classifier, and the wall time."""
+    """Phase 1 on the training part (cached in ``work_dir``); returns the backbone, its
+    classifier and the wall time."""
     backbone = config.make_backbone(split.train.images.shape[1:])
 
     def train():
@@ -114,7 +114,7 @@ def pretrained_backbone(split, config, num_classes, work_dir, verbose):
     classifier, record = cached_training(
         work_dir / "pretrained.weights.h5", work_dir / "pretrained.json",
         build=lambda: model.build_classifier(backbone, num_classes), train=train)
-    return backbone, model.training_similarity(classifier, split.train), record["wall_s"]
+    return backbone, classifier, record["wall_s"]
 
 
 def validation_scores(kind, query_codes, query_labels, hashers, database):
@@ -165,8 +165,11 @@ def main():
     work_dir = Path(args.work_dir) / (f"{Path(args.recipe_from).stem}-seed{args.seed}"
                                       + (f"-unseen{args.unseen_database:g}"
                                          if args.unseen_database else ""))
-    backbone, similarity, pretrain_s = pretrained_backbone(split, base, dataset.num_classes,
+    backbone, classifier, pretrain_s = pretrained_backbone(split, base, dataset.num_classes,
                                                            work_dir, args.verbose)
+    arranged = any(VARIANTS[v].get("classification_head") == "arranged-codebook"
+                   for v in args.variants)  # only these heads need the classes' confusions
+    similarity = model.training_similarity(classifier, split.train) if arranged else None
     name = f"phase2_variants-{Path(args.recipe_from).stem}{args.tag}"
     rows = earlier_rows(name, args.seed, len(unseen), args.variants)
     for variant in args.variants:
