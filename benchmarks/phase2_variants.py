@@ -65,6 +65,9 @@ VARIANTS = {
     "codebook_head_temperature_4_negative_margin_0_classification_weight_0.25": {
         "classification_head": "codebook", "temperature": 4.0, "negative_margin": 0.0,
         "classification_weight": 0.25},
+    "arranged_codebook_head_temperature_4_negative_margin_0_classification_weight_0.25": {
+        "classification_head": "arranged-codebook", "temperature": 4.0,
+        "negative_margin": 0.0, "classification_weight": 0.25},
     # peers on the same validation split, for reference
     "peer_dsh": {"method": "dsh"},
     "peer_orthohash": {"method": "orthohash"},
