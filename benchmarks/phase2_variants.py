@@ -163,6 +163,8 @@ def main():
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     base = recipe_config(args.recipe_from, args.seed)
+    # every variant's config first, so a refused one fails before phase 1 is trained
+    configs = {v: dataclasses.replace(base, **VARIANTS[v]) for v in args.variants}
     dataset = data.load_dataset(args.dataset)
     split, unseen = validation_split(dataset, args.seed, args.unseen_database)
     work_dir = Path(args.work_dir) / (f"{Path(args.recipe_from).stem}-seed{args.seed}"
@@ -170,13 +172,11 @@ def main():
                                          if args.unseen_database else ""))
     backbone, classifier, pretrain_s = pretrained_backbone(split, base, dataset.num_classes,
                                                            work_dir, args.verbose)
-    arranged = any(VARIANTS[v].get("classification_head") == "arranged-codebook"
-                   for v in args.variants)  # only these heads need the classes' confusions
+    arranged = any(c.classification_head == "arranged-codebook" for c in configs.values())
     similarity = model.training_similarity(classifier, split.train) if arranged else None
     name = f"phase2_variants-{Path(args.recipe_from).stem}{args.tag}"
     rows = earlier_rows(name, args.seed, len(unseen), args.variants)
-    for variant in args.variants:
-        config = dataclasses.replace(base, **VARIANTS[variant])
+    for variant, config in configs.items():
         keras.utils.set_random_seed(config.seed)
         start = time.perf_counter()
         hashers, _ = model.train_hashers(model.copy_model(backbone), split, config.bits, config,
