@@ -832,6 +832,17 @@ def test_variant_rows_of_another_split_are_not_kept(tmp_path, monkeypatch):
             phase2_variants.unseen_share(share)
 
 
+def test_the_shipped_cifar10_recipe_is_the_run_the_results_name():
+    from tfhash.model import RECIPES
+
+    stored = json.loads((common.RESULTS / (
+        "cifar10-cnnh-w16-bf16-p300-h80-mixup-on-t4nm0cw025-arranged-t4nm0cw025.json"))
+        .read_text())["config"]
+    shipped = TrainConfig(bits=(12, 24, 32, 48), seed=stored["seed"],
+                          **RECIPES["cifar10-cnnh"])
+    assert json.loads(json.dumps(dataclasses.asdict(shipped))) == stored
+
+
 def test_every_phase2_variant_is_a_valid_change_of_the_recipe():
     # a misspelt setting or a refused combination (a codebook head without a
     # classification term, say) raises here rather than in a study's run

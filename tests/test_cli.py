@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -452,7 +453,7 @@ def test_train_takes_one_test_time_average_only(capsys):
 def test_choices_spelled_in_the_cli_are_the_librarys():
     import argparse
 
-    from tfhash.model import PRECISIONS
+    from tfhash.model import CLASSIFICATION_HEADS, METHODS, PRECISIONS, RECIPES
     from tfhash.pipeline import AUGMENTATIONS, MIXES
 
     parser = argparse.ArgumentParser()
@@ -460,6 +461,44 @@ def test_choices_spelled_in_the_cli_are_the_librarys():
     choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
     assert choices["precision"] == PRECISIONS and choices["mix"] == MIXES
     assert choices["augment"] == AUGMENTATIONS
+    assert choices["recipe"] == tuple(RECIPES) and choices["method"] == tuple(METHODS)
+    assert choices["classification_head"] == CLASSIFICATION_HEADS
+
+
+def test_every_train_flag_that_names_a_config_field_reaches_it():
+    from tfhash.model import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    cli.add_train_args(parser)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    flags = {a.dest for a in parser._actions} & fields - {"bits", "seed"}
+    assert flags == set(cli.CONFIG_FLAGS)
+    config = cli.train_config(parser.parse_args(
+        ["--dataset", "x", "--method", "dsh", "--negative-margin", "0",
+         "--classification-weight", "0.5", "--classification-head", "codebook"]))
+    assert (config.method, config.negative_margin, config.classification_weight,
+            config.classification_head) == ("dsh", 0.0, 0.5, "codebook")
+
+
+def test_a_recipe_under_an_hparams_file_under_the_flags_given(tmp_path):
+    from tfhash.model import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    cli.add_train_args(parser)
+    hparams = tmp_path / "h.json"
+    # keys that are flags too: the file once crashed into one of them ("multiple values")
+    hparams.write_text(json.dumps({"pretrain_epochs": 5, "temperature": 2.0, "mix": "none"}))
+    config = cli.train_config(parser.parse_args(
+        ["--dataset", "x", "--recipe", "cifar10-cnnh", "--hparams", str(hparams),
+         "--temperature", "3", "--bits", "12", "24"]))
+    assert (config.pretrain_epochs, config.temperature, config.mix) == (5, 3.0, "none")
+    assert (config.classification_head, config.hash_epochs, config.precision,
+            config.bits) == ("arranged-codebook", 80, "mixed_bfloat16", (12, 24))
+    assert config.batch_size == TrainConfig.batch_size  # in none of the three
+    plain = cli.train_config(parser.parse_args(["--dataset", "x", "--hparams", str(hparams)]))
+    assert (plain.pretrain_epochs, plain.hash_epochs, plain.mix) == (5, 10, "none")
 
 
 def test_index_kinds_and_tuners_spelled_in_the_cli_are_the_librarys():

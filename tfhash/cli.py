@@ -77,11 +77,12 @@ def add_data_args(parser, dataset_required=True):
                         help="share of training images held out for model selection")
 
 
-def add_precision_arg(parser):
+def add_precision_arg(parser, default="float32"):
     # the names of tfhash.model.PRECISIONS, spelled here so parsing does not import TensorFlow
-    parser.add_argument("--precision", default="float32",
+    parser.add_argument("--precision", default=default,
                         choices=("float32", "mixed_bfloat16"),
-                        help="backbone compute precision (bfloat16 is faster on AVX512-BF16 CPUs)")
+                        help="backbone compute precision, float32 by default (bfloat16 is "
+                             "faster on AVX512-BF16 CPUs)")
 
 
 def add_backbone_width_arg(parser):
@@ -90,49 +91,80 @@ def add_backbone_width_arg(parser):
                              "backbones (default 32; the CIFAR-10 benchmark recipes use 16)")
 
 
+# the names of tfhash.model.RECIPES, CLASSIFICATION_HEADS and METHODS, spelled here so
+# parsing does not import TensorFlow
+RECIPE_NAMES = ("demo", "cifar10-cnnh")
+CLASSIFICATION_HEADS = ("dense", "codebook", "arranged-codebook")
+METHODS = ("exponentiated", "dpsh", "dsh", "orthohash", "orthohash-greedy")
+
+# `tfhash train` flags that set the TrainConfig field of the same name; their parser
+# default is None (not given), so a --recipe or --hparams value under them stands
+CONFIG_FLAGS = ("backbone", "backbone_width", "precision", "pretrain_epochs", "hash_epochs",
+                "batch_size", "augment", "mix", "hash_mix", "ema_momentum", "soup_size",
+                "ensemble_size", "method", "margin", "negative_margin", "temperature",
+                "quantization", "classification_weight", "classification_head")
+
+
 def add_train_args(parser):
     parser.add_argument("--bits", type=bits_arg, nargs="+", default=[12],
                         help="code length(s); phase 1 is shared by all")
+    parser.add_argument("--recipe", default=None, choices=RECIPE_NAMES,
+                        help="start from a named recipe (tfhash.model.RECIPES; cifar10-cnnh: "
+                             "the CIFAR-10 benchmark's, about half an hour on 2 CPU cores); "
+                             "--hparams and the flags below override its values")
+    parser.add_argument("--hparams", default=None,
+                        help="JSON of TrainConfig values (e.g. from `tfhash tune`); they "
+                             "override the recipe's, the flags below override them")
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
     add_backbone_width_arg(parser)
-    add_precision_arg(parser)
-    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10,
-                        help="epochs of phase 1, classification pre-training")
-    parser.add_argument("--hash-epochs", type=positive_int, default=10,
-                        help="epochs of phase 2, hash learning")
-    parser.add_argument("--batch-size", type=positive_int, default=128,
-                        help="batch size of both phases (phase 2 compares all its pairs)")
+    add_precision_arg(parser, default=None)
+    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=None,
+                        help="epochs of phase 1, classification pre-training (default 10)")
+    parser.add_argument("--hash-epochs", type=positive_int, default=None,
+                        help="epochs of phase 2, hash learning (default 10)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="batch size of both phases, 128 by default (phase 2 compares "
+                             "all its pairs)")
     # the names of tfhash.pipeline.AUGMENTATIONS and MIXES
-    parser.add_argument("--augment", default="auto",
+    parser.add_argument("--augment", default=None,
                         choices=("none", "crop_flip", "crop_flip_cutout", "shift", "affine",
                                  "auto"),
-                        help="augmentation of both phases (auto: crop+flip for colour "
+                        help="augmentation of both phases (default auto: crop+flip for colour "
                              "images, shifts for grayscale)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="train with a moving average of the weights (e.g. 0.99)")
-    parser.add_argument("--soup-size", type=positive_int, default=1, metavar="K",
+    parser.add_argument("--soup-size", type=positive_int, default=None, metavar="K",
                         help="train phase 2 K times from the same start (own batch orders) "
-                             "and average the weights")
-    parser.add_argument("--ensemble-size", type=positive_int, default=1, metavar="K",
-                        help="pre-train K backbones apart and hash from all of their features")
-    parser.add_argument("--mix", default="none", choices=("none", "cutmix", "mixup"),
-                        help="mix images and labels across phase-1 batches")
-    parser.add_argument("--hash-mix", default="none", choices=("none", "cutmix", "mixup"),
-                        help="mix phase-2 batches too (pairs weighed by their mixed labels)")
+                             "and average the weights (default 1)")
+    parser.add_argument("--ensemble-size", type=positive_int, default=None, metavar="K",
+                        help="pre-train K backbones apart and hash from all of their features "
+                             "(default 1)")
+    parser.add_argument("--mix", default=None, choices=("none", "cutmix", "mixup"),
+                        help="mix images and labels across phase-1 batches (default none)")
+    parser.add_argument("--hash-mix", default=None, choices=("none", "cutmix", "mixup"),
+                        help="mix phase-2 batches too, pairs weighed by their mixed labels "
+                             "(default none)")
     parser.add_argument("--no-pretrain", action="store_true",
                         help="skip classification pre-training (the ablation)")
+    parser.add_argument("--method", default=None, choices=METHODS,
+                        help="the phase-2 loss: the paper's (default) or a peer's")
     parser.add_argument("--margin", type=float, default=None,
-                        help="margin m in (0, 1] of the exponentiated loss (default 1.0, "
-                             "or the --hparams value)")
+                        help="margin m in (0, 1] of the exponentiated loss (default 1.0)")
+    parser.add_argument("--negative-margin", type=float, default=None,
+                        help="margin in [0, 1] of its dissimilar pairs (default: --margin)")
     parser.add_argument("--temperature", type=float, default=None,
-                        help="temperature T > 0 of the exponentiated loss (default 0.5, or "
-                             "the --hparams value)")
+                        help="temperature T > 0 of the exponentiated loss (default 0.5)")
     parser.add_argument("--quantization", type=float, default=None,
                         help="weight >= 0 of the term pulling relaxed codes to +-1 "
-                             "(default 0, or the --hparams value)")
-    parser.add_argument("--hparams", default=None,
-                        help="JSON of hyperparameters (e.g. from `tfhash tune`)")
+                             "(default 0)")
+    parser.add_argument("--classification-weight", type=float, default=None,
+                        help="weight >= 0 of a classifier on the codes kept in phase 2 "
+                             "(default 0)")
+    parser.add_argument("--classification-head", default=None, choices=CLASSIFICATION_HEADS,
+                        help="that classifier: a learned softmax layer (default), or a cosine "
+                             "softmax against far-apart class codewords, arranged by the "
+                             "phase-1 classifier's confusions or not")
     parser.add_argument("--strategy", default="default",
                         choices=("default", "mirrored", "multiworker"),
                         help="tf.distribute strategy (multiworker reads TF_CONFIG)")
@@ -146,32 +178,18 @@ def load_split(args):
 
 
 def train_config(args):
-    from tfhash.model import TrainConfig
+    """The `TrainConfig` of `tfhash train`: the ``--recipe``'s values, over them the
+    ``--hparams`` file's, over those the flags given; `TrainConfig`'s defaults for the rest."""
+    from tfhash.model import RECIPES, TrainConfig
 
-    values = {}
+    values = dict(RECIPES[args.recipe]) if args.recipe else {}
     if args.hparams:
         values.update(read_hparams(args.hparams))
-    for name in ("margin", "temperature", "quantization"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    return TrainConfig(
-        bits=tuple(args.bits),
-        backbone=args.backbone,
-        backbone_width=args.backbone_width,
-        precision=args.precision,
-        pretrain=not args.no_pretrain,
-        pretrain_epochs=args.pretrain_epochs,
-        hash_epochs=args.hash_epochs,
-        batch_size=args.batch_size,
-        augment=args.augment,
-        mix=args.mix,
-        hash_mix=args.hash_mix,
-        ema_momentum=args.ema_momentum,
-        soup_size=args.soup_size,
-        ensemble_size=args.ensemble_size,
-        seed=args.seed,
-        **values,
-    )
+    values.update({name: getattr(args, name) for name in CONFIG_FLAGS
+                   if getattr(args, name) is not None})
+    if args.no_pretrain:
+        values["pretrain"] = False
+    return TrainConfig(bits=tuple(args.bits), seed=args.seed, **values)
 
 
 def read_hparams(path):
@@ -328,12 +346,12 @@ def configure_train(parser):
     def run(args):
         from tfhash.distribute import get_strategy
 
-        if args.graded and (args.no_pretrain or args.pretrain_epochs == 0):
-            raise TfhashError("--graded codes the phase-1 classifier: it needs pre-training "
-                              "(drop --no-pretrain, --pretrain-epochs >= 1)")
         if not args.arrange and not args.graded:
             raise TfhashError("--no-arrange orders the codewords of --graded codes; add --graded")
         config = train_config(args)
+        if args.graded and (not config.pretrain or config.pretrain_epochs == 0):
+            raise TfhashError("--graded codes the phase-1 classifier: it needs pre-training "
+                              "(drop --no-pretrain, --pretrain-epochs >= 1)")
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,

@@ -286,6 +286,32 @@ DEMO_RECIPE = {
     "temperature": 0.5,
 }
 
+# The CIFAR-10 recipe for learned codes from 5,000 labelled images (the cnnh protocol): a
+# width-16 backbone in bfloat16, 300 epochs of phase 1 on mixed batches, then 80 of phase 2
+# for every length at once, with the pair term shaped as DSH's (temperature 4, negative
+# margin 0) and a quarter-weight classification term on an arranged codebook. It scored
+# highest of the heads and loss shapes tried on validation splits
+# (benchmarks/phase2_variants.py) and is the run
+# cifar10-cnnh-w16-bf16-p300-h80-mixup-on-t4nm0cw025-arranged-t4nm0cw025 in
+# benchmarks/RESULTS.md; about half an hour a seed on 2 CPU cores with AVX512-BF16.
+CIFAR10_CNNH_RECIPE = {
+    "backbone_width": 16,
+    "precision": "mixed_bfloat16",
+    "pretrain_epochs": 300,
+    "hash_epochs": 80,
+    "augment": "crop_flip_cutout",
+    "mix": "mixup",
+    "margin": 1.0,
+    "negative_margin": 0.0,
+    "temperature": 4.0,
+    "classification_weight": 0.25,
+    "classification_head": "arranged-codebook",
+    "shared_heads": True,
+}
+
+# Named starting points for `TrainConfig(**RECIPES[name])` (CLI `tfhash train --recipe`).
+RECIPES = {"demo": DEMO_RECIPE, "cifar10-cnnh": CIFAR10_CNNH_RECIPE}
+
 
 @dataclasses.dataclass
 class TrainResult:
