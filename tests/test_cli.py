@@ -222,6 +222,19 @@ def test_train_in_mixed_precision_saves_a_float32_encoder(tmp_path, capsys):
     assert [layer.filters for layer in inner if hasattr(layer, "filters")] == [4, 4, 8, 8]
 
 
+def test_train_from_the_cifar10_recipe_trains_its_arranged_codebook_head(tmp_path, capsys):
+    # the recipe's own settings (shared heads, mixup, the arranged codebook head that needs
+    # the phase-1 classifier's confusions) run end to end, sized down by flags
+    code = cli.main(["train", *TINY, "--recipe", "cifar10-cnnh", "--bits", "8", "16",
+                     "--pretrain-epochs", "1", "--hash-epochs", "1", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert (config["classification_head"], config["shared_heads"], config["mix"],
+            config["temperature"], config["pretrain_epochs"]) == (
+        "arranged-codebook", True, "mixup", 4.0, 1)
+    assert (tmp_path / "model-8.keras").is_file() and (tmp_path / "model-16.keras").is_file()
+
+
 def test_train_with_flip_average_saves_mirror_invariant_encoders(tmp_path, capsys):
     from tfhash.artifacts import load_encoder
     from tfhash.data import load_dataset
