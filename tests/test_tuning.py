@@ -106,3 +106,72 @@ def test_trials_average_weights_when_the_config_asks(averaging_momenta, keras_wa
     result = hypermodel.fit(hp, hypermodel.build(hp), verbose=0)
     assert seen == [0.9] and 0 < result["val_map"] <= 1
     assert keras_warnings() == []  # the trial's fit leaves its self-shuffling data alone
+
+
+def test_trials_train_the_phase_2_train_does(tmp_path):
+    import keras_tuner
+
+    from tfhash import data, tuning
+    from tfhash.model import TrainConfig
+
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
+    config = TrainConfig(bits=8, backbone_width=4, pretrain_epochs=1, hash_epochs=1,
+                         batch_size=256, classification_weight=0.5,
+                         classification_head="arranged-codebook", hash_mix="mixup")
+    weights = tuning.ensure_pretrained(split, config, tmp_path, verbose=0)
+    hypermodel = tuning.HashingHyperModel(split, 8, weights, config)
+    assert hypermodel.similarity.shape == (10, 10)
+    hp = keras_tuner.HyperParameters()
+    trial = hypermodel.build(hp)
+    # the classification term on an arranged codebook, beside the codes, as in `train`
+    assert set(trial.output) == {"codes_8", "classes_8"}
+    result = hypermodel.fit(hp, trial, verbose=0)  # mixed batches: labels as probabilities
+    assert 0 < result["val_map"] <= 1
+
+
+@pytest.mark.parametrize("change, weights, match", [
+    ({"ensemble_size": 2}, "p.weights.h5", "`ensemble_size` and `soup_size` must be 1"),
+    ({"soup_size": 2}, "p.weights.h5", "`ensemble_size` and `soup_size` must be 1"),
+    ({"classification_head": "arranged-codebook", "classification_weight": 1.0}, None,
+     "pass its `pretrained_weights`"),
+])
+def test_a_trial_it_cannot_train_as_train_would_is_refused(change, weights, match):
+    from tfhash import data, tuning
+    from tfhash.model import TrainConfig
+
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
+    with pytest.raises(ValueError, match=match):
+        tuning.HashingHyperModel(split, 8, weights, TrainConfig(bits=8, **change))
+
+
+def test_tune_from_a_recipe_with_flags_over_it(tmp_path, capsys):
+    code = cli.main(["tune", "--dataset", "mnist-5k", "--bits", "8", "--max-trials", "1",
+                     "--recipe", "cifar10-cnnh", "--backbone-width", "4", "--precision",
+                     "float32", "--pretrain-epochs", "1", "--hash-epochs", "1",
+                     "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "trials.json").read_text())
+    config = doc["config"]
+    assert (config["classification_head"], config["mix"], config["temperature"]) == (
+        "arranged-codebook", "mixup", 4.0)  # the recipe's
+    assert (config["backbone_width"], config["precision"], config["hash_epochs"]) == (
+        4, "float32", 1)  # the flags'
+    assert len(doc["rows"]) == 1 and 0 < doc["rows"][0]["val_map"] <= 1
+
+
+@pytest.mark.parametrize("space, expected", [
+    (None, {"margin": 0.6, "temperature": 4.0}),  # the config's own values
+    ({"margin": {"min": 0.2, "max": 1.0, "default": 0.9},
+      "temperature": {"min": 0.1, "max": 2.0}}, {"margin": 0.9, "temperature": 0.1}),
+])
+def test_the_defaults_scored_are_the_spaces_else_the_configs_when_in_range(space, expected):
+    import keras_tuner
+
+    from tfhash import data, tuning
+    from tfhash.model import TrainConfig
+
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
+    config = TrainConfig(bits=8, margin=0.6, temperature=4.0)
+    hypermodel = tuning.HashingHyperModel(split, 8, None, config, space)
+    chosen = hypermodel.values(keras_tuner.HyperParameters())
+    assert {name: getattr(chosen, name) for name in expected} == pytest.approx(expected)

@@ -581,6 +581,12 @@ def write_search_grid(queries, ids, distances, paths, image_shape, out):
                         out, distances=distances, n_hits=ids.shape[1])
 
 
+# what `tfhash tune` trains with where neither a --recipe nor a flag says
+TUNE_DEFAULTS = {"pretrain_epochs": 10, "hash_epochs": 8}
+TUNE_CONFIG_FLAGS = ("backbone", "backbone_width", "precision", "pretrain_epochs",
+                     "hash_epochs")
+
+
 @command("tune", "KerasTuner search of margin and temperature (objective: validation mAP)")
 def configure_tune(parser):
     add_data_args(parser)
@@ -591,20 +597,25 @@ def configure_tune(parser):
                         help="hyperparameter sets tried by random and bayesian (Hyperband "
                              "sizes its brackets from --hash-epochs)")
     parser.add_argument("--space", default=None, help="search-space JSON (see tuning/)")
-    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=10,
-                        help="epochs of the phase 1 every trial starts from (trained once)")
-    parser.add_argument("--hash-epochs", type=positive_int, default=8,
-                        help="phase-2 epochs of each trial")
+    parser.add_argument("--recipe", default=None, choices=RECIPE_NAMES,
+                        help="tune from a named recipe's settings (as for `tfhash train`); "
+                             "the flags below override them")
+    parser.add_argument("--pretrain-epochs", type=non_negative_int, default=None,
+                        help="epochs of the phase 1 every trial starts from, trained once "
+                             f"(default {TUNE_DEFAULTS['pretrain_epochs']}, or the recipe's)")
+    parser.add_argument("--hash-epochs", type=positive_int, default=None,
+                        help="phase-2 epochs of each trial (default "
+                             f"{TUNE_DEFAULTS['hash_epochs']}, or the recipe's)")
     parser.add_argument("--backbone", default=None, help="as for `tfhash train`")
     add_backbone_width_arg(parser)
-    add_precision_arg(parser)
+    add_precision_arg(parser, default=None)
     parser.add_argument("--out", type=output_dir, required=True,
                         help="tuning folder; re-running resumes it")
 
     def run(args):
         from tfhash.evaluation import format_table
         from tfhash.io import write_json
-        from tfhash.model import TrainConfig
+        from tfhash.model import RECIPES, TrainConfig
         from tfhash.plots import plot_tuning
         from tfhash.tuning import (
             HashingHyperModel,
@@ -617,11 +628,11 @@ def configure_tune(parser):
         )
 
         space = load_space(args.space) if args.space else None
+        values = dict(RECIPES[args.recipe]) if args.recipe else dict(TUNE_DEFAULTS)
+        values.update({name: getattr(args, name) for name in TUNE_CONFIG_FLAGS
+                       if getattr(args, name) is not None})
+        config = TrainConfig(bits=args.bits, seed=args.seed, **values)
         dataset, split = load_split(args)
-        config = TrainConfig(bits=args.bits, backbone=args.backbone,
-                             backbone_width=args.backbone_width, seed=args.seed,
-                             precision=args.precision, pretrain_epochs=args.pretrain_epochs,
-                             hash_epochs=args.hash_epochs)
         out = Path(args.out)
         start = time.perf_counter()
         weights = ensure_pretrained(split, config, out, dataset.num_classes)
@@ -642,7 +653,8 @@ def configure_tune(parser):
         previous = out / "trials.json"
         wall = json.loads(previous.read_text()).get("wall_s", 0.0) if previous.exists() else 0.0
         write_json(previous, {"dataset": dataset.name, "bits": args.bits, "tuner": args.tuner,
-                              **split.record(), "defaults": defaults,
+                              **split.record(), "config": dataclasses.asdict(config),
+                              "defaults": defaults,
                               "wall_s": wall + time.perf_counter() - start, "rows": rows})
         plot_tuning(rows, [n for n in ("margin", "temperature") if n in names] or names,
                     out / "tuning.png")

@@ -507,8 +507,9 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     """Phase 2: fits backbone + one `HashingHead` per code length in ``bits_list`` together.
 
     Each head gets the phase-2 loss; with ``config.classification_weight > 0`` a softmax
-    classifier on each head's codes is trained alongside; with ``config.soup_size > 1`` the
-    whole fit is repeated from the same starting weights and the runs' weights averaged.
+    classifier on each head's codes is trained alongside (`build_hash_trainer`); with
+    ``config.soup_size > 1`` the whole fit is repeated from the same starting weights and
+    the runs' weights averaged.
     Returns ``({bits: hasher}, history)``, each hasher the images -> relaxed codes branch of
     the trained model (float32 copies sharing one input when ``config.precision`` is mixed),
     ``history`` the last run's (``None`` if every run of a soup was loaded from
@@ -516,24 +517,8 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     ``"arranged-codebook"`` classification head needs.
     """
     num_classes = class_count(split.train.labels, num_classes)
-    check(similarity is not None or config.classification_head != "arranged-codebook",
-          "`similarity` is needed with classification_head 'arranged-codebook': "
-          "pass training_similarity(classifier, split.train) of the phase-1 classifier")
-    inputs = keras.Input(backbone.input_shape[1:], name="images")
-    features = backbone(inputs)
-    hashers, outputs, losses, weights, metrics = {}, {}, {}, {}, {}
-    for bits in bits_list:
-        codes = HashingHead(bits, name=f"codes_{bits}", dtype="float32")(features)
-        hashers[bits] = keras.Model(inputs, codes, name=f"hasher_{bits}")
-        outputs[f"codes_{bits}"] = codes
-        losses[f"codes_{bits}"] = config.hash_loss(num_classes, bits)
-        metrics[f"codes_{bits}"] = config.hash_metrics()
-        weights[f"codes_{bits}"] = 1.0
-        if config.classification_weight:
-            outputs[f"classes_{bits}"], losses[f"classes_{bits}"] = config.classification_term(
-                codes, num_classes, bits, similarity)
-            weights[f"classes_{bits}"] = config.classification_weight
-    trainee = keras.Model(inputs, outputs, name="hash_trainer")
+    trainee, hashers, compile_args = build_hash_trainer(backbone, bits_list, config,
+                                                        num_classes, similarity)
     if len(split.val):
         callbacks = [RetrievalMAP((split.val.images, split.val.labels),
                                   (split.train.images, split.train.labels),
@@ -553,18 +538,10 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
                 continue
         if member:
             trainee.set_weights(start)
-        trainee.compile(
-            optimizer=make_optimizer(config.hash_lr, config.steps(len(split.train),
-                                                                  config.hash_epochs),
-                                     config.weight_decay),
-            loss=losses, loss_weights=weights, metrics=metrics,
-        )
+        compile_hash_trainer(trainee, compile_args, config, len(split.train))
         member_config = dataclasses.replace(config, seed=config.seed + member)
-        train = training_batches(split.train, member_config, num_classes, config.hash_mix,
-                                 class_ids=True)
-        train = train.map(lambda x, y: (x, {name: y for name in outputs}))
         history = trainee.fit(
-            train.repeat(),
+            hash_training_batches(trainee, split.train, member_config, num_classes).repeat(),
             steps_per_epoch=config.steps(len(split.train), 1),
             shuffle=False,  # as in phase 1
             epochs=config.hash_epochs,
@@ -580,10 +557,64 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     for path in run_files:  # the soup is made: as BackupAndRestore, keep no run files
         path.unlink()
     if config.precision != "float32":
-        joint = as_float32(keras.Model(inputs, [h.output for h in hashers.values()]))
+        joint = as_float32(keras.Model(trainee.input, [h.output for h in hashers.values()]))
         hashers = {bits: keras.Model(joint.inputs, joint.get_layer(f"codes_{bits}").output,
                                      name=f"hasher_{bits}") for bits in hashers}
     return hashers, history
+
+
+def build_hash_trainer(backbone, bits_list, config, num_classes, similarity=None):
+    """The model phase 2 trains: ``backbone`` under one `HashingHead` per code length in
+    ``bits_list``, each head's codes (output ``codes_<bits>``) with ``config``'s phase-2
+    loss and, with ``config.classification_weight > 0``, its classification term (output
+    ``classes_<bits>``). ``similarity``: as for `train_hashers`.
+
+    Returns ``(trainer, hashers, compile_args)``: the functional model to fit, each length's
+    images -> relaxed codes branch of it, and the ``loss``, ``loss_weights`` and
+    ``metrics`` to compile it with (`compile_hash_trainer`).
+
+    >>> trainer, hashers, compile_args = build_hash_trainer(backbone, (12, 32), config, 10)
+    >>> compile_hash_trainer(trainer, compile_args, config, len(split.train))
+    >>> trainer.fit(hash_training_batches(trainer, split.train, config, 10), epochs=2)
+    """
+    check(similarity is not None or config.classification_head != "arranged-codebook",
+          "`similarity` is needed with classification_head 'arranged-codebook': "
+          "pass training_similarity(classifier, split.train) of the phase-1 classifier")
+    inputs = keras.Input(backbone.input_shape[1:], name="images")
+    features = backbone(inputs)
+    hashers, outputs, losses, weights, metrics = {}, {}, {}, {}, {}
+    for bits in bits_list:
+        codes = HashingHead(bits, name=f"codes_{bits}", dtype="float32")(features)
+        hashers[bits] = keras.Model(inputs, codes, name=f"hasher_{bits}")
+        outputs[f"codes_{bits}"] = codes
+        losses[f"codes_{bits}"] = config.hash_loss(num_classes, bits)
+        metrics[f"codes_{bits}"] = config.hash_metrics()
+        weights[f"codes_{bits}"] = 1.0
+        if config.classification_weight:
+            outputs[f"classes_{bits}"], losses[f"classes_{bits}"] = config.classification_term(
+                codes, num_classes, bits, similarity)
+            weights[f"classes_{bits}"] = config.classification_weight
+    trainer = keras.Model(inputs, outputs, name="hash_trainer")
+    return trainer, hashers, {"loss": losses, "loss_weights": weights, "metrics": metrics}
+
+
+def compile_hash_trainer(trainer, compile_args, config, n_train):
+    """Compiles a `build_hash_trainer` model with a fresh phase-2 optimizer for
+    ``config.hash_epochs`` over ``n_train`` images."""
+    trainer.compile(
+        optimizer=make_optimizer(config.hash_lr, config.steps(n_train, config.hash_epochs),
+                                 config.weight_decay),
+        **compile_args,
+    )
+
+
+def hash_training_batches(trainer, train, config, num_classes):
+    """Phase 2's batches of ``train`` (`Images`) for a `build_hash_trainer` model: the
+    images augmented and mixed by ``config.hash_mix`` (`training_batches`), the labels
+    given to each of ``trainer``'s outputs."""
+    names = list(trainer.output)  # the outputs dict's keys
+    batches = training_batches(train, config, num_classes, config.hash_mix, class_ids=True)
+    return batches.map(lambda x, y: (x, {name: y for name in names}))
 
 
 def training_batches(train, config, num_classes, mix, class_ids=False):

@@ -29,8 +29,15 @@ from tfhash.callbacks import WeightAveraging
 from tfhash.data import class_count
 from tfhash.errors import check
 from tfhash.metrics import mean_average_precision
-from tfhash.model import build_classifier, build_hasher, encode, make_optimizer, pretrain
-from tfhash.pipeline import make_dataset
+from tfhash.model import (
+    build_classifier,
+    build_hash_trainer,
+    compile_hash_trainer,
+    encode,
+    hash_training_batches,
+    pretrain,
+    training_similarity,
+)
 
 OBJECTIVE = keras_tuner.Objective("val_map", direction="max")
 TUNABLE = {
@@ -42,7 +49,7 @@ TUNABLE = {
 }
 DEFAULT_SPACE = {
     "margin": {"min": 0.2, "max": 1.0},
-    "temperature": {"min": 0.1, "max": 2.0, "sampling": "log"},
+    "temperature": {"min": 0.1, "max": 8.0, "sampling": "log"},
 }
 TUNERS = ("random", "bayesian", "hyperband")
 
@@ -82,64 +89,89 @@ def validate_space(space, where="search space"):
 
 
 class HashingHyperModel(keras_tuner.HyperModel):
-    """Builds and fits the phase-2 hasher for one set of hyperparameters.
+    """Builds and fits phase 2 for one set of hyperparameters: the model `train_hashers`
+    trains for one code length (`tfhash.model.build_hash_trainer`: the phase-2 loss, and
+    the classification term, its head and mixed batches where ``config`` asks for them).
 
     Args:
         split: a `tfhash.data.Split` with a non-empty ``val`` part.
         bits: code length.
         pretrained_weights: phase-1 classifier weights (``.weights.h5``) every trial starts
             from, or ``None`` to start from a random backbone.
-        config: a `TrainConfig` for everything not tuned.
+        config: a `TrainConfig` for everything not tuned (one backbone, one run a trial:
+            ``ensemble_size`` and ``soup_size`` 1).
         space: the search space (see `validate_space`); default margin and temperature.
+        num_classes: classes of the labels (default: counted from the training labels).
     """
 
     def __init__(self, split, bits, pretrained_weights, config, space=None, num_classes=None):
         super().__init__(name=f"hasher_{bits}", tunable=True)
         check(len(split.val) > 0, "tuning needs a validation split: set val_fraction > 0")
+        check(config.ensemble_size == 1 and config.soup_size == 1,
+              "tuning trains one backbone once a trial: `ensemble_size` and `soup_size` "
+              f"must be 1, got {config.ensemble_size} and {config.soup_size}")
+        check(pretrained_weights is not None or config.classification_head != "arranged-codebook",
+              "classification_head 'arranged-codebook' arranges the codewords by the phase-1 "
+              "classifier: pass its `pretrained_weights`")
         self.split = split
         self.bits = bits
         self.pretrained_weights = pretrained_weights
         self.config = config
         self.space = validate_space(space or DEFAULT_SPACE)
         self.num_classes = class_count(split.train.labels, num_classes)
+        self.similarity = None
+        if config.classification_head == "arranged-codebook":
+            classifier = self._pretrained_classifier(self._backbone(config))
+            self.similarity = training_similarity(classifier, split.train)
+
+    def _backbone(self, config):
+        return config.make_backbone(self.split.train.images.shape[1:])
+
+    def _pretrained_classifier(self, backbone):
+        """The phase-1 classifier every trial starts from, its weights loaded into
+        ``backbone``."""
+        classifier = build_classifier(backbone, self.num_classes)
+        classifier.load_weights(self.pretrained_weights)
+        return classifier
 
     def values(self, hp):
-        """The trial's config: tuned entries from ``hp``, the rest from ``self.config``."""
+        """The trial's config: tuned entries from ``hp``, the rest from ``self.config``.
+
+        An entry's default (the value `default_objective` scores) is its ``"default"``,
+        else ``self.config``'s value where the range holds it, else the range's minimum.
+        """
         chosen = {}
         for name, entry in self.space.items():
+            own = getattr(self.config, name)
+            default = entry.get("default", own if own is not None
+                                and entry["min"] <= own <= entry["max"] else None)
             chosen[name] = hp.Float(name, entry["min"], entry["max"],
-                                    sampling=entry.get("sampling", "linear"),
-                                    default=entry.get("default"))
+                                    sampling=entry.get("sampling", "linear"), default=default)
         return dataclasses.replace(self.config, bits=(self.bits,), **chosen)
 
     def build(self, hp):
         config = self.values(hp)
-        backbone = config.make_backbone(self.split.train.images.shape[1:])
+        backbone = self._backbone(config)
         if self.pretrained_weights is not None:
-            build_classifier(backbone, self.num_classes).load_weights(self.pretrained_weights)
-        hasher = build_hasher(backbone, self.bits)
-        steps = config.steps(len(self.split.train), config.hash_epochs)
-        hasher.compile(
-            optimizer=make_optimizer(config.hash_lr, steps, config.weight_decay),
-            loss=config.hash_loss(),
-            metrics=config.hash_metrics(),
-        )
-        return hasher
+            self._pretrained_classifier(backbone)
+        trainer, _, compile_args = build_hash_trainer(backbone, (self.bits,), config,
+                                                      self.num_classes, self.similarity)
+        compile_hash_trainer(trainer, compile_args, config, len(self.split.train))
+        return trainer
 
     def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
         config = self.values(hp)
-        train = make_dataset(self.split.train.images, self.split.train.labels,
-                             config.batch_size, training=True, augment=config.augment,
-                             seed=config.seed)
+        train = hash_training_batches(model, self.split.train, config, self.num_classes)
         kept = [c for c in callbacks or [] if not isinstance(c, keras.callbacks.TensorBoard)]
         if config.ema_momentum is not None:
             kept.append(WeightAveraging(config.ema_momentum))
         epochs = kwargs.get("epochs", config.hash_epochs)  # Hyperband sets its own budget
         model.fit(train.repeat(), steps_per_epoch=config.steps(len(self.split.train), 1),
-                  shuffle=False,  # `make_dataset` shuffles each epoch
+                  shuffle=False,  # the batches shuffle each epoch
                   epochs=epochs, initial_epoch=kwargs.get("initial_epoch", 0),
                   callbacks=kept, verbose=verbose)
-        return {"val_map": validation_map(model, self.split)}
+        hasher = keras.Model(model.input, model.output[f"codes_{self.bits}"])
+        return {"val_map": validation_map(hasher, self.split)}
 
 
 def validation_map(hasher, split):
