@@ -139,6 +139,11 @@ class TrainConfig:
             with float32 weights (faster on CPUs with AVX512-BF16/AMX and on GPUs); heads
             and losses stay float32, and the returned hashers are float32 copies.
         seed: seed of weights, shuffling and augmentation.
+
+    Example (a named recipe, `RECIPES`, with one setting changed):
+
+    >>> config = TrainConfig(bits=(12, 32), **{**RECIPES["cifar10-cnnh"], "hash_epochs": 40})
+    >>> result = fit_two_phase(split, config)
     """
 
     bits: tuple = (12,)
