@@ -77,9 +77,10 @@ def add_data_args(parser, dataset_required=True):
                         help="share of training images held out for model selection")
 
 
-def add_precision_arg(parser, default="float32"):
-    # the names of tfhash.model.PRECISIONS, spelled here so parsing does not import TensorFlow
-    parser.add_argument("--precision", default=default,
+def add_precision_arg(parser):
+    # the names of tfhash.model.PRECISIONS, spelled here so parsing does not import
+    # TensorFlow; None (not given) leaves a recipe's precision, else TrainConfig's float32
+    parser.add_argument("--precision", default=None,
                         choices=("float32", "mixed_bfloat16"),
                         help="backbone compute precision, float32 by default (bfloat16 is "
                              "faster on AVX512-BF16 CPUs)")
@@ -118,7 +119,7 @@ def add_train_args(parser):
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
     add_backbone_width_arg(parser)
-    add_precision_arg(parser, default=None)
+    add_precision_arg(parser)
     parser.add_argument("--pretrain-epochs", type=non_negative_int, default=None,
                         help="epochs of phase 1, classification pre-training (default 10)")
     parser.add_argument("--hash-epochs", type=positive_int, default=None,
@@ -608,7 +609,7 @@ def configure_tune(parser):
                              f"{TUNE_DEFAULTS['hash_epochs']}, or the recipe's)")
     parser.add_argument("--backbone", default=None, help="as for `tfhash train`")
     add_backbone_width_arg(parser)
-    add_precision_arg(parser, default=None)
+    add_precision_arg(parser)
     parser.add_argument("--out", type=output_dir, required=True,
                         help="tuning folder; re-running resumes it")
 
