@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from tfhash import cli
@@ -112,7 +113,8 @@ def test_trials_train_the_phase_2_train_does(tmp_path):
     import keras_tuner
 
     from tfhash import data, tuning
-    from tfhash.model import TrainConfig
+    from tfhash.codebooks import arrange_codebook, class_codebook
+    from tfhash.model import TrainConfig, build_classifier, hash_training_batches
 
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.1)
     config = TrainConfig(bits=8, backbone_width=4, pretrain_epochs=1, hash_epochs=1,
@@ -120,12 +122,27 @@ def test_trials_train_the_phase_2_train_does(tmp_path):
                          classification_head="arranged-codebook", hash_mix="mixup")
     weights = tuning.ensure_pretrained(split, config, tmp_path, verbose=0)
     hypermodel = tuning.HashingHyperModel(split, 8, weights, config)
-    assert hypermodel.similarity.shape == (10, 10)
+    # the classes' confusions, brute force, from the saved phase-1 classifier's probabilities
+    classifier = build_classifier(config.make_backbone(split.train.images.shape[1:]), 10)
+    classifier.load_weights(weights)
+    probabilities = classifier.predict(split.train.images, verbose=0).astype(np.float64)
+    labels = split.train.labels
+    given = np.array([[probabilities[labels == a, b].mean() for b in range(10)]
+                      for a in range(10)])
+    expected = given + given.T
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(hypermodel.similarity, expected, rtol=1e-5, atol=1e-7)
     hp = keras_tuner.HyperParameters()
     trial = hypermodel.build(hp)
-    # the classification term on an arranged codebook, beside the codes, as in `train`
+    # the classification term on the codewords arranged by those confusions, beside the
+    # codes, as in `train`; the pair loss reads mixed labels as class probabilities
     assert set(trial.output) == {"codes_8", "classes_8"}
-    result = hypermodel.fit(hp, trial, verbose=0)  # mixed batches: labels as probabilities
+    arranged = arrange_codebook(class_codebook(10, 8, seed=0), expected, seed=0)
+    np.testing.assert_array_equal(trial.loss["classes_8"].codebook, arranged)
+    assert trial.loss["codes_8"].label_mode == "soft"
+    _, targets = next(iter(hash_training_batches(trial, split.train, config, 10)))
+    assert targets["codes_8"].shape == (256, 10)  # mixed one-hot rows, not class ids
+    result = hypermodel.fit(hp, trial, verbose=0)
     assert 0 < result["val_map"] <= 1
 
 

@@ -98,8 +98,9 @@ RECIPE_NAMES = ("demo", "cifar10-cnnh")
 CLASSIFICATION_HEADS = ("dense", "codebook", "arranged-codebook")
 METHODS = ("exponentiated", "dpsh", "dsh", "orthohash", "orthohash-greedy")
 
-# `tfhash train` flags that set the TrainConfig field of the same name; their parser
-# default is None (not given), so a --recipe or --hparams value under them stands
+# flags that set the TrainConfig field of the same name (`tfhash train` has them all,
+# `tfhash tune` some); their parser default is None (not given), so a --recipe or
+# --hparams value under them stands
 CONFIG_FLAGS = ("backbone", "backbone_width", "precision", "pretrain_epochs", "hash_epochs",
                 "batch_size", "augment", "mix", "hash_mix", "ema_momentum", "soup_size",
                 "ensemble_size", "method", "margin", "negative_margin", "temperature",
@@ -178,6 +179,12 @@ def load_split(args):
     return dataset, make_split(dataset, args.protocol, args.seed, args.val_fraction)
 
 
+def given_config_flags(args):
+    """The `CONFIG_FLAGS` given on the command line, as TrainConfig values."""
+    given = {name: getattr(args, name, None) for name in CONFIG_FLAGS}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def train_config(args):
     """The `TrainConfig` of `tfhash train`: the ``--recipe``'s values, over them the
     ``--hparams`` file's, over those the flags given; `TrainConfig`'s defaults for the rest."""
@@ -186,8 +193,7 @@ def train_config(args):
     values = dict(RECIPES[args.recipe]) if args.recipe else {}
     if args.hparams:
         values.update(read_hparams(args.hparams))
-    values.update({name: getattr(args, name) for name in CONFIG_FLAGS
-                   if getattr(args, name) is not None})
+    values.update(given_config_flags(args))
     if args.no_pretrain:
         values["pretrain"] = False
     return TrainConfig(bits=tuple(args.bits), seed=args.seed, **values)
@@ -584,8 +590,6 @@ def write_search_grid(queries, ids, distances, paths, image_shape, out):
 
 # what `tfhash tune` trains with where neither a --recipe nor a flag says
 TUNE_DEFAULTS = {"pretrain_epochs": 10, "hash_epochs": 8}
-TUNE_CONFIG_FLAGS = ("backbone", "backbone_width", "precision", "pretrain_epochs",
-                     "hash_epochs")
 
 
 @command("tune", "KerasTuner search of margin and temperature (objective: validation mAP)")
@@ -630,8 +634,7 @@ def configure_tune(parser):
 
         space = load_space(args.space) if args.space else None
         values = dict(RECIPES[args.recipe]) if args.recipe else dict(TUNE_DEFAULTS)
-        values.update({name: getattr(args, name) for name in TUNE_CONFIG_FLAGS
-                       if getattr(args, name) is not None})
+        values.update(given_config_flags(args))
         config = TrainConfig(bits=args.bits, seed=args.seed, **values)
         dataset, split = load_split(args)
         out = Path(args.out)
