@@ -24,12 +24,15 @@ def run_cli(*argv):
 
 
 def assert_one_line_error(code, err, *fragments):
+    """The error is the only line on stderr (argparse's usage lines aside), no traceback;
+    in a subprocess that includes TensorFlow's load-time native log (`tfhash.startup`)."""
     assert code == 2
-    assert "Traceback" not in err
-    # TensorFlow's C++ runtime may log a banner on import; tfhash's own output is one line.
-    ours = [line for line in err.splitlines() if line.startswith(("tfhash", "usage: tfhash"))]
-    errors = [line for line in ours if "error:" in line]
-    assert len(errors) == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("tfhash") and "error:" in line]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    usage = lines[:-1]
+    assert not usage or (usage[0].startswith("usage: tfhash")
+                         and all(line.startswith(" ") for line in usage[1:])), err
     for fragment in fragments:
         assert fragment in errors[0], err
 
@@ -110,6 +113,15 @@ def test_bad_hparams_file(tmp_path):
 def test_evaluate_missing_model(tmp_path):
     code, _, err = run_cli("evaluate", str(tmp_path / "nope.keras"), "--dataset", "mnist-5k")
     assert_one_line_error(code, err, "does not exist")
+
+
+@pytest.mark.parametrize("command", [("evaluate",), ("export",),
+                                     ("index", "build", "--dataset", "mnist-5k")])
+def test_a_file_that_is_not_a_keras_archive_is_named_as_such(command, tmp_path):
+    (tmp_path / "notes.keras").write_text("not a model")
+    code, _, err = run_cli(*command[:2], str(tmp_path / "notes.keras"), *command[2:],
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "notes.keras is not a .keras archive")
 
 
 @pytest.fixture(scope="module")

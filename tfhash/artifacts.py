@@ -13,6 +13,7 @@ Example:
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 from tfhash.errors import check
@@ -66,6 +67,8 @@ def load_encoder(path):
     path = Path(path)
     check(path.is_file(), f"model file {path} does not exist")
     check(path.suffix == ".keras", f"model file must be a .keras file, got {path}")
+    check(zipfile.is_zipfile(path),
+          f"model file {path} is not a .keras archive (a .keras file is a zip file)")
     import keras
 
     import tfhash.layers  # noqa: F401 - registers tfhash's layers, which encoders are made of

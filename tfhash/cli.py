@@ -14,6 +14,7 @@ from pathlib import Path
 from tfhash.codes import MAX_BITS
 from tfhash.data import PROTOCOLS
 from tfhash.errors import TfhashError
+from tfhash.startup import import_tensorflow
 
 COMMANDS = {}
 
@@ -706,6 +707,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    import_tensorflow()  # before any command's work, so its load-time log stays quiet
     try:
         args.run(args)
     except (TfhashError, OSError, ValueError) as error:
