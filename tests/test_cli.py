@@ -25,7 +25,7 @@ def run_cli(*argv):
 
 def assert_one_line_error(code, err, *fragments):
     """The error is the only line on stderr (argparse's usage lines aside), no traceback;
-    in a subprocess that includes TensorFlow's load-time native log (`tfhash.startup`)."""
+    in a subprocess that includes TensorFlow's load-time native log (`tfhash.quiet`)."""
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("tfhash") and "error:" in line]

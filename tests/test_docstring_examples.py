@@ -33,7 +33,7 @@ RUNNABLE = [
     "tfhash.pipeline.affine_augmenter",
     "tfhash.pipeline.mix_batches",
     "tfhash.self_training.select_confident",
-    "tfhash.startup",
+    "tfhash.quiet",
     "tfhash.tuning.best_hparams",
 ]
 

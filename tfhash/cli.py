@@ -14,7 +14,7 @@ from pathlib import Path
 from tfhash.codes import MAX_BITS
 from tfhash.data import PROTOCOLS
 from tfhash.errors import TfhashError
-from tfhash.startup import import_tensorflow
+from tfhash.quiet import drop_retracing_warnings, import_tensorflow
 
 COMMANDS = {}
 
@@ -708,6 +708,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     import_tensorflow()  # before any command's work, so its load-time log stays quiet
+    drop_retracing_warnings()
     try:
         args.run(args)
     except (TfhashError, OSError, ValueError) as error:

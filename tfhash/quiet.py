@@ -1,14 +1,15 @@
-"""Importing TensorFlow without its native start-up log lines.
+"""Keeping TensorFlow's log noise out of the command line's output.
 
 TensorFlow's C++ libraries log a few lines when they load (oneDNN, CPU features), and
 they do so before their logger has read ``TF_CPP_MIN_LOG_LEVEL``, so that variable cannot
-silence them (abseil/abseil-cpp#1718). The command line imports TensorFlow through
-`import_tensorflow` so that an error it reports is the one line it prints, not that line
-after four lines of start-up log.
+silence them (abseil/abseil-cpp#1718); `import_tensorflow` holds them to it, so that an
+error the command line reports is the one line it prints. `drop_retracing_warnings` drops
+TensorFlow's warning that ``predict`` traced a new function, which every new encoder (one
+per code length, a query encoder beside each) triggers by design.
 
 Example:
 
->>> from tfhash.startup import keep_log_line
+>>> from tfhash.quiet import keep_log_line
 >>> keep_log_line("I0000 00:00:1.5 123 port.cc:153] oneDNN custom operations are on.", 2)
 False
 >>> keep_log_line("E0000 00:00:1.5 123 cuda.cc:12] no device", 2)
@@ -17,6 +18,7 @@ True
 True
 """
 
+import logging
 import os
 import re
 import sys
@@ -84,3 +86,20 @@ def import_tensorflow():
             sys.stderr.write("".join(line for line in text.splitlines(keepends=True)
                                      if keep_log_line(line, level)))
     return tensorflow
+
+
+class _RetracingFilter(logging.Filter):
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def drop_retracing_warnings():
+    """Drops TensorFlow's "triggered tf.function retracing" warnings from its Python logger.
+
+    Each Keras model traces its own ``predict`` function, so encoding with several models
+    (the code lengths' encoders, the query encoders, the view-averaged ones) is retracing
+    by design, not the bug the warning looks for. Every other log record passes. Idempotent.
+    """
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _RetracingFilter) for f in logger.filters):
+        logger.addFilter(_RetracingFilter())

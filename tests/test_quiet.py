@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from tfhash.startup import keep_log_line
+from tfhash.quiet import keep_log_line
 
 NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 INFO = "I0000 00:00:1796452601.154321   17157 port.cc:153] oneDNN custom operations are on."
@@ -30,7 +30,7 @@ def import_fake_tensorflow(tmp_path, level, body):
     (tmp_path / "tensorflow.py").write_text(textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "TF_CPP_MIN_LOG_LEVEL": str(level)}
-    script = ("from tfhash.startup import import_tensorflow\n"
+    script = ("from tfhash.quiet import import_tensorflow\n"
               "print(import_tensorflow().__file__)\n")
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=60)
@@ -62,9 +62,35 @@ def test_a_failed_import_still_shows_its_kept_lines_and_error(tmp_path):
 
 
 def test_tensorflow_loads_quietly_and_stderr_works_after():
-    script = ("import os, sys\nfrom tfhash.startup import import_tensorflow\n"
+    script = ("import os, sys\nfrom tfhash.quiet import import_tensorflow\n"
               "import_tensorflow()\nprint('python', file=sys.stderr)\nos.write(2, b'native\\n')")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
     assert proc.returncode == 0
     assert proc.stderr.splitlines() == ["python", "native"]
+
+
+RETRACING = """
+import sys
+import keras
+import numpy as np
+import tensorflow as tf
+from tfhash.quiet import drop_retracing_warnings
+if sys.argv[1] == "drop":
+    drop_retracing_warnings()
+    drop_retracing_warnings()
+x = np.zeros((2, 4), "float32")
+for _ in range(8):  # a new model each time: each predict traces its own function
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).predict(x, verbose=0)
+tf.get_logger().warning("another warning")
+"""
+
+
+@pytest.mark.parametrize("mode", ["keep", "drop"])
+def test_retracing_warnings_are_dropped_and_nothing_else(mode):
+    proc = subprocess.run([sys.executable, "-c", RETRACING, mode], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert ("triggered tf.function retracing" in proc.stderr) == (mode == "keep"), proc.stderr
+    assert "another warning" in proc.stderr
