@@ -227,12 +227,15 @@ def split_codes(hashers, split, part):
 
 def encoding_views(args, models):
     """``{encoding: models}``: ``models`` (a model or ``{bits: model}``) as they are, plus
-    their flip- and shift-averaged forms when ``--flip-average`` / ``--shift-average`` ask."""
+    their flip-, shift- and flip+shift-averaged forms when ``--flip-average``,
+    ``--shift-average`` and ``--flip-shift-average`` ask."""
     views = {"plain": models}
     if args.flip_average:
         views["flip-averaged"] = model.flip_averaged(models)
     if args.shift_average:
         views["shift-averaged"] = model.shift_averaged(models)
+    if args.flip_shift_average:
+        views["flip+shift-averaged"] = model.flip_and_shift_averaged(models)
     return views
 
 
@@ -501,6 +504,11 @@ def main():
                         help="also evaluate shift-averaged codes (tfhash.model.shift_averaged: "
                              "each image and its one-pixel shifts) of every trained model, "
                              "as extra rows")
+    parser.add_argument("--flip-shift-average", action="store_true",
+                        help="also evaluate flip+shift-averaged codes "
+                             "(tfhash.model.flip_and_shift_averaged: each image, its "
+                             "one-pixel shifts and the mirror images of all five) of every "
+                             "trained model, as extra rows")
     parser.add_argument("--phase1-from", default=None, metavar="RUN",
                         help="start every seed from the phase-1 classifier of run RUN (a "
                              "results file stem under the same --work-dir, e.g. "

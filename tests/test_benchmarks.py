@@ -48,6 +48,7 @@ from reproduce import (  # noqa: E402
 )
 from test_asymmetric_learned_codes import centres_reference, nearest_reference  # noqa: E402
 from test_graded_codes import graded_reference  # noqa: E402
+from test_view_averaged import shifted  # noqa: E402
 
 from tfhash import data  # noqa: E402
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity  # noqa: E402
@@ -643,6 +644,36 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     assert rows[("graded-asymmetric", "plain")]["map"] == pytest.approx(expected, abs=1e-6)
     assert len({rows[(m, "plain")]["map"]
                 for m in ("graded", "graded-arranged", "graded-asymmetric")}) == 3
+
+
+def test_flip_shift_averaged_graded_rows_average_the_probabilities_over_ten_views(
+        tmp_path, monkeypatch):
+    """reproduce.py --flip-shift-average end to end on the bundled digits: the extra rows'
+    codes are placed from the class probabilities averaged over the image, its four
+    one-pixel shifts and the mirror images of all five (numpy views, not the model's)."""
+    work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric", "--no-ablation",
+                    "--flip-shift-average")
+    rows = {r["encoding"]: r for r in
+            json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]}
+    assert set(rows) == {"plain", "flip+shift-averaged"}
+
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    classifier = build_classifier(
+        TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1)), 10)
+    classifier.load_weights(work / "mnist-5k-cnnh" / "seed0" / "pretrained.weights.h5")
+
+    def averaged(images):
+        moved = [images] + [shifted(images, r, c) for r, c in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+        return np.mean([classifier.predict(v, verbose=0)
+                        for v in moved + [m[:, :, ::-1] for m in moved]], axis=0)
+
+    train, query, database = (averaged(part.images)
+                              for part in (split.train, split.query, split.database))
+    book = arrange_codebook(class_codebook(10, 12), class_similarity(train, split.train.labels))
+    expected = mean_average_precision(book[query.argmax(1)], split.query.labels,
+                                      graded_reference(database, book), split.database.labels)
+    assert rows["flip+shift-averaged"]["map"] == pytest.approx(expected, abs=1e-6)
+    assert rows["plain"]["map"] != pytest.approx(expected, abs=1e-6)
 
 
 def test_graded_rows_after_self_training_code_the_last_rounds_student(tmp_path, monkeypatch):

@@ -279,6 +279,32 @@ def test_train_with_shift_average_saves_shift_averaged_encoders(tmp_path, capsys
     assert shifts == [(-1, 0), (0, -1), (0, 1), (1, 0)]
 
 
+def test_train_with_both_averages_saves_encoders_over_ten_views(tmp_path, capsys):
+    from tfhash.artifacts import load_encoder
+    from tfhash.data import load_dataset
+    from tfhash.layers import HorizontalFlip, Shift
+    from tfhash.model import encode
+
+    code = cli.main(["train", *TINY, "--bits", "8", "--pretrain-epochs", "1",
+                     "--hash-epochs", "1", "--flip-average", "--shift-average",
+                     "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["flip_averaged"] is True and run["shift_averaged"] is True
+    encoder, _ = load_encoder(tmp_path / "model-8.keras")
+    def nested(outer):
+        for layer in outer.layers:
+            yield layer
+            if hasattr(layer, "layers"):
+                yield from nested(layer)
+
+    layers = [layer for layer in nested(encoder) if isinstance(layer, (HorizontalFlip, Shift))]
+    assert sorted(type(layer).__name__ for layer in layers) == ["HorizontalFlip"] + ["Shift"] * 4
+    images = load_dataset("mnist-5k").train.images[:32]
+    np.testing.assert_array_equal(encode(encoder, images, verbose=0),
+                                  encode(encoder, images[:, :, ::-1], verbose=0))
+
+
 def test_train_graded_saves_shift_averaged_class_codes_with_no_hashing_phase(tmp_path, capsys):
     from tfhash.artifacts import load_encoder
     from tfhash.codebooks import class_codebook

@@ -1,5 +1,5 @@
 """Test-time averaged encodings against numpy references: HorizontalFlip and
-model.flip_averaged, Shift and model.shift_averaged."""
+model.flip_averaged, Shift and model.shift_averaged, model.flip_and_shift_averaged."""
 
 import keras
 import numpy as np
@@ -126,6 +126,20 @@ def test_shift_averaged_codes_average_the_image_and_its_four_shifts(heads, image
         reference = np.mean([head.predict(v, verbose=0) for v in views], axis=0)
         np.testing.assert_allclose(averaged[bits].predict(images, verbose=0), reference,
                                    atol=1e-5)
+
+
+def test_flip_and_shift_averaged_codes_average_ten_views(heads, images):
+    averaged = model.flip_and_shift_averaged(heads)
+    assert set(averaged) == {12, 24}
+    moved = [images] + [shifted(images, r, c) for r, c in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+    views = moved + [view[:, :, ::-1] for view in moved]
+    for bits, head in heads.items():
+        reference = np.mean([head.predict(v, verbose=0) for v in views], axis=0)
+        np.testing.assert_allclose(averaged[bits].predict(images, verbose=0), reference,
+                                   atol=1e-5)
+    single = model.view_averaged(heads[12], "flip+shift")
+    np.testing.assert_allclose(single.predict(images, verbose=0),
+                               averaged[12].predict(images, verbose=0), atol=1e-6)
 
 
 def test_shift_averaged_saves_loads_and_exports_to_onnx(heads, images, tmp_path):

@@ -222,8 +222,9 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
                    average=None, graded=False, arrange=True, asymmetric=False):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
-    With ``average="flip"`` (``"shift"``) the saved encoders are `tfhash.model.flip_averaged`
-    (`tfhash.model.shift_averaged`) ones; ``None``: the trained hashers as they are. With
+    With ``average="flip"`` (``"shift"``, ``"flip+shift"``) the saved encoders are
+    `tfhash.model.flip_averaged` (`shift_averaged`, `flip_and_shift_averaged`) ones;
+    ``None``: the trained hashers as they are. With
     ``graded``, phase 1 only (`tfhash.model.fit_graded`): the encoders are graded class codes
     of the classifier, view-averaged before the codes are placed when ``average`` is set,
     their codewords arranged by the training images unless ``arrange`` is off; with
@@ -266,7 +267,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         hashers = view_averaged(result.hashers, average)
         queries = (build_query_hashers(hashers, training_centres(hashers, split.train))
                    if asymmetric else {})
-    flags = {"flip_averaged": average == "flip", "shift_averaged": average == "shift",
+    flags = {"flip_averaged": average in ("flip", "flip+shift"),
+             "shift_averaged": average in ("shift", "flip+shift"),
              "graded": bool(graded), "arranged_codebook": bool(graded and arrange),
              "asymmetric": bool(queries)}
     for bits, hasher in hashers.items():
@@ -324,18 +326,25 @@ def write_grid(split, report, path, n_queries=8, k=10):
                         distances=dist)
 
 
+def view_average(args):
+    """The test-time averaging ``--flip-average`` and ``--shift-average`` ask for (a key of
+    `tfhash.model.VIEW_AVERAGES`)."""
+    names = [name for name, given in (("flip", args.flip_average),
+                                      ("shift", args.shift_average)) if given]
+    return "+".join(names) or None
+
+
 @command("train", "two-phase training: classification pre-training, then hash learning")
 def configure_train(parser):
     add_data_args(parser)
     add_train_args(parser)
-    averages = parser.add_mutually_exclusive_group()
-    averages.add_argument("--flip-average", dest="average", action="store_const", const="flip",
-                          help="encoders average each image's codes with its mirror image's "
-                               "(two forward passes per image)")
-    averages.add_argument("--shift-average", dest="average", action="store_const",
-                          const="shift",
-                          help="encoders average each image's codes with its one-pixel "
-                               "shifts' (five forward passes per image; digits, text)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="encoders average each image's codes with its mirror image's "
+                             "(two forward passes per image); with --shift-average, over "
+                             "the image, its shifts and their mirror images (ten passes)")
+    parser.add_argument("--shift-average", action="store_true",
+                        help="encoders average each image's codes with its one-pixel "
+                             "shifts' (five forward passes per image; digits, text)")
     parser.add_argument("--graded", action="store_true",
                         help="no hashing phase: code each image from the phase-1 classifier's "
                              "class probabilities (graded class codes, "
@@ -363,7 +372,7 @@ def configure_train(parser):
         strategy = get_strategy(args.strategy)  # before any other TensorFlow work
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
-                       average=args.average, graded=args.graded, arrange=args.arrange,
+                       average=view_average(args), graded=args.graded, arrange=args.arrange,
                        asymmetric=args.asymmetric)
 
     return run
