@@ -247,62 +247,40 @@ def test_train_from_the_cifar10_recipe_trains_its_arranged_codebook_head(tmp_pat
     assert (tmp_path / "model-8.keras").is_file() and (tmp_path / "model-16.keras").is_file()
 
 
-def test_train_with_flip_average_saves_mirror_invariant_encoders(tmp_path, capsys):
-    from tfhash.artifacts import load_encoder
-    from tfhash.data import load_dataset
-    from tfhash.model import encode
-
-    code = cli.main(["train", *TINY, "--bits", "8", "--pretrain-epochs", "1",
-                     "--hash-epochs", "1", "--flip-average", "--out", str(tmp_path)])
-    assert code == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "run.json").read_text())["flip_averaged"] is True
-    encoder, meta = load_encoder(tmp_path / "model-8.keras")
-    assert meta["flip_averaged"] is True
-    images = load_dataset("mnist-5k").train.images[:32]
-    np.testing.assert_array_equal(encode(encoder, images, verbose=0),
-                                  encode(encoder, images[:, :, ::-1], verbose=0))
-
-
-def test_train_with_shift_average_saves_shift_averaged_encoders(tmp_path, capsys):
-    from tfhash.artifacts import load_encoder
-    from tfhash.layers import Shift
-
-    code = cli.main(["train", *TINY, "--bits", "8", "--pretrain-epochs", "1",
-                     "--hash-epochs", "1", "--shift-average", "--out", str(tmp_path)])
-    assert code == 0, capsys.readouterr().err
-    run = json.loads((tmp_path / "run.json").read_text())
-    assert run["shift_averaged"] is True and run["flip_averaged"] is False
-    encoder, meta = load_encoder(tmp_path / "model-8.keras")
-    assert meta["shift_averaged"] is True
-    shifts = sorted((layer.rows, layer.cols) for layer in encoder.layers
-                    if isinstance(layer, Shift))
-    assert shifts == [(-1, 0), (0, -1), (0, 1), (1, 0)]
-
-
-def test_train_with_both_averages_saves_encoders_over_ten_views(tmp_path, capsys):
+@pytest.mark.parametrize("flags, flip, shift", [
+    (("--flip-average",), True, False),
+    (("--shift-average",), False, True),
+    (("--flip-average", "--shift-average"), True, True),  # ten views
+])
+def test_train_with_test_time_averaging_saves_averaged_encoders(flags, flip, shift, tmp_path,
+                                                                capsys):
     from tfhash.artifacts import load_encoder
     from tfhash.data import load_dataset
     from tfhash.layers import HorizontalFlip, Shift
     from tfhash.model import encode
 
     code = cli.main(["train", *TINY, "--bits", "8", "--pretrain-epochs", "1",
-                     "--hash-epochs", "1", "--flip-average", "--shift-average",
-                     "--out", str(tmp_path)])
+                     "--hash-epochs", "1", *flags, "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["flip_averaged"] is True and run["shift_averaged"] is True
-    encoder, _ = load_encoder(tmp_path / "model-8.keras")
-    def nested(outer):
+    encoder, meta = load_encoder(tmp_path / "model-8.keras")
+    for record in (run, meta):
+        assert (record["flip_averaged"], record["shift_averaged"]) == (flip, shift)
+
+    def nested(outer):  # the flip+shift encoder holds the shift-averaged one as a layer
         for layer in outer.layers:
             yield layer
             if hasattr(layer, "layers"):
                 yield from nested(layer)
 
-    layers = [layer for layer in nested(encoder) if isinstance(layer, (HorizontalFlip, Shift))]
-    assert sorted(type(layer).__name__ for layer in layers) == ["HorizontalFlip"] + ["Shift"] * 4
-    images = load_dataset("mnist-5k").train.images[:32]
-    np.testing.assert_array_equal(encode(encoder, images, verbose=0),
-                                  encode(encoder, images[:, :, ::-1], verbose=0))
+    layers = list(nested(encoder))
+    assert sum(isinstance(layer, HorizontalFlip) for layer in layers) == flip
+    shifts = sorted((layer.rows, layer.cols) for layer in layers if isinstance(layer, Shift))
+    assert shifts == ([(-1, 0), (0, -1), (0, 1), (1, 0)] if shift else [])
+    if flip:
+        images = load_dataset("mnist-5k").train.images[:32]
+        np.testing.assert_array_equal(encode(encoder, images, verbose=0),
+                                      encode(encoder, images[:, :, ::-1], verbose=0))
 
 
 def test_train_graded_saves_shift_averaged_class_codes_with_no_hashing_phase(tmp_path, capsys):

@@ -267,8 +267,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         hashers = view_averaged(result.hashers, average)
         queries = (build_query_hashers(hashers, training_centres(hashers, split.train))
                    if asymmetric else {})
-    flags = {"flip_averaged": average in ("flip", "flip+shift"),
-             "shift_averaged": average in ("shift", "flip+shift"),
+    views = (average or "").split("+")
+    flags = {"flip_averaged": "flip" in views, "shift_averaged": "shift" in views,
              "graded": bool(graded), "arranged_codebook": bool(graded and arrange),
              "asymmetric": bool(queries)}
     for bits, hasher in hashers.items():
