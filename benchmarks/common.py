@@ -9,19 +9,29 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from tfhash import hardware  # noqa: E402  (imports TensorFlow only when asked)
 from tfhash.io import atomic_path, write_json  # noqa: E402  (numpy only: no TensorFlow)
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine():
+    """The machine a benchmark ran on: cores, platform, CPU model and GPUs, and whether it
+    computes bfloat16 natively (`tfhash.hardware`), which decides what mixed precision costs."""
     info = {"cpus": os.cpu_count(), "platform": platform.platform(),
             "processor": platform.processor() or platform.machine()}
+    try:
+        models = {line.partition(":")[2].strip() for line in
+                  hardware.CPUINFO.read_text().splitlines() if line.startswith("model name")}
+        info["cpu_model"] = ", ".join(sorted(models))
+    except OSError:
+        pass
     try:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
         info["gpus"] = len(gpus)
+        info["native_bfloat16"] = hardware.native_bfloat16()
     except ImportError:
         pass
     return info

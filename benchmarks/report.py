@@ -26,8 +26,11 @@ def load(path):
 def header(doc):
     m = doc["machine"]
     v = doc["versions"]
-    return (f"_{doc['benchmark']}: {doc['created']}, {m.get('cpus')} CPUs, "
-            f"{m.get('gpus', 0)} GPUs, TF {v.get('tensorflow', '?')}, "
+    cpu = f" ({m['cpu_model']})" if m.get("cpu_model") else ""
+    bf16 = ("" if "native_bfloat16" not in m else
+            ", native bfloat16" if m["native_bfloat16"] else ", no native bfloat16")
+    return (f"_{doc['benchmark']}: {doc['created']}, {m.get('cpus')} CPUs{cpu}, "
+            f"{m.get('gpus', 0)} GPUs{bf16}, TF {v.get('tensorflow', '?')}, "
             f"Keras {v.get('keras', '?')}._\n")
 
 
@@ -443,7 +446,10 @@ def speed_section(doc):
              f"Machine float32 matmul: {doc['matmul_gflops']} GFLOP/s"
              + (f" (bfloat16: {doc['matmul_bf16_gflops']} GFLOP/s)"
                 if "matmul_bf16_gflops" in doc else "") + "; model forward "
-             f"{doc['flops_per_image'] / 1e6:.1f} MFLOP per image (training counted as 3x).\n",
+             f"{doc['flops_per_image'] / 1e6:.1f} MFLOP per image (training counted as 3x); "
+             f"backbone {doc['rows'][0]['backbone']}"
+             + (f", width {doc['rows'][0]['width']}" if doc["rows"][0].get("width") else "")
+             + ".\n",
              "| case | images/s | speed-up vs naive Keras | step time vs phase 1 | "
              "fraction of matmul peak |",
              "|---|---|---|---|---|"]

@@ -13,7 +13,7 @@ Measures images/s (median of timed epochs after a warm-up epoch) of:
   * encoding: Keras predict, the exported SavedModel, ONNX Runtime;
 and the machine's float32 matmul GFLOP/s, to state each model's achieved fraction of it.
 
-    python benchmarks/speed.py [--backbone cifar_resnet] [--steps 20] [--epochs 3]
+    python benchmarks/speed.py [--backbone cifar_resnet] [--width 16] [--steps 20] [--epochs 3]
 """
 
 import argparse
@@ -108,6 +108,9 @@ def loss_step_ms(loss, bits=48, repeats=200):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="cifar_resnet")
+    parser.add_argument("--width", type=int, default=None,
+                        help="the backbone's base width (default: its own; 16 in the CIFAR-10 "
+                             "recipes)")
     parser.add_argument("--steps", type=int, default=20, help="batches per timed epoch")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after warm-up)")
     parser.add_argument("--methods", nargs="+", default=["exponentiated", "dpsh", "dsh",
@@ -124,11 +127,13 @@ def main():
     peak_bf16 = matmul_gflops(dtype="bfloat16")
     print(f"matmul {peak:.1f} GFLOP/s (bfloat16: {peak_bf16:.1f}) on {os.cpu_count()} cpus")
     rows = []
+    width = {} if args.width is None else {"width": args.width}
 
     def record(name, seconds, flops_per_image, train=True, **extra):
         ips = n / seconds
         achieved = ips * flops_per_image * (3 if train else 1) / 1e9
-        row = {"benchmark_case": name, "backbone": args.backbone, "batch_size": BATCH,
+        row = {"benchmark_case": name, "backbone": args.backbone, "width": args.width,
+               "batch_size": BATCH,
                **extra, "images_per_s": round(ips, 1), "gflops_per_s": round(achieved, 2),
                "fraction_of_matmul_peak": round(achieved / peak, 4)}
         rows.append(row)
@@ -137,7 +142,7 @@ def main():
 
     # (a) the naive Keras baseline: float arrays, default compile
     keras.utils.set_random_seed(0)
-    naive = model.build_classifier(model.get_backbone(args.backbone, shape), 10)
+    naive = model.build_classifier(model.get_backbone(args.backbone, shape, **width), 10)
     naive.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False)
     flops = forward_flops(naive)
     base = record("keras_naive", timed_fit(naive, (images.astype("float32"), labels), args.steps,
@@ -154,7 +159,7 @@ def main():
     ):
         keras.utils.set_random_seed(0)
         with model.precision_policy(policy):
-            clf = model.build_classifier(model.get_backbone(args.backbone, shape), 10)
+            clf = model.build_classifier(model.get_backbone(args.backbone, shape, **width), 10)
         clf.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=jit)
         train = make_dataset(images, labels, batch, training=True, augment="crop_flip")
         ips = record(f"tfhash_phase1{variant}",
@@ -168,7 +173,8 @@ def main():
                                                                 "mixed_bfloat16")]
     for method, policy in runs:
         keras.utils.set_random_seed(0)
-        config = model.TrainConfig(bits=(48,), method=method, precision=policy)
+        config = model.TrainConfig(bits=(48,), method=method, precision=policy,
+                                   backbone=args.backbone, backbone_width=args.width)
         hasher = model.build_hasher(config.make_backbone(shape), 48)
         hasher.compile(optimizer="adam", loss=config.hash_loss(10, 48))
         suffix = "" if policy == "float32" else "_bf16"

@@ -863,9 +863,12 @@ def test_variant_rows_of_another_split_are_not_kept(tmp_path, monkeypatch):
             phase2_variants.unseen_share(share)
 
 
-def test_the_shipped_cifar10_recipe_is_the_run_the_results_name():
+def test_the_shipped_cifar10_recipe_is_the_run_the_results_name(monkeypatch):
+    from tfhash import hardware
     from tfhash.model import RECIPES
 
+    # its precision "auto" is the run's bfloat16 on that run's CPU (AVX512-BF16)
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)
     stored = json.loads((common.RESULTS / (
         "cifar10-cnnh-w16-bf16-p300-h80-mixup-on-t4nm0cw025-arranged-t4nm0cw025.json"))
         .read_text())["config"]

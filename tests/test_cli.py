@@ -514,9 +514,11 @@ def test_every_train_flag_that_names_a_config_field_reaches_it():
             config.classification_head) == ("dsh", 0.0, 0.5, "codebook")
 
 
-def test_a_recipe_under_an_hparams_file_under_the_flags_given(tmp_path):
+def test_a_recipe_under_an_hparams_file_under_the_flags_given(tmp_path, monkeypatch):
+    from tfhash import hardware
     from tfhash.model import TrainConfig
 
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)  # the recipe's "auto"
     parser = argparse.ArgumentParser()
     cli.add_data_args(parser)
     cli.add_train_args(parser)

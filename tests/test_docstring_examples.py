@@ -20,6 +20,7 @@ RUNNABLE = [
     "tfhash.codes",
     "tfhash.data",
     "tfhash.data.class_count",
+    "tfhash.hardware",
     "tfhash.errors.check_non_negative",
     "tfhash.index",
     "tfhash.io",

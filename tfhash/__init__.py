@@ -31,11 +31,12 @@ _EXPORTS = {
     "ExponentiatedHashingLoss": "tfhash.losses",
     "ExactHashingLoss": "tfhash.losses",
     "TfhashError": "tfhash.errors",
+    "OnnxEncoder": "tfhash.onnx_encoder",
 }
 _SUBMODULES = (
     "artifacts", "backbones", "callbacks", "codebooks", "codes", "data", "distribute",
-    "evaluation", "export", "index", "losses", "layers", "metrics", "model", "networks",
-    "pipeline", "plots", "self_training", "tuning",
+    "evaluation", "export", "images", "index", "losses", "layers", "metrics", "model",
+    "networks", "onnx_encoder", "pipeline", "plots", "self_training", "tuning",
 )
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

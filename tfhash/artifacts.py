@@ -40,19 +40,26 @@ def code_bits(model):
     return int(model.output_shape[-1])
 
 
-def save_encoder(model, path, metadata=None):
-    """Saves ``model`` to ``path`` (`.keras`) and its metadata sidecar, each atomically."""
-    path = Path(path)
-    check(path.suffix == ".keras", f"`path` must end in .keras, got {path}")
+def encoder_metadata(model, metadata=None):
+    """``metadata`` with the fields every saved or exported encoder carries: ``format``,
+    ``bits``, ``image_shape`` and ``fingerprint`` (read off ``model``, over any given)."""
     meta = dict(metadata or {})
     meta.update(
         {
             "format": FORMAT,
             "bits": code_bits(model),
-            "image_shape": list(model.input_shape[1:]),
+            "image_shape": [int(n) for n in model.input_shape[1:]],
             "fingerprint": fingerprint(model),
         }
     )
+    return meta
+
+
+def save_encoder(model, path, metadata=None):
+    """Saves ``model`` to ``path`` (`.keras`) and its metadata sidecar, each atomically."""
+    path = Path(path)
+    check(path.suffix == ".keras", f"`path` must end in .keras, got {path}")
+    meta = encoder_metadata(model, metadata)
     with atomic_path(path) as tmp:
         model.save(tmp)
     write_json(sidecar_path(path), meta)

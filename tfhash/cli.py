@@ -79,12 +79,13 @@ def add_data_args(parser, dataset_required=True):
 
 
 def add_precision_arg(parser):
-    # the names of tfhash.model.PRECISIONS, spelled here so parsing does not import
+    # the names of tfhash.hardware.PRECISIONS, spelled here so parsing does not import
     # TensorFlow; None (not given) leaves a recipe's precision, else TrainConfig's float32
     parser.add_argument("--precision", default=None,
-                        choices=("float32", "mixed_bfloat16"),
-                        help="backbone compute precision, float32 by default (bfloat16 is "
-                             "faster on AVX512-BF16 CPUs)")
+                        choices=("auto", "float32", "mixed_bfloat16"),
+                        help="backbone compute precision, float32 by default; bfloat16 is "
+                             "faster on GPUs and AVX512-BF16/AMX CPUs, emulated and much "
+                             "slower elsewhere; auto: bfloat16 where it is native")
 
 
 def add_backbone_width_arg(parser):
@@ -431,8 +432,9 @@ def configure_export(parser):
         unknown = set(formats) - {"savedmodel", "onnx"}
         if not formats or unknown:
             raise TfhashError(f"--format must list savedmodel and/or onnx, got {args.format!r}")
-        model, _ = load_encoder(args.model)
-        for fmt, path in export(model, args.out, args.name, args.version, formats).items():
+        model, meta = load_encoder(args.model)
+        exported = export(model, args.out, args.name, args.version, formats, metadata=meta)
+        for fmt, path in exported.items():
             print(f"{fmt}: {path}")
 
     return run
@@ -517,6 +519,7 @@ def configure_search(parser):
     def run(args):
         import numpy as np
 
+        from tfhash.images import read_image
         from tfhash.index import HammingIndex
         from tfhash.model import encode
 
@@ -526,16 +529,23 @@ def configure_search(parser):
         queries = np.stack([read_image(p, meta["image_shape"]) for p in args.images])
         ids, distances = index.search(encode(query_model or model, queries, verbose=0), args.k)
         paths = index.paths_of(ids.ravel())
-        for q, path in enumerate(args.images):
-            print(f"query {path}")
-            for rank, (i, d) in enumerate(zip(ids[q], distances[q]), start=1):
-                where = "" if paths is None else f"  {paths[q * ids.shape[1] + rank - 1]}"
-                print(f"  {rank:>3}  id={i}  distance={d}{where}")
+        paths = None if paths is None else paths.reshape(ids.shape)
+        print_hits(args.images, ids, distances, paths)
         if args.grid:
             write_search_grid(queries, ids, distances, paths, meta["image_shape"], args.grid)
             print(f"wrote {args.grid}")
 
     return run
+
+
+def print_hits(queries, ids, distances, paths=None):
+    """Prints each query's ranked hits: rank, id, Hamming distance and, where the index
+    stores them, the path (``paths`` shaped as ``ids``)."""
+    for q, query in enumerate(queries):
+        print(f"query {query}")
+        for rank, (i, d) in enumerate(zip(ids[q], distances[q]), start=1):
+            where = "" if paths is None else f"  {paths[q, rank - 1]}"
+            print(f"  {rank:>3}  id={i}  distance={d}{where}")
 
 
 def load_database_encoder(path):
@@ -571,28 +581,14 @@ def load_query_encoder(path, database_meta):
     return model
 
 
-def read_image(path, image_shape):
-    import numpy as np
-    from PIL import Image
-
-    h, w, c = image_shape
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if c == 1 else "RGB").resize((w, h))
-            array = np.asarray(image, np.float32)
-    except (OSError, ValueError) as error:
-        raise TfhashError(f"cannot read image {path}: {error}") from None
-    return array.reshape(h, w, c)
-
-
 def write_search_grid(queries, ids, distances, paths, image_shape, out):
     import numpy as np
 
+    from tfhash.images import read_image
     from tfhash.plots import plot_retrieval_grid
 
     if paths is None:
         raise TfhashError("--grid needs an index built from --images (it stores paths)")
-    paths = paths.reshape(ids.shape)
     hits = [[read_image(p, image_shape) for p in row] for row in paths]
     plot_retrieval_grid(queries.astype(np.uint8), np.array(hits).astype(np.uint8), None,
                         out, distances=distances, n_hits=ids.shape[1])

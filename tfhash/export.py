@@ -9,7 +9,9 @@ SavedModel signatures (what TF Serving serves unchanged):
   ``{"b64": ...}`` case); decoding, resizing and channel conversion happen in the graph, and
   bytes that are not a JPEG or PNG fail the request with a message naming the bad input.
 
-ONNX (tf2onnx) has the same outputs as ``serving_default``.
+ONNX (tf2onnx) has the same outputs as ``serving_default``, and carries the encoder's
+metadata (bits, image shape, fingerprint) for `tfhash.onnx_encoder.OnnxEncoder`, which runs
+it in ONNX Runtime without TensorFlow.
 
 Example:
 
@@ -17,14 +19,17 @@ Example:
 >>> onnx_path = export_onnx(hasher, "serving/mnist_hash.onnx")
 """
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tfhash.artifacts import encoder_metadata
 from tfhash.errors import check
 from tfhash.io import atomic_path
+from tfhash.onnx_encoder import METADATA_KEY
 
 ONNX_OPSET = 17
 _PNG_MAGIC = b"\x89PNG"
@@ -128,10 +133,18 @@ def export_savedmodel(model, out_dir, name="tfhash", version=None):
     return target
 
 
-def export_onnx(model, path, opset=ONNX_OPSET):
-    """Converts the encoder with tf2onnx; outputs ``codes``, ``packed``, ``relaxed``."""
+def export_onnx(model, path, opset=ONNX_OPSET, metadata=None):
+    """Converts the encoder with tf2onnx; outputs ``codes``, ``packed``, ``relaxed``.
+
+    The file's ``metadata_props`` hold, under the key ``"tfhash"``, the JSON metadata that
+    `tfhash.artifacts.save_encoder` writes beside a `.keras` file (``metadata`` plus the
+    encoder's bits, image shape and fingerprint), so `tfhash.onnx_encoder.OnnxEncoder` can
+    check, without TensorFlow, that an index holds this encoder's codes.
+    """
     import tf2onnx
 
+    check(metadata is None or isinstance(metadata, dict),
+          f"`metadata` must be a dict or None, got {type(metadata).__name__}")
     h, w, c = model.input_shape[1:]
     spec = (tf.TensorSpec([None, h, w, c], tf.float32, name="images"),)
 
@@ -142,14 +155,18 @@ def export_onnx(model, path, opset=ONNX_OPSET):
 
     path = Path(path)
     check(path.suffix == ".onnx", f"`path` must end in .onnx, got {path}")
+    proto, _ = tf2onnx.convert.from_function(encode, input_signature=spec, opset=opset)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(encoder_metadata(model, metadata))
     with atomic_path(path) as tmp:
-        tf2onnx.convert.from_function(encode, input_signature=spec, opset=opset,
-                                      output_path=str(tmp))
+        tmp.write_bytes(proto.SerializeToString())
     return path
 
 
-def export(model, out_dir, name="tfhash", version=None, formats=("savedmodel", "onnx")):
-    """Exports in each of ``formats``; returns ``{format: path}``."""
+def export(model, out_dir, name="tfhash", version=None, formats=("savedmodel", "onnx"),
+           metadata=None):
+    """Exports in each of ``formats``; returns ``{format: path}``. ``metadata`` (e.g. the
+    sidecar `tfhash.artifacts.load_encoder` returns) goes into the ONNX file."""
     check(formats and set(formats) <= {"savedmodel", "onnx"},
           f"`formats` must be a subset of ('savedmodel', 'onnx'), got {formats!r}")
     paths = {}
@@ -157,5 +174,6 @@ def export(model, out_dir, name="tfhash", version=None, formats=("savedmodel", "
         paths["savedmodel"] = export_savedmodel(model, out_dir, name, version)
     if "onnx" in formats:
         version_tag = paths["savedmodel"].name if "savedmodel" in paths else "model"
-        paths["onnx"] = export_onnx(model, Path(out_dir) / f"{name}-{version_tag}.onnx")
+        paths["onnx"] = export_onnx(model, Path(out_dir) / f"{name}-{version_tag}.onnx",
+                                    metadata=metadata)
     return paths

@@ -16,12 +16,14 @@ Example:
 import dataclasses
 import functools
 import time
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfhash import hardware
 from tfhash.backbones import ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
 from tfhash.codebooks import arrange_codebook, class_centres, class_codebook, class_similarity
@@ -29,6 +31,7 @@ from tfhash.codes import binarize, check_bits
 from tfhash.data import Split, class_count
 from tfhash.distribute import writable_dir
 from tfhash.errors import check, check_non_negative
+from tfhash.hardware import PRECISIONS  # noqa: F401 (public here too)
 from tfhash.io import atomic_path, read_arrays, write_arrays
 from tfhash.layers import HashingHead, HorizontalFlip, Shift
 from tfhash.losses import (
@@ -59,7 +62,6 @@ METHODS = {
     "orthohash-greedy": functools.partial(OrthoHashLoss, codebook="greedy"),
 }
 
-PRECISIONS = ("float32", "mixed_bfloat16")
 CLASSIFICATION_HEADS = ("dense", "codebook", "arranged-codebook")
 MEMBER_SEED_STRIDE = 1000  # ensemble member k trains with seed + 1000 k
 
@@ -136,8 +138,12 @@ class TrainConfig:
             ``label_mode="soft"``), so the codes learn to place an image between classes
             when it looks like both.
         precision: ``"float32"`` or ``"mixed_bfloat16"``: the backbone computes in bfloat16
-            with float32 weights (faster on CPUs with AVX512-BF16/AMX and on GPUs); heads
-            and losses stay float32, and the returned hashers are float32 copies.
+            with float32 weights (faster where the hardware has bfloat16: GPUs of compute
+            capability 8.0+, CPUs with AVX512-BF16, AMX or Arm BF16; elsewhere emulated and
+            much slower, with a warning); heads and losses stay float32, and the returned
+            hashers are float32 copies. ``"auto"`` becomes ``"mixed_bfloat16"`` where the
+            hardware has bfloat16 and ``"float32"`` elsewhere (`tfhash.hardware`), and the
+            config holds the precision it became.
         seed: seed of weights, shuffling and augmentation.
 
     Example (a named recipe, `RECIPES`, with one setting changed):
@@ -199,8 +205,13 @@ class TrainConfig:
         check(self.classification_head in CLASSIFICATION_HEADS,
               f"`classification_head` must be one of {CLASSIFICATION_HEADS}, "
               f"got {self.classification_head!r}")
-        check(self.precision in PRECISIONS,
-              f"`precision` must be one of {PRECISIONS}, got {self.precision!r}")
+        self.precision = hardware.resolve_precision(self.precision)
+        if self.precision == "mixed_bfloat16" and not hardware.native_bfloat16():
+            warnings.warn("precision 'mixed_bfloat16': this machine has no native bfloat16 "
+                          "(a GPU of compute capability 8.0+, or a CPU with AVX512-BF16, "
+                          "AMX or Arm BF16), so it is emulated and trains many times slower "
+                          "than 'float32'; use 'auto' to pick by hardware",
+                          UserWarning, stacklevel=3)
         check(self.ema_momentum is None
               or (isinstance(self.ema_momentum, float) and 0 < self.ema_momentum < 1),
               f"`ema_momentum` must be None or a float in (0, 1), got {self.ema_momentum!r}")
@@ -298,10 +309,11 @@ DEMO_RECIPE = {
 # highest of the heads and loss shapes tried on validation splits
 # (benchmarks/phase2_variants.py) and is the run
 # cifar10-cnnh-w16-bf16-p300-h80-mixup-on-t4nm0cw025-arranged-t4nm0cw025 in
-# benchmarks/RESULTS.md; about half an hour a seed on 2 CPU cores with AVX512-BF16.
+# benchmarks/RESULTS.md; about half an hour a seed on 2 CPU cores with AVX512-BF16 (in
+# bfloat16 there; "auto" trains in float32 where bfloat16 would be emulated).
 CIFAR10_CNNH_RECIPE = {
     "backbone_width": 16,
-    "precision": "mixed_bfloat16",
+    "precision": "auto",
     "pretrain_epochs": 300,
     "hash_epochs": 80,
     "augment": "crop_flip_cutout",
