@@ -5,8 +5,8 @@ compute capability 8.0 and newer, x86 CPUs with AVX512-BF16 or AMX, Arm CPUs wit
 extension. Elsewhere TensorFlow emulates it: on an AVX2-only CPU here the CIFAR-10 recipe's
 backbone trained 5.9 to 6.9 times slower in mixed bfloat16 than in float32, phase 1 and
 phase 2 alike (`benchmarks/results/speed-avx2.json`), where a CPU with AVX512-BF16 had
-trained the default-width backbone 1.3 times faster (`speed.json`). `resolve_precision("auto")` picks
-accordingly.
+trained the default-width backbone 1.3 times faster (`speed.json`).
+`resolve_precision("auto")` picks accordingly.
 
 Example:
 
