@@ -41,7 +41,8 @@ def digits():
 @pytest.fixture(scope="module")
 def onnx_path(encoder, tmp_path_factory):
     return export_onnx(encoder, tmp_path_factory.mktemp("onnx") / "digits.onnx",
-                       metadata={"dataset": "mnist-5k", "class_names": ["0", "1"]})
+                       metadata={"dataset": "mnist-5k", "class_names": np.array(["0", "1"]),
+                                 "seed": np.int64(7)})
 
 
 def rewrite_metadata(source, target, value):
@@ -61,7 +62,8 @@ def test_codes_equal_the_keras_encoders_and_the_metadata_names_it(encoder, digit
     assert onnx_encoder.bits == 12 and onnx_encoder.image_shape == (28, 28, 1)
     assert onnx_encoder.fingerprint == fingerprint(encoder)
     assert onnx_encoder.metadata["dataset"] == "mnist-5k"
-    assert onnx_encoder.metadata["class_names"] == ["0", "1"]
+    assert onnx_encoder.metadata["class_names"] == ["0", "1"]  # numpy, written as JSON
+    assert onnx_encoder.metadata["seed"] == 7
     relaxed = encoder.predict(digits.astype(np.float32), verbose=0)
     codes = onnx_encoder.encode(digits, batch_size=7)  # uint8 pixels, a ragged last batch
     assert codes.dtype == np.int8 and codes.shape == (50, 12)
@@ -191,3 +193,9 @@ def test_exported_by_the_cli_searched_without_tensorflow_as_tfhash_search_finds(
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.startswith("onnx_client: error: the encoder (fingerprint")
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_export_refuses_metadata_that_is_not_a_dict(encoder, tmp_path):
+    with pytest.raises(TfhashError, match="`metadata` must be a dict or None, got list"):
+        export_onnx(encoder, tmp_path / "m.onnx", metadata=[("bits", 12)])
+    assert not list(tmp_path.iterdir())

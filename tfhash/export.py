@@ -19,7 +19,6 @@ Example:
 >>> onnx_path = export_onnx(hasher, "serving/mnist_hash.onnx")
 """
 
-import json
 import re
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import tensorflow as tf
 
 from tfhash.artifacts import encoder_metadata
 from tfhash.errors import check
-from tfhash.io import atomic_path
+from tfhash.io import atomic_path, to_json
 from tfhash.onnx_encoder import METADATA_KEY
 
 ONNX_OPSET = 17
@@ -157,7 +156,7 @@ def export_onnx(model, path, opset=ONNX_OPSET, metadata=None):
     check(path.suffix == ".onnx", f"`path` must end in .onnx, got {path}")
     proto, _ = tf2onnx.convert.from_function(encode, input_signature=spec, opset=opset)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(encoder_metadata(model, metadata))
+    entry.key, entry.value = METADATA_KEY, to_json(encoder_metadata(model, metadata))
     with atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
     return path

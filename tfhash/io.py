@@ -55,10 +55,16 @@ def atomic_path(path):
             tmp.unlink()
 
 
+def to_json(obj, indent=None):
+    """``obj`` as JSON text; numpy scalars and arrays become lists and numbers, paths
+    strings."""
+    return json.dumps(obj, indent=indent, default=_to_builtin)
+
+
 def write_json(path, obj):
-    """Writes ``obj`` as indented JSON, atomically; numpy scalars and arrays are converted."""
+    """Writes ``obj`` as indented JSON (`to_json`), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_to_builtin) + "\n")
+        tmp.write_text(to_json(obj, indent=2) + "\n")
 
 
 def write_arrays(path, arrays):
