@@ -13,12 +13,9 @@ database encoder: the fingerprint in the file is checked against the index's.
 import argparse
 import sys
 
-import numpy as np
-
-from tfhash.cli import print_hits
+from tfhash.cli import positive_int, print_hits
 from tfhash.codes import pack
-from tfhash.errors import TfhashError
-from tfhash.images import read_image
+from tfhash.images import read_images
 from tfhash.index import HammingIndex
 from tfhash.onnx_encoder import OnnxEncoder
 
@@ -28,10 +25,9 @@ def search(encoder, index_path, image_files, k):
     ``index_path`` to each image file's code; ``paths`` is ``None`` when the index has none."""
     index = HammingIndex.load(index_path, bits=encoder.bits,
                               fingerprint=encoder.database_fingerprint)
-    queries = np.stack([read_image(path, encoder.image_shape) for path in image_files])
-    ids, distances = index.search(encoder.encode(queries), k)
-    paths = index.paths_of(ids.ravel())
-    return ids, distances, None if paths is None else paths.reshape(ids.shape)
+    ids, distances = index.search(encoder.encode(read_images(image_files, encoder.image_shape)),
+                                  k)
+    return ids, distances, index.paths_of(ids)
 
 
 def main(argv=None):
@@ -39,14 +35,13 @@ def main(argv=None):
     parser.add_argument("model", help="an .onnx file from `tfhash export`")
     parser.add_argument("images", nargs="+", help="JPEG or PNG files")
     parser.add_argument("--index", default=None, help="index folder to search")
-    parser.add_argument("--k", type=int, default=10, help="hits per query (with --index)")
+    parser.add_argument("--k", type=positive_int, default=10,
+                        help="hits per query (with --index)")
     args = parser.parse_args(argv)
     try:
-        if args.k < 1:
-            raise TfhashError(f"--k must be an integer >= 1, got {args.k}")
         encoder = OnnxEncoder(args.model)
         if args.index is None:
-            images = np.stack([read_image(path, encoder.image_shape) for path in args.images])
+            images = read_images(args.images, encoder.image_shape)
             for path, code in zip(args.images, encoder.encode(images)):
                 bits = "".join("1" if c > 0 else "0" for c in code)
                 print(f"{path}\t{bits}\tpacked={pack(code[None])[0].tolist()}")

@@ -92,6 +92,9 @@ def test_save_load_round_trip(problem, tmp_path):
     for a, b in zip(index.search(q, 9), loaded.search(q, 9)):
         np.testing.assert_array_equal(a, b)
     assert loaded.paths_of(ids[:2]).tolist() == paths[:2].tolist()
+    hits, _ = loaded.search(q[:3], 4)  # search's (n, k) ids give (n, k) paths, by id
+    lookup = dict(zip(ids.tolist(), paths.tolist()))
+    assert loaded.paths_of(hits).tolist() == [[lookup[i] for i in row] for row in hits.tolist()]
     # saving again replaces the data files and keeps only those meta.json references
     loaded.remove(ids[:5])
     loaded.save(tmp_path / "ix")

@@ -194,6 +194,11 @@ def test_exported_by_the_cli_searched_without_tensorflow_as_tfhash_search_finds(
     assert refused.stderr.startswith("onnx_client: error: the encoder (fingerprint")
     assert len(refused.stderr.strip().splitlines()) == 1
 
+    no_hits = subprocess.run([sys.executable, str(CLIENT), onnx_file, queries[0], "--index",
+                              str(tmp_path / "ix"), "--k", "0"],
+                             capture_output=True, text=True, timeout=120)
+    assert no_hits.returncode == 2 and "argument --k" in no_hits.stderr.splitlines()[-1]
+
 
 def test_export_refuses_metadata_that_is_not_a_dict(encoder, tmp_path):
     with pytest.raises(TfhashError, match="`metadata` must be a dict or None, got list"):

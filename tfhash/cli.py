@@ -517,19 +517,16 @@ def configure_search(parser):
     parser.add_argument("--grid", default=None, help="write a PNG of queries and hits")
 
     def run(args):
-        import numpy as np
-
-        from tfhash.images import read_image
+        from tfhash.images import read_images
         from tfhash.index import HammingIndex
         from tfhash.model import encode
 
         model, meta = load_database_encoder(args.model)
         query_model = load_query_encoder(args.query_model, meta)
         index = HammingIndex.load(args.index, bits=meta["bits"], fingerprint=meta["fingerprint"])
-        queries = np.stack([read_image(p, meta["image_shape"]) for p in args.images])
+        queries = read_images(args.images, meta["image_shape"])
         ids, distances = index.search(encode(query_model or model, queries, verbose=0), args.k)
-        paths = index.paths_of(ids.ravel())
-        paths = None if paths is None else paths.reshape(ids.shape)
+        paths = index.paths_of(ids)
         print_hits(args.images, ids, distances, paths)
         if args.grid:
             write_search_grid(queries, ids, distances, paths, meta["image_shape"], args.grid)

@@ -3,6 +3,7 @@
 Example:
 
 >>> image = read_image("query.jpg", (32, 32, 3))   # float32 (32, 32, 3), raw pixels 0-255
+>>> batch = read_images(["a.png", "b.jpg"], (32, 32, 3))   # float32 (2, 32, 32, 3)
 """
 
 import numpy as np
@@ -28,3 +29,9 @@ def read_image(path, image_shape):
     except (OSError, ValueError) as error:
         raise TfhashError(f"cannot read image {path}: {error}") from None
     return array.reshape(h, w, c)
+
+
+def read_images(paths, image_shape):
+    """The image files at ``paths`` as one float32 batch ``(len(paths), *image_shape)``
+    (each as `read_image` reads it)."""
+    return np.stack([read_image(path, image_shape) for path in paths])

@@ -179,7 +179,8 @@ class HammingIndex:
         return self._lookup(self._labels, ids)
 
     def paths_of(self, ids):
-        """Paths stored for ``ids`` (``None`` if the index holds no paths)."""
+        """Paths stored for ``ids``, in the shape of ``ids`` (``search``'s ``(n, k)`` ids
+        give ``(n, k)`` paths); ``None`` if the index holds no paths."""
         return self._lookup(self._paths, ids)
 
     def check_encoder(self, bits, fingerprint):
