@@ -357,6 +357,7 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
     assert code == 0, capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
     assert run["asymmetric"] is True and run["arranged_codebook"] is True
+    assert (out / "pr_curve.png").is_file() and not (out / "map_vs_bits.png").exists()
     database, db_meta = load_encoder(out / "model-12.keras")
     query, q_meta = load_encoder(out / "query-12.keras")
     assert q_meta["database_fingerprint"] == db_meta["fingerprint"]
@@ -472,6 +473,9 @@ def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again
     assert graded["graded"] is True and learned["graded"] is False
     assert (tmp_path / "graded" / "model-12.keras").is_file()
     assert graded["asymmetric"] is True and (tmp_path / "graded" / "query-12.keras").is_file()
+    for folder in (tmp_path, tmp_path / "graded"):  # two code lengths: a line each can show
+        for picture in ("pr_curve.png", "map_vs_bits.png"):
+            assert (folder / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", folder / picture
     out = capsys.readouterr().out
     for row in graded["rows"]:
         assert (f"{row['map_symmetric']:.4f} graded class codes, {row['map']:.4f} with queries "

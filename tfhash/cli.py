@@ -252,7 +252,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         training_centres,
         view_averaged,
     )
-    from tfhash.plots import plot_pr_curves
+    from tfhash.plots import plot_map_vs_bits, plot_pr_curves
 
     check_average(average)  # before training, not after it
     out = Path(out)
@@ -295,7 +295,16 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
                                                split.database.labels)
             rows[-1]["map_symmetric"] = round(float(symmetric), 6)
         curves[f"{bits} bits"] = (report["pr_curve"]["precision"], report["pr_curve"]["recall"])
-    plot_pr_curves(curves, out / "pr_curve.png", title=f"{dataset.name} {split.protocol}")
+    title = f"{dataset.name} {split.protocol}"
+    plot_pr_curves(curves, out / "pr_curve.png", title=title)
+    if len(rows) > 1:
+        lengths = [row["bits"] for row in rows]
+        series = {"queries by the query encoders" if queries else "mAP":
+                  (lengths, [row["map"] for row in rows])}
+        if queries:
+            series["queries by the database encoders"] = (
+                lengths, [row["map_symmetric"] for row in rows])
+        plot_map_vs_bits(series, out / "map_vs_bits.png", title=title)
     if grid:
         write_grid(split, reports[max(reports)], out / "retrieval_grid.png")
     write_json(out / "run.json", {
@@ -306,7 +315,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     })
     print(format_table(rows, ["bits", "pretrain", "map", "map_index", "precision_r2"]
                        + (["map_symmetric"] if queries else [])))
-    print(f"wrote {out}/model-*.keras{', query-*.keras' if queries else ''}, pr_curve.png, "
+    pictures = "pr_curve.png, map_vs_bits.png" if len(rows) > 1 else "pr_curve.png"
+    print(f"wrote {out}/model-*.keras{', query-*.keras' if queries else ''}, {pictures}, "
           "run.json")
     return rows
 

@@ -36,6 +36,7 @@ def plot_map_vs_bits(series, path, title="mAP against code length"):
     fig, ax = plt.subplots(figsize=(5, 4))
     for label, (bits, values) in series.items():
         ax.plot(bits, values, marker="o", label=label)
+    ax.set_xticks(sorted({b for bits, _ in series.values() for b in bits}))
     ax.set(xlabel="bits", ylabel="mAP", ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend()
