@@ -473,10 +473,15 @@ def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again
     assert graded["graded"] is True and learned["graded"] is False
     assert (tmp_path / "graded" / "model-12.keras").is_file()
     assert graded["asymmetric"] is True and (tmp_path / "graded" / "query-12.keras").is_file()
+    out = capsys.readouterr().out
     for folder in (tmp_path, tmp_path / "graded"):  # two code lengths: a line each can show
         for picture in ("pr_curve.png", "map_vs_bits.png"):
             assert (folder / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", folder / picture
-    out = capsys.readouterr().out
+        (listed,) = [line.split("/")[-1].split(", ") for line in out.splitlines()
+                     if line.startswith(f"wrote {folder}/model-")]
+        assert sorted(p.name for p in folder.glob("*.png")) == sorted(
+            name for name in listed if name.endswith(".png"))
+        assert all(any(folder.glob(name)) for name in listed), listed
     for row in graded["rows"]:
         assert (f"{row['map_symmetric']:.4f} graded class codes, {row['map']:.4f} with queries "
                 "on their class's codeword") in out

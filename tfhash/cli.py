@@ -315,9 +315,10 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     })
     print(format_table(rows, ["bits", "pretrain", "map", "map_index", "precision_r2"]
                        + (["map_symmetric"] if queries else [])))
-    pictures = "pr_curve.png, map_vs_bits.png" if len(rows) > 1 else "pr_curve.png"
-    print(f"wrote {out}/model-*.keras{', query-*.keras' if queries else ''}, {pictures}, "
-          "run.json")
+    written = ["model-*.keras", *(["query-*.keras"] if queries else []), "pr_curve.png",
+               *(["map_vs_bits.png"] if len(rows) > 1 else []),
+               *(["retrieval_grid.png"] if grid else []), "run.json"]
+    print(f"wrote {out}/{', '.join(written)}")
     return rows
 
 
