@@ -458,10 +458,14 @@ def test_train_graded_needs_pretraining(tmp_path, capsys):
 
 def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again(
         tmp_path, capsys, monkeypatch):
-    from tfhash import model
+    from tfhash import model, plots
 
     monkeypatch.setattr(model, "DEMO_RECIPE", {"pretrain_epochs": 1, "hash_epochs": 1,
                                                 "backbone_width": 4})
+    plotted = {}
+    draw = plots.plot_map_vs_bits
+    monkeypatch.setattr(plots, "plot_map_vs_bits", lambda series, path, **kwargs: (
+        plotted.__setitem__(path.parent, series) or draw(series, path, **kwargs)))
     trainings = []
     pretrain = model.pretrain
     monkeypatch.setattr(model, "pretrain",
@@ -473,6 +477,13 @@ def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again
     assert graded["graded"] is True and learned["graded"] is False
     assert (tmp_path / "graded" / "model-12.keras").is_file()
     assert graded["asymmetric"] is True and (tmp_path / "graded" / "query-12.keras").is_file()
+    lengths = [row["bits"] for row in learned["rows"]]
+    assert lengths == [12, 32] and plotted[tmp_path] == {
+        "mAP": (lengths, [row["map"] for row in learned["rows"]])}
+    assert plotted[tmp_path / "graded"] == {
+        "queries by the query encoders": (lengths, [row["map"] for row in graded["rows"]]),
+        "queries by the database encoders": (lengths, [row["map_symmetric"]
+                                                       for row in graded["rows"]])}
     out = capsys.readouterr().out
     for folder in (tmp_path, tmp_path / "graded"):  # two code lengths: a line each can show
         for picture in ("pr_curve.png", "map_vs_bits.png"):

@@ -297,16 +297,17 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
         curves[f"{bits} bits"] = (report["pr_curve"]["precision"], report["pr_curve"]["recall"])
     title = f"{dataset.name} {split.protocol}"
     plot_pr_curves(curves, out / "pr_curve.png", title=title)
-    if len(rows) > 1:
-        lengths = [row["bits"] for row in rows]
-        series = {"queries by the query encoders" if queries else "mAP":
-                  (lengths, [row["map"] for row in rows])}
-        if queries:
-            series["queries by the database encoders"] = (
-                lengths, [row["map_symmetric"] for row in rows])
-        plot_map_vs_bits(series, out / "map_vs_bits.png", title=title)
+    written = ["model-*.keras", *(["query-*.keras"] if queries else []), "pr_curve.png"]
+    if len(rows) > 1:  # one point per line says nothing
+        lines = ({"queries by the query encoders": "map",
+                  "queries by the database encoders": "map_symmetric"} if queries
+                 else {"mAP": "map"})
+        plot_map_vs_bits({label: ([row["bits"] for row in rows], [row[key] for row in rows])
+                          for label, key in lines.items()}, out / "map_vs_bits.png", title=title)
+        written.append("map_vs_bits.png")
     if grid:
         write_grid(split, reports[max(reports)], out / "retrieval_grid.png")
+        written.append("retrieval_grid.png")
     write_json(out / "run.json", {
         "dataset": dataset.name, **split.record(), "config": dataclasses.asdict(config),
         **flags, "wall_s": result.wall_s, "rows": rows,
@@ -315,9 +316,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     })
     print(format_table(rows, ["bits", "pretrain", "map", "map_index", "precision_r2"]
                        + (["map_symmetric"] if queries else [])))
-    written = ["model-*.keras", *(["query-*.keras"] if queries else []), "pr_curve.png",
-               *(["map_vs_bits.png"] if len(rows) > 1 else []),
-               *(["retrieval_grid.png"] if grid else []), "run.json"]
+    written.append("run.json")
     print(f"wrote {out}/{', '.join(written)}")
     return rows
 
