@@ -97,12 +97,12 @@ def validation_split(dataset, seed, unseen_fraction=0.0):
     return split, cnnh.val.take(slice(n_queries, None))
 
 
-def recipe_config(path, seed):
-    """The TrainConfig a results file was made with, at ``seed``."""
+def recipe_config(path, seed, **overrides):
+    """The TrainConfig a results file was made with, at ``seed``, with ``overrides``."""
     recipe = json.loads(Path(path).read_text())["config"]
     fields = {f.name for f in dataclasses.fields(model.TrainConfig)}
     return model.TrainConfig(**{**{k: v for k, v in recipe.items() if k in fields},
-                                "seed": seed, "shared_heads": True})
+                                "seed": seed, "shared_heads": True, **overrides})
 
 
 def pretrained_backbone(split, config, num_classes, work_dir, verbose):
@@ -147,12 +147,20 @@ def unseen_share(text):
     return value
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def variants_parser(description, variants):
+    """The arguments of a study of ``variants`` of a recipe on one seed's validation split:
+    ``--recipe-from``, ``--dataset``, ``--seed``, ``--variants`` and ``--verbose``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--recipe-from", required=True, help="a reproduce.py results file")
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(variants), choices=list(variants))
+    parser.add_argument("--verbose", type=int, default=2)
+    return parser
+
+
+def main():
+    parser = variants_parser(__doc__.splitlines()[0], VARIANTS)
     parser.add_argument("--work-dir", default="runs/phase2_variants")
     parser.add_argument("--tag", default="",
                         help="suffix of the results file, to keep a study apart from others "
@@ -160,7 +168,6 @@ def main():
     parser.add_argument("--unseen-database", type=unseen_share, default=0.0, metavar="F",
                         help="share of the training images held out as a database unseen "
                              "by both phases (default: none)")
-    parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     base = recipe_config(args.recipe_from, args.seed)
     # every variant's config first, so a refused one fails before phase 1 is trained

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import phase1_variants  # noqa: E402
 import phase2_spread  # noqa: E402
 import phase2_variants  # noqa: E402
 import report  # noqa: E402
@@ -875,6 +876,48 @@ def test_the_shipped_cifar10_recipe_is_the_run_the_results_name(monkeypatch):
     shipped = TrainConfig(bits=(12, 24, 32, 48), seed=stored["seed"],
                           **RECIPES["cifar10-cnnh"])
     assert json.loads(json.dumps(dataclasses.asdict(shipped))) == stored
+
+
+def test_phase1_variants_train_each_variant_on_the_90_percent_and_score_the_10(
+        tmp_path, monkeypatch):
+    recipe = {"bits": [12], "backbone_width": 4, "pretrain_epochs": 300, "augment": "shift",
+              "mix": "mixup", "label_smoothing": 0.1, "precision": "mixed_bfloat16"}
+    (tmp_path / "run.json").write_text(json.dumps({"config": recipe, "rows": []}))
+    trained = []
+
+    class OneClass:  # a classifier that answers one class for every image
+        def __init__(self, label):
+            self.label = label
+
+        def predict(self, images, **kwargs):
+            return np.eye(10)[np.full(len(images), self.label)]
+
+    def pretrain(backbone, split, num_classes, config, verbose):
+        trained.append((config, split))
+        return OneClass(3 if config.augment == "shift" else 5), None
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(phase1_variants.model, "pretrain", pretrain)
+    monkeypatch.setattr(sys, "argv", [
+        "phase1_variants.py", "--recipe-from", str(tmp_path / "run.json"), "--dataset",
+        "mnist-5k", "--seed", "1", "--pretrain-epochs", "2", "--precision", "float32",
+        "--variants", "recipe", "randaugment_no_mix"])
+    phase1_variants.main()
+    doc = json.loads((tmp_path / "phase1_variants-run.json").read_text())
+    (recipe_config, split), (variant_config, same_split) = trained
+    assert split is same_split and (len(split.train), len(split.query)) == (2250, 250)
+    assert not {img.tobytes() for img in split.train.images} & {
+        img.tobytes() for img in split.query.images}
+    assert (recipe_config.pretrain_epochs, recipe_config.precision, recipe_config.seed) == (
+        2, "float32", 1)
+    assert (recipe_config.augment, recipe_config.mix, recipe_config.label_smoothing) == (
+        "shift", "mixup", 0.1)
+    assert (variant_config.augment, variant_config.mix) == ("randaugment", "none")
+    shares = [np.mean(split.query.labels == label) for label in (3, 5)]
+    assert [r["val_accuracy"] for r in doc["rows"]] == [round(s, 4) for s in shares]
+    assert doc["best_by_val_accuracy"] == ["recipe", "randaugment_no_mix"][int(
+        np.argmax(shares))]
+    assert (doc["n_train"], doc["n_val"], doc["seed"]) == (2250, 250, 1)
 
 
 def test_every_phase2_variant_is_a_valid_change_of_the_recipe():

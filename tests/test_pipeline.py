@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -119,3 +120,42 @@ def test_affine_is_reproducible_from_the_seed_and_new_each_epoch():
     ds = make_dataset(blob_images(), np.zeros(N, int), N, training=True, augment="affine")
     epochs = iter(ds.repeat(2))  # identical images: the outputs differ by the draws alone
     assert not np.array_equal(next(epochs)[0].numpy(), next(epochs)[0].numpy())
+
+
+def three_value_images(n=N):
+    """Copies of one random image whose pixels take only the values 0, 60 and 200."""
+    image = np.random.default_rng(0).choice(np.array([0, 60, 200], np.uint8), (SIDE, SIDE, 3))
+    return np.broadcast_to(image, (n, SIDE, SIDE, 3)).copy()
+
+
+def test_randaugment_changes_values_per_image_then_cuts_out():
+    """Crop, flip and cutout alone keep every pixel at a source value or cutout's grey; the
+    RandAugment operations (brightness, contrast, solarize, interpolated shifts, ...) do not."""
+    x, _ = next(iter(make_dataset(three_value_images(), np.arange(N), N, training=True,
+                                  augment="randaugment", seed=1)))
+    x = x.numpy()
+    assert x.dtype == np.float32 and x.shape == (N, SIDE, SIDE, 3)
+    assert x.min() >= 0 and x.max() <= 255
+    invented = [not set(np.unique(image)) <= {0.0, 60.0, 200.0, 128.0} for image in x]
+    assert sum(invented) >= N // 2
+    assert len({image.tobytes() for image in x}) == N  # drawn per image
+    greys = [(image == 128).all(axis=-1).sum() for image in x]  # cutout comes last
+    assert min(greys) >= 1
+    epochs = iter(make_dataset(three_value_images(), np.zeros(N, int), N, training=True,
+                               augment="randaugment").repeat(2))
+    assert not np.array_equal(next(epochs)[0].numpy(), next(epochs)[0].numpy())
+
+
+def test_randaugment_computes_in_float32_under_a_bfloat16_policy():
+    """The augmentation is data: under mixed_bfloat16 it must not round pixels to bfloat16
+    (whose step is 0.5 to 1 between 64 and 255)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        x, _ = next(iter(make_dataset(three_value_images(), np.arange(N), N, training=True,
+                                      augment="randaugment", seed=2)))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    x = x.numpy()
+    as_bfloat16 = tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy()
+    assert np.mean(x != as_bfloat16) > 0.01

@@ -132,8 +132,8 @@ def add_train_args(parser):
                              "all its pairs)")
     # the names of tfhash.pipeline.AUGMENTATIONS and MIXES
     parser.add_argument("--augment", default=None,
-                        choices=("none", "crop_flip", "crop_flip_cutout", "shift", "affine",
-                                 "auto"),
+                        choices=("none", "crop_flip", "crop_flip_cutout", "randaugment", "shift",
+                                 "affine", "auto"),
                         help="augmentation of both phases (default auto: crop+flip for colour "
                              "images, shifts for grayscale)")
     parser.add_argument("--ema-momentum", type=float, default=None,

@@ -129,8 +129,9 @@ class TrainConfig:
             the ``"codebook"`` classification head: that head's term on its own, an ablation).
         shared_heads: train all code lengths at once, as heads on one backbone, in one
             phase-2 run (otherwise each length fine-tunes its own copy of the backbone).
-        augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"shift"``,
-            ``"affine"`` or ``"none"`` (both phases; see `tfhash.pipeline.make_dataset`).
+        augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"randaugment"``,
+            ``"shift"``, ``"affine"`` or ``"none"`` (both phases; see
+            `tfhash.pipeline.make_dataset`).
         mix: ``"none"``, ``"cutmix"`` or ``"mixup"``: mixes images and labels across each
             phase-1 batch (see `tfhash.pipeline.mix_batches`).
         hash_mix: the same for phase 2: a pair of mixed images counts as similar in

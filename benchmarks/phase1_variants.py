@@ -1,0 +1,74 @@
+"""Phase-1 recipes compared on a validation split only: classifier accuracy per variant.
+
+Takes the recipe of a results file (``--recipe-from``), holds out 10% of the cnnh training
+images of one seed as validation images (``phase2_variants.validation_split``), trains phase
+1 once per variant on the other 90% and scores each classifier by its accuracy on the held
+out images (``results/phase1_variants-<recipe><tag>.json``). On CIFAR-10 the hashing mAP
+follows the classifier's accuracy closely (``classifier_bound``), so this is the cheap test
+of a phase-1 lever; the protocol's queries are never looked at. ``--pretrain-epochs`` and
+``--precision`` override the recipe's, so a lever can be probed at a schedule the machine
+affords (a lever that needs a long schedule may lose at a short one: read the epochs).
+Caveat: 500 validation images give an accuracy a standard error of about 0.018.
+
+    TFHASH_DATA_DIR=../shared/datasets python benchmarks/phase1_variants.py \\
+        --recipe-from benchmarks/results/cifar10-cnnh-w16-bf16-p300-h40-mixup.json \\
+        --pretrain-epochs 60 --precision float32
+"""
+
+import dataclasses
+import time
+from pathlib import Path
+
+import keras
+from phase2_variants import recipe_config, validation_split, variants_parser
+
+from tfhash import data, model
+from tfhash.cli import positive_int
+
+from common import query_accuracy, write_results
+
+# Overrides of the recipe's phase 1.
+VARIANTS = {
+    "recipe": {},
+    "randaugment": {"augment": "randaugment"},
+    "randaugment_no_mix": {"augment": "randaugment", "mix": "none"},
+}
+
+
+def main():
+    parser = variants_parser(__doc__.splitlines()[0], VARIANTS)
+    parser.add_argument("--pretrain-epochs", type=positive_int, default=None,
+                        help="phase-1 epochs of every variant (default: the recipe's)")
+    parser.add_argument("--precision", default=None,
+                        choices=("auto", "float32", "mixed_bfloat16"),
+                        help="the backbone's precision (default: the recipe's)")
+    parser.add_argument("--tag", default="", help="suffix of the results file")
+    args = parser.parse_args()
+    overrides = {k: v for k, v in (("pretrain_epochs", args.pretrain_epochs),
+                                   ("precision", args.precision)) if v is not None}
+    base = recipe_config(args.recipe_from, args.seed, **overrides)
+    # every variant's config first, so a refused one fails before any training
+    configs = {v: dataclasses.replace(base, **VARIANTS[v]) for v in args.variants}
+    dataset = data.load_dataset(args.dataset)
+    split, _ = validation_split(dataset, args.seed)
+    name = f"phase1_variants-{Path(args.recipe_from).stem}{args.tag}"
+    rows = []
+    for variant, config in configs.items():
+        keras.utils.set_random_seed(config.seed)
+        backbone = config.make_backbone(split.train.images.shape[1:])
+        start = time.perf_counter()
+        classifier, _ = model.pretrain(backbone, split, dataset.num_classes, config,
+                                       verbose=args.verbose)
+        wall = time.perf_counter() - start
+        rows.append({"variant": variant, **VARIANTS[variant],
+                     "val_accuracy": round(query_accuracy(classifier, split), 4),
+                     "pretrain_epochs": config.pretrain_epochs,
+                     "precision": config.precision, "wall_s_pretrain": round(wall, 1)})
+        print(rows[-1], flush=True)
+        write_results(name, rows, recipe_from=Path(args.recipe_from).name, seed=args.seed,
+                      n_train=len(split.train), n_val=len(split.query),
+                      best_by_val_accuracy=max(rows, key=lambda r: r["val_accuracy"])["variant"])
+
+
+if __name__ == "__main__":
+    main()
