@@ -3,12 +3,13 @@
 Takes the recipe of a results file (``--recipe-from``), holds out 10% of the cnnh training
 images of one seed as validation images (``phase2_variants.validation_split``), trains phase
 1 once per variant on the other 90% and scores each classifier by its accuracy on the held
-out images (``results/phase1_variants-<recipe><tag>.json``). On CIFAR-10 the hashing mAP
-follows the classifier's accuracy closely (``classifier_bound``), so this is the cheap test
-of a phase-1 lever; the protocol's queries are never looked at. ``--pretrain-epochs`` and
-``--precision`` override the recipe's, so a lever can be probed at a schedule the machine
-affords (a lever that needs a long schedule may lose at a short one: read the epochs).
-Caveat: 500 validation images give an accuracy a standard error of about 0.018.
+out images (``results/phase1_variants-<recipe><tag>.json``; a later run of other variants
+adds its rows to the file's when the seed, epochs and precision are the same). On CIFAR-10
+the hashing mAP follows the classifier's accuracy closely (``classifier_bound``), so this is
+the cheap test of a phase-1 lever; the protocol's queries are never looked at.
+``--pretrain-epochs`` and ``--precision`` override the recipe's, so a lever can be probed at
+a schedule the machine affords (a lever that needs a long schedule may lose at a short one:
+read the epochs). Caveat: 500 validation images give an accuracy a standard error of about 0.018.
 
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/phase1_variants.py \\
         --recipe-from benchmarks/results/cifar10-cnnh-w16-bf16-p300-h40-mixup.json \\
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 import keras
-from phase2_variants import recipe_config, validation_split, variants_parser
+from phase2_variants import earlier_rows, recipe_config, validation_split, variants_parser
 
 from tfhash import data, model
 from tfhash.cli import positive_int
@@ -52,7 +53,9 @@ def main():
     dataset = data.load_dataset(args.dataset)
     split, _ = validation_split(dataset, args.seed)
     name = f"phase1_variants-{Path(args.recipe_from).stem}{args.tag}"
-    rows = []
+    # an earlier run's rows of other variants, if trained on the same split for as long
+    rows = [r for r in earlier_rows(name, args.seed, 0, args.variants)
+            if (r["pretrain_epochs"], r["precision"]) == (base.pretrain_epochs, base.precision)]
     for variant, config in configs.items():
         keras.utils.set_random_seed(config.seed)
         backbone = config.make_backbone(split.train.images.shape[1:])

@@ -897,6 +897,7 @@ def test_phase1_variants_train_each_variant_on_the_90_percent_and_score_the_10(
         return OneClass(3 if config.augment == "shift" else 5), None
 
     monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(phase2_variants, "RESULTS", tmp_path)
     monkeypatch.setattr(phase1_variants.model, "pretrain", pretrain)
     monkeypatch.setattr(sys, "argv", [
         "phase1_variants.py", "--recipe-from", str(tmp_path / "run.json"), "--dataset",
@@ -918,6 +919,17 @@ def test_phase1_variants_train_each_variant_on_the_90_percent_and_score_the_10(
     assert doc["best_by_val_accuracy"] == ["recipe", "randaugment_no_mix"][int(
         np.argmax(shares))]
     assert (doc["n_train"], doc["n_val"], doc["seed"]) == (2250, 250, 1)
+    # a later run of one variant replaces that variant's row and keeps the other's; rows of
+    # another schedule are not compared with it
+    monkeypatch.setattr(sys, "argv", [*sys.argv[:-2], "randaugment_no_mix"])
+    phase1_variants.main()
+    again = json.loads((tmp_path / "phase1_variants-run.json").read_text())["rows"]
+    assert [r["variant"] for r in again] == ["recipe", "randaugment_no_mix"]
+    assert again[0] == doc["rows"][0] and len(trained) == 3
+    sys.argv[sys.argv.index("--pretrain-epochs") + 1] = "3"
+    phase1_variants.main()
+    later = json.loads((tmp_path / "phase1_variants-run.json").read_text())["rows"]
+    assert [(r["variant"], r["pretrain_epochs"]) for r in later] == [("randaugment_no_mix", 3)]
 
 
 def test_every_phase2_variant_is_a_valid_change_of_the_recipe():
