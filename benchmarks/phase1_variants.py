@@ -31,6 +31,7 @@ from common import query_accuracy, write_results
 # Overrides of the recipe's phase 1.
 VARIANTS = {
     "recipe": {},
+    "no_mix": {"mix": "none"},
     "randaugment": {"augment": "randaugment"},
     "randaugment_no_mix": {"augment": "randaugment", "mix": "none"},
 }

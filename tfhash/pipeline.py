@@ -50,9 +50,10 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     ``"crop_flip"`` (pad 4, random 32x32 crop, horizontal flip: the standard CIFAR
     recipe), ``"crop_flip_cutout"`` (the same, then one random square of half the image
     side set to grey), ``"randaugment"`` (crop and flip, then two operations drawn per
-    image by `keras.layers.RandAugment` at its default magnitudes, then cutout: the
-    "strong" augmentation of semi-supervised CIFAR recipes, about twice the input cost of
-    ``"crop_flip_cutout"``), ``"shift"`` (pad 2, random crop: small translations for digits),
+    image by `keras.layers.RandAugment`, then cutout: the "strong" augmentation of
+    semi-supervised CIFAR recipes; Keras's default strength of 0.5 bounds every operation
+    alike, so rotations reach half a turn and shifts half the side, stronger geometry than
+    the RandAugment paper's), ``"shift"`` (pad 2, random crop: small translations for digits),
     ``"affine"`` (per image a random rotation of up to 10 degrees, zoom of up to 10% and
     shift of up to 10% of the side, black fill: the usual digit recipe, see
     `affine_augmenter`) or ``"none"``.
