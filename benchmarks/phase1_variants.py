@@ -9,7 +9,7 @@ the hashing mAP follows the classifier's accuracy closely (``classifier_bound``)
 the cheap test of a phase-1 lever; the protocol's queries are never looked at.
 ``--pretrain-epochs`` and ``--precision`` override the recipe's, so a lever can be probed at
 a schedule the machine affords (a lever that needs a long schedule may lose at a short one:
-read the epochs). Caveat: 500 validation images give an accuracy a standard error of about 0.018.
+read the epochs). Caveat: 500 validation images give an accuracy a standard error of about 0.02.
 
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/phase1_variants.py \\
         --recipe-from benchmarks/results/cifar10-cnnh-w16-bf16-p300-h40-mixup.json \\
@@ -34,6 +34,9 @@ VARIANTS = {
     "no_mix": {"mix": "none"},
     "randaugment": {"augment": "randaugment"},
     "randaugment_no_mix": {"augment": "randaugment", "mix": "none"},
+    "randaugment_0.1_no_mix": {"augment": "randaugment", "augment_strength": 0.1, "mix": "none"},
+    "randaugment_0.03_no_mix": {"augment": "randaugment", "augment_strength": 0.03,
+                                "mix": "none"},
 }
 
 

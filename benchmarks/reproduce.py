@@ -367,8 +367,8 @@ def check_same_recipe(earlier, config):
 
 
 PHASE1_FIELDS = ("backbone", "backbone_width", "pretrain_epochs", "batch_size", "pretrain_lr",
-                 "weight_decay", "ema_momentum", "label_smoothing", "augment", "mix",
-                 "precision")
+                 "weight_decay", "ema_momentum", "label_smoothing", "augment",
+                 "augment_strength", "mix", "precision")
 
 
 def check_phase1_source(source, dataset, protocol, config):

@@ -128,7 +128,7 @@ def three_value_images(n=N):
     return np.broadcast_to(image, (n, SIDE, SIDE, 3)).copy()
 
 
-def test_randaugment_changes_values_per_image_then_cuts_out():
+def test_randaugment_invents_pixel_values_then_cuts_out():
     """Crop, flip and cutout alone keep every pixel at a source value or cutout's grey; the
     RandAugment operations (brightness, contrast, solarize, interpolated shifts, ...) do not."""
     x, _ = next(iter(make_dataset(three_value_images(), np.arange(N), N, training=True,
@@ -138,12 +138,41 @@ def test_randaugment_changes_values_per_image_then_cuts_out():
     assert x.min() >= 0 and x.max() <= 255
     invented = [not set(np.unique(image)) <= {0.0, 60.0, 200.0, 128.0} for image in x]
     assert sum(invented) >= N // 2
-    assert len({image.tobytes() for image in x}) == N  # drawn per image
     greys = [(image == 128).all(axis=-1).sum() for image in x]  # cutout comes last
     assert min(greys) >= 1
     epochs = iter(make_dataset(three_value_images(), np.zeros(N, int), N, training=True,
                                augment="randaugment").repeat(2))
     assert not np.array_equal(next(epochs)[0].numpy(), next(epochs)[0].numpy())
+
+
+def test_augment_strength_is_randaugments_factor(monkeypatch):
+    """The strength reaches `keras.layers.RandAugment` from `make_dataset` and from a
+    `TrainConfig` (Keras owns what its factor does)."""
+    from tfhash.data import Images
+    from tfhash.model import TrainConfig, training_batches
+
+    factors = []
+
+    class Spy(keras.layers.RandAugment):
+        def __init__(self, **kwargs):
+            factors.append(kwargs["factor"])
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(keras.layers, "RandAugment", Spy)
+    x, _ = next(iter(make_dataset(three_value_images(), np.arange(N), N, training=True,
+                                  augment="randaugment", augment_strength=0.1)))
+    assert not set(np.unique(x.numpy())) <= {0.0, 60.0, 200.0, 128.0}
+    config = TrainConfig(augment="randaugment", augment_strength=0.03, batch_size=N)
+    training_batches(Images(three_value_images(), np.arange(N) % 10), config, 10, "none")
+    make_dataset(three_value_images(), np.arange(N), N, training=True, augment="randaugment")
+    assert factors == [0.1, 0.03, 0.5]
+
+
+@pytest.mark.parametrize("strength", [0, 1.5, -0.1, True, "0.1"])
+def test_augment_strength_outside_0_1_is_refused(strength):
+    with pytest.raises(TfhashError, match=r"`augment_strength` must be a number in \(0, 1\]"):
+        make_dataset(three_value_images(), np.arange(N), N, training=True,
+                     augment="randaugment", augment_strength=strength)
 
 
 def test_randaugment_computes_in_float32_under_a_bfloat16_policy():

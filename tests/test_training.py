@@ -150,6 +150,10 @@ def test_unknown_config_choices_are_refused(field, value):
      "`classification_head` 'codebook' needs a `classification_weight` > 0, got 0.0"),
     ("label_smoothing", 1.0, "`label_smoothing` must be a number in [0, 1)"),
     ("seed", -1, "`seed` must be an integer >= 0"),
+    ("augment_strength", 0.0, "`augment_strength` must be a number in (0, 1], got 0.0"),
+    ("augment_strength", 0.1,
+     "`augment_strength` 0.1 needs `augment` 'randaugment' (the one augmentation it sets), "
+     "got 'auto'"),
 ])
 def test_bad_loss_and_optimizer_settings_are_refused_before_training(field, value, message):
     # every method's phase 2 reports the exponentiated loss's exact form (hash_metrics), so

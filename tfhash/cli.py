@@ -104,9 +104,9 @@ METHODS = ("exponentiated", "dpsh", "dsh", "orthohash", "orthohash-greedy")
 # `tfhash tune` some); their parser default is None (not given), so a --recipe or
 # --hparams value under them stands
 CONFIG_FLAGS = ("backbone", "backbone_width", "precision", "pretrain_epochs", "hash_epochs",
-                "batch_size", "augment", "mix", "hash_mix", "ema_momentum", "soup_size",
-                "ensemble_size", "method", "margin", "negative_margin", "temperature",
-                "quantization", "classification_weight", "classification_head")
+                "batch_size", "augment", "augment_strength", "mix", "hash_mix", "ema_momentum",
+                "soup_size", "ensemble_size", "method", "margin", "negative_margin",
+                "temperature", "quantization", "classification_weight", "classification_head")
 
 
 def add_train_args(parser):
@@ -136,6 +136,9 @@ def add_train_args(parser):
                                  "affine", "auto"),
                         help="augmentation of both phases (default auto: crop+flip for colour "
                              "images, shifts for grayscale)")
+    parser.add_argument("--augment-strength", type=float, default=None,
+                        help="strength in (0, 1] of --augment randaugment's operations "
+                             "(default 0.5, Keras's: rotations of up to half a turn)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="train with a moving average of the weights (e.g. 0.99)")
     parser.add_argument("--soup-size", type=positive_int, default=None, metavar="K",

@@ -52,7 +52,14 @@ from tfhash.networks import (  # noqa: F401 (the builders are public here too)
     make_optimizer,
     precision_policy,
 )
-from tfhash.pipeline import AUGMENTATIONS, MIXES, make_dataset, mix_batches
+from tfhash.pipeline import (
+    AUGMENTATIONS,
+    MIXES,
+    RANDAUGMENT_STRENGTH,
+    check_strength,
+    make_dataset,
+    mix_batches,
+)
 
 METHODS = {
     "exponentiated": ExponentiatedHashingLoss,
@@ -132,6 +139,9 @@ class TrainConfig:
         augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"randaugment"``,
             ``"shift"``, ``"affine"`` or ``"none"`` (both phases; see
             `tfhash.pipeline.make_dataset`).
+        augment_strength: RandAugment's strength in (0, 1], used by
+            ``augment="randaugment"`` alone (Keras's default 0.5 rotates by up to half a
+            turn; 0.1 by up to 36 degrees, shifting by up to a tenth of the side).
         mix: ``"none"``, ``"cutmix"`` or ``"mixup"``: mixes images and labels across each
             phase-1 batch (see `tfhash.pipeline.mix_batches`).
         hash_mix: the same for phase 2: a pair of mixed images counts as similar in
@@ -176,6 +186,7 @@ class TrainConfig:
     method: str = "exponentiated"
     shared_heads: bool = False
     augment: str = "auto"
+    augment_strength: float = RANDAUGMENT_STRENGTH
     mix: str = "none"
     hash_mix: str = "none"
     precision: str = "float32"
@@ -200,6 +211,10 @@ class TrainConfig:
               f"`method` must be one of {tuple(METHODS)}, got {self.method!r}")
         check(self.augment in AUGMENTATIONS,
               f"`augment` must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        check_strength(self.augment_strength)
+        check(self.augment == "randaugment" or self.augment_strength == RANDAUGMENT_STRENGTH,
+              f"`augment_strength` {self.augment_strength!r} needs `augment` 'randaugment' "
+              f"(the one augmentation it sets), got {self.augment!r}")
         check(self.mix in MIXES, f"`mix` must be one of {MIXES}, got {self.mix!r}")
         check(self.hash_mix in MIXES,
               f"`hash_mix` must be one of {MIXES}, got {self.hash_mix!r}")
@@ -663,7 +678,8 @@ def training_batches(train, config, num_classes, mix, class_ids=False):
     # fewer classes would one-hot the rest to zeros
     class_count(train.labels, num_classes, source="train")
     batches = make_dataset(train.images, train.labels, config.batch_size, training=True,
-                           augment=config.augment, seed=config.seed)
+                           augment=config.augment, augment_strength=config.augment_strength,
+                           seed=config.seed)
     if class_ids and mix == "none":
         return batches
     return mix_batches(batches.map(lambda x, y: (x, tf.one_hot(y, num_classes))), mix,

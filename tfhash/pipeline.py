@@ -21,6 +21,7 @@ from tfhash.errors import check
 AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "randaugment", "shift", "affine",
                  "auto")
 MIXES = ("none", "cutmix", "mixup")
+RANDAUGMENT_STRENGTH = 0.5  # Keras's default factor
 
 
 def resolve_augment(augment, image_shape):
@@ -43,7 +44,15 @@ def cutout(image, size):
     return tf.where(inside[:, :, None], grey, image)
 
 
-def make_dataset(images, labels, batch_size, training=False, augment="none", seed=0):
+def check_strength(augment_strength):
+    """Refuses an ``augment_strength`` outside (0, 1]."""
+    check(isinstance(augment_strength, (int, float)) and not isinstance(augment_strength, bool)
+          and 0 < augment_strength <= 1,
+          f"`augment_strength` must be a number in (0, 1], got {augment_strength!r}")
+
+
+def make_dataset(images, labels, batch_size, training=False, augment="none", seed=0,
+                 augment_strength=RANDAUGMENT_STRENGTH):
     """Batches ``(images, labels)`` into float32 images in [0, 255] and int labels.
 
     With ``training`` the data is shuffled each epoch and ``augment`` applied:
@@ -51,18 +60,22 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     recipe), ``"crop_flip_cutout"`` (the same, then one random square of half the image
     side set to grey), ``"randaugment"`` (crop and flip, then two operations drawn per
     image by `keras.layers.RandAugment`, then cutout: the "strong" augmentation of
-    semi-supervised CIFAR recipes; Keras's default strength of 0.5 bounds every operation
-    alike, so rotations reach half a turn and shifts half the side, stronger geometry than
-    the RandAugment paper's), ``"shift"`` (pad 2, random crop: small translations for digits),
-    ``"affine"`` (per image a random rotation of up to 10 degrees, zoom of up to 10% and
-    shift of up to 10% of the side, black fill: the usual digit recipe, see
+    semi-supervised CIFAR recipes), ``"shift"`` (pad 2, random crop: small translations
+    for digits), ``"affine"`` (per image a random rotation of up to 10 degrees, zoom of up
+    to 10% and shift of up to 10% of the side, black fill: the usual digit recipe, see
     `affine_augmenter`) or ``"none"``.
+
+    ``augment_strength`` is RandAugment's ``factor``, a number in (0, 1] that bounds every
+    operation alike (the others ignore it): Keras's default 0.5 rotates by up to half a
+    turn and shifts by up to half the side, stronger geometry than the RandAugment paper's;
+    0.1 rotates by up to 36 degrees and shifts by up to a tenth of the side.
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
     check(len(images) == len(labels), f"{len(images)} images but {len(labels)} labels")
     check(isinstance(batch_size, int) and batch_size >= 1,
           f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    check_strength(augment_strength)
     augment = resolve_augment(augment, images.shape[1:]) if training else "none"
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
@@ -71,7 +84,8 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
         pad = 2 if augment == "shift" else 4
         shape = images.shape[1:]
         # float32 whatever the global policy: the augmentation is data, not computation
-        rand_augment = (keras.layers.RandAugment(value_range=(0, 255), seed=seed, dtype="float32")
+        rand_augment = (keras.layers.RandAugment(value_range=(0, 255), factor=augment_strength,
+                                                 seed=seed, dtype="float32")
                         if augment == "randaugment" else None)
 
         def augment_one(image, label):
