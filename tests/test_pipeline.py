@@ -175,6 +175,27 @@ def test_augment_strength_outside_0_1_is_refused(strength):
                      augment="randaugment", augment_strength=strength)
 
 
+def test_keras_randaugment_solarizes_and_posterizes_harder_when_weaker():
+    """What `make_dataset`'s docstring and the notes say of Keras's layer: at strength 0.1
+    its solarization inverts nearly every pixel and its posterization keeps one bit, while
+    at 0.5 neither always does."""
+    images = np.random.default_rng(0).uniform(0, 255, (32, SIDE, SIDE, 3)).astype(np.float32)
+
+    def effects(strength):
+        layer = keras.layers.RandAugment(value_range=(0, 255), factor=strength, seed=0)
+        solarized = layer.solarization(images, training=True).numpy()
+        posterized = layer.random_posterization(images, training=True).numpy()
+        correlations = [np.corrcoef(a.ravel(), b.ravel())[0, 1]
+                        for a, b in zip(images, solarized)]
+        levels = {len(np.unique(image[..., 0])) for image in posterized}
+        return np.median(correlations), levels
+
+    correlation, levels = effects(0.1)
+    assert correlation < -0.99 and levels == {2}
+    correlation, levels = effects(0.5)
+    assert correlation > -0.97 and max(levels) > 2
+
+
 def test_randaugment_computes_in_float32_under_a_bfloat16_policy():
     """The augmentation is data: under mixed_bfloat16 it must not round pixels to bfloat16
     (whose step is 0.5 to 1 between 64 and 255)."""

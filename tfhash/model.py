@@ -141,7 +141,9 @@ class TrainConfig:
             `tfhash.pipeline.make_dataset`).
         augment_strength: RandAugment's strength in (0, 1], used by
             ``augment="randaugment"`` alone (Keras's default 0.5 rotates by up to half a
-            turn; 0.1 by up to 36 degrees, shifting by up to a tenth of the side).
+            turn; 0.1 by up to 36 degrees, shifting by up to a tenth of the side; but a
+            weaker strength makes solarization and posterization harsher, see
+            `tfhash.pipeline.make_dataset`).
         mix: ``"none"``, ``"cutmix"`` or ``"mixup"``: mixes images and labels across each
             phase-1 batch (see `tfhash.pipeline.mix_batches`).
         hash_mix: the same for phase 2: a pair of mixed images counts as similar in

@@ -65,10 +65,14 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     to 10% and shift of up to 10% of the side, black fill: the usual digit recipe, see
     `affine_augmenter`) or ``"none"``.
 
-    ``augment_strength`` is RandAugment's ``factor``, a number in (0, 1] that bounds every
-    operation alike (the others ignore it): Keras's default 0.5 rotates by up to half a
-    turn and shifts by up to half the side, stronger geometry than the RandAugment paper's;
-    0.1 rotates by up to 36 degrees and shifts by up to a tenth of the side.
+    ``augment_strength`` is RandAugment's ``factor``, a number in (0, 1] (the other
+    augmentations ignore it). It bounds the geometric and colour operations alike: Keras's
+    default 0.5 rotates by up to half a turn and shifts by up to half the side, stronger
+    geometry than the RandAugment paper's; 0.1 rotates by up to 36 degrees and shifts by up
+    to a tenth of the side. Two operations run the other way (Keras 3.15): solarization
+    inverts every pixel above a threshold drawn between 0 and 255 times the strength (at
+    0.1, nearly the whole image), and posterization keeps from 1 to ``int(8 * strength) - 1``
+    bits per channel (1 whenever the strength is below 0.375).
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
