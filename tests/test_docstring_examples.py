@@ -22,6 +22,7 @@ RUNNABLE = [
     "tfhash.data.class_count",
     "tfhash.hardware",
     "tfhash.errors.check_non_negative",
+    "tfhash.errors.check_unit_interval",
     "tfhash.index",
     "tfhash.io",
     "tfhash.layers.HashingHead",

@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 from tfhash.codebooks import class_codebook
-from tfhash.errors import check, check_non_negative
+from tfhash.errors import check, check_non_negative, check_unit_interval
 
 LABEL_MODES = ("auto", "sparse", "multi_hot", "soft")
 FORMS = ("bilinear", "exact")
@@ -152,14 +152,6 @@ def exponentiated_hashing_loss(
             + pairs.per_sample(dissimilar, pairs.negative))
 
 
-def _check_unit_interval(value, name):
-    check(
-        isinstance(value, (int, float)) and 0 < value <= 1,
-        f"`{name}` must be a number in (0, 1], got {value!r}",
-    )
-    return float(value)
-
-
 def _check_negative_margin(value):
     check(
         value is None or (isinstance(value, (int, float)) and 0 <= value <= 1),
@@ -233,7 +225,7 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gather = bool(gather)
-        self.margin = _check_unit_interval(margin, "margin")
+        self.margin = check_unit_interval(margin, "margin")
         self.negative_margin = _check_negative_margin(negative_margin)
         check(
             isinstance(temperature, (int, float)) and temperature >= MIN_TEMPERATURE,
@@ -284,7 +276,7 @@ class ExactHashingLoss(keras.metrics.Mean):
         name="exact_loss", dtype=None
     ):
         super().__init__(name=name, dtype=dtype)
-        self.margin = _check_unit_interval(margin, "margin")
+        self.margin = check_unit_interval(margin, "margin")
         self.negative_margin = _check_negative_margin(negative_margin)
         self.temperature = float(temperature)
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")

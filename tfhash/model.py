@@ -30,7 +30,7 @@ from tfhash.codebooks import arrange_codebook, class_centres, class_codebook, cl
 from tfhash.codes import binarize, check_bits
 from tfhash.data import Split, class_count
 from tfhash.distribute import writable_dir
-from tfhash.errors import check, check_non_negative
+from tfhash.errors import check, check_non_negative, check_unit_interval
 from tfhash.hardware import PRECISIONS  # noqa: F401 (public here too)
 from tfhash.io import atomic_path, read_arrays, write_arrays
 from tfhash.layers import HashingHead, HorizontalFlip, Shift
@@ -56,7 +56,6 @@ from tfhash.pipeline import (
     AUGMENTATIONS,
     MIXES,
     RANDAUGMENT_STRENGTH,
-    check_strength,
     make_dataset,
     mix_batches,
 )
@@ -213,7 +212,7 @@ class TrainConfig:
               f"`method` must be one of {tuple(METHODS)}, got {self.method!r}")
         check(self.augment in AUGMENTATIONS,
               f"`augment` must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        check_strength(self.augment_strength)
+        check_unit_interval(self.augment_strength, "augment_strength")
         check(self.augment == "randaugment" or self.augment_strength == RANDAUGMENT_STRENGTH,
               f"`augment_strength` {self.augment_strength!r} needs `augment` 'randaugment' "
               f"(the one augmentation it sets), got {self.augment!r}")

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash.errors import check
+from tfhash.errors import check, check_unit_interval
 
 AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "randaugment", "shift", "affine",
                  "auto")
@@ -42,13 +42,6 @@ def cutout(image, size):
     inside = (tf.abs(rows - cy) <= size // 2) & (tf.abs(cols - cx) <= size // 2)
     grey = tf.cast(tf.fill(tf.shape(image), 128), image.dtype)
     return tf.where(inside[:, :, None], grey, image)
-
-
-def check_strength(augment_strength):
-    """Refuses an ``augment_strength`` outside (0, 1]."""
-    check(isinstance(augment_strength, (int, float)) and not isinstance(augment_strength, bool)
-          and 0 < augment_strength <= 1,
-          f"`augment_strength` must be a number in (0, 1], got {augment_strength!r}")
 
 
 def make_dataset(images, labels, batch_size, training=False, augment="none", seed=0,
@@ -79,7 +72,7 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     check(len(images) == len(labels), f"{len(images)} images but {len(labels)} labels")
     check(isinstance(batch_size, int) and batch_size >= 1,
           f"`batch_size` must be an integer >= 1, got {batch_size!r}")
-    check_strength(augment_strength)
+    check_unit_interval(augment_strength, "augment_strength")
     augment = resolve_augment(augment, images.shape[1:]) if training else "none"
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:

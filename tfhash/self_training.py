@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from tfhash.data import Images
-from tfhash.errors import check
+from tfhash.errors import check, check_unit_interval
 
 
 def unlabelled_rows(split):
@@ -54,9 +54,7 @@ def select_confident(probs, per_class, keep=1.0):
     check(probs.ndim == 2 and len(probs), f"`probs` must be (n, classes), got {probs.shape}")
     check(isinstance(per_class, (int, np.integer)) and per_class >= 1,
           f"`per_class` must be an integer >= 1, got {per_class!r}")
-    check(isinstance(keep, (int, float, np.integer, np.floating)) and not isinstance(keep, bool)
-          and 0 < keep <= 1,
-          f"`keep` must be a fraction in (0, 1], got {keep!r}")
+    check_unit_interval(keep, "keep")
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
     kept = []
