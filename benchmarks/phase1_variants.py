@@ -37,6 +37,9 @@ VARIANTS = {
     "randaugment_0.1_no_mix": {"augment": "randaugment", "augment_strength": 0.1, "mix": "none"},
     "randaugment_0.03_no_mix": {"augment": "randaugment", "augment_strength": 0.03,
                                 "mix": "none"},
+    "mild_randaugment_no_mix": {"augment": "mild_randaugment", "mix": "none"},
+    "mild_randaugment_0.2_no_mix": {"augment": "mild_randaugment", "augment_strength": 0.2,
+                                    "mix": "none"},
 }
 
 

@@ -33,6 +33,8 @@ RUNNABLE = [
     "tfhash.networks",
     "tfhash.pipeline",
     "tfhash.pipeline.affine_augmenter",
+    "tfhash.pipeline.apply_random_operations",
+    "tfhash.pipeline.mild_operations",
     "tfhash.pipeline.mix_batches",
     "tfhash.self_training.select_confident",
     "tfhash.quiet",

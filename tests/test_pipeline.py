@@ -4,7 +4,13 @@ import pytest
 import tensorflow as tf
 
 from tfhash.errors import TfhashError
-from tfhash.pipeline import cutout, make_dataset, mix_batches
+from tfhash.pipeline import (
+    apply_random_operations,
+    cutout,
+    make_dataset,
+    mild_operations,
+    mix_batches,
+)
 
 N, SIDE, CLASSES = 16, 32, 16
 
@@ -194,6 +200,103 @@ def test_keras_randaugment_solarizes_and_posterizes_harder_when_weaker():
     assert correlation < -0.99 and levels == {2}
     correlation, levels = effects(0.5)
     assert correlation > -0.97 and max(levels) > 2
+
+
+def grey_images(value=200):
+    return np.full((N, SIDE, SIDE, 3), value, np.uint8)
+
+
+def far_from_grey(images, value=200, tolerance=25):
+    """Per image, whether a pixel other than cutout's 128 lies more than ``tolerance`` from
+    ``value``."""
+    off = (np.abs(images - value) > tolerance) & (images != 128)
+    return off.any(axis=(1, 2, 3))
+
+
+def test_mild_randaugment_keeps_a_grey_image_grey_where_keras_randaugment_inverts_it():
+    """On a flat grey image the mild operations can only brighten or darken it a little (by
+    up to 0.045 of the range at strength 0.1, plus sharpening's rim); Keras's RandAugment at
+    the same strength solarizes some images to near black."""
+    mild = np.concatenate([x.numpy() for x, _ in make_dataset(
+        grey_images(), np.arange(N), N, training=True, augment="mild_randaugment",
+        augment_strength=0.1).repeat(4)])
+    assert not far_from_grey(mild).any()
+    keras_ra = np.concatenate([x.numpy() for x, _ in make_dataset(
+        grey_images(), np.arange(N), N, training=True, augment="randaugment",
+        augment_strength=0.1).repeat(4)])
+    assert far_from_grey(keras_ra).any()
+
+
+def test_mild_randaugment_draws_per_image_both_ways():
+    """Identical grey images come out brightened or darkened by amounts of their own (Keras's
+    RandAugment brightens only), and cutout still comes last."""
+    x = np.concatenate([x.numpy() for x, _ in make_dataset(
+        grey_images(), np.arange(N), N, training=True, augment="mild_randaugment",
+        augment_strength=0.5, seed=4).repeat(4)])
+    means = np.nanmean(np.where(x == 128, np.nan, x), axis=(1, 2, 3))
+    assert (means > 205).any() and (means < 195).any()
+    assert len(np.unique(np.round(means[np.abs(means - 200) > 5]))) >= 6  # > 4 batches
+    assert min((image == 128).all(axis=-1).sum() for image in x) >= 1
+
+
+def test_keras_randaugment_brightens_and_raises_contrast_one_way_only():
+    """What `mild_operations`'s docstring says of Keras's layer (3.15): its brightness never
+    darkens and its contrast never lowers, where the mild operations do both."""
+    images = np.random.default_rng(1).uniform(50, 200, (64, SIDE, SIDE, 3)).astype(np.float32)
+    layer = keras.layers.RandAugment(value_range=(0, 255), factor=0.5, seed=0)
+    brightened = layer.random_brightness(images, training=True).numpy()
+    contrasted = layer.random_contrast(images, training=True).numpy()
+    assert (brightened.mean(axis=(1, 2, 3)) >= images.mean(axis=(1, 2, 3)) - 1e-3).all()
+    assert (contrasted.std(axis=(1, 2)) >= images.std(axis=(1, 2)) - 1e-3).all()
+    brightness, contrast = mild_operations(0.5)[3:5]
+    darker = brightness(images, training=True).numpy().mean(axis=(1, 2, 3))
+    flatter = contrast(images, training=True).numpy().std(axis=(1, 2))
+    assert (darker < images.mean(axis=(1, 2, 3)) - 1).any()
+    assert (flatter < images.std(axis=(1, 2)) - 1).any()
+
+
+def test_mild_operations_scale_with_strength():
+    """A real image: near the identity at strength 0.001, far from it at 1 (every one of
+    the seven operations, each drawn twice on average over 14 draws)."""
+    rng = np.random.default_rng(0)
+    rows = np.linspace(0, 255, SIDE, dtype=np.float32)
+    image = np.stack([np.add.outer(rows, rows) / 2, np.add.outer(rows, -rows) / 2 + 128,
+                      rng.uniform(100, 150, (SIDE, SIDE))], axis=-1).astype(np.float32)
+
+    def mean_change(strength):
+        operations = mild_operations(strength, seed=1)
+        return np.mean([np.abs(apply_random_operations(tf.constant(image), operations)
+                               .numpy() - image).mean() for _ in range(16)])
+
+    assert mean_change(0.001) < 1.0
+    assert mean_change(1.0) > 10.0
+
+
+def test_apply_random_operations_applies_count_draws_with_repeats():
+    operations = [lambda image, training: image + 1, lambda image, training: image + 10]
+    image = tf.zeros((2, 2, 1))
+    added = {float(apply_random_operations(image, operations)[0, 0, 0]) for _ in range(40)}
+    assert added == {2.0, 11.0, 20.0}
+    once = {float(apply_random_operations(image, operations, count=1)[0, 0, 0])
+            for _ in range(20)}
+    assert once == {1.0, 10.0}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"operations": []}, "`operations` must hold at least one operation"),
+    ({"count": 0}, "`count` must be an integer >= 1, got 0"),
+    ({"count": 2.0}, "`count` must be an integer >= 1, got 2.0"),
+])
+def test_apply_random_operations_refuses_bad_arguments(kwargs, message):
+    arguments = {"image": tf.zeros((2, 2, 1)), "operations": mild_operations(0.1), **kwargs}
+    with pytest.raises(TfhashError, match=message):
+        apply_random_operations(**arguments)
+
+
+@pytest.mark.parametrize("strength", [0, 1.5, True])
+def test_mild_operations_refuse_a_strength_outside_0_1(strength):
+    with pytest.raises(TfhashError, match=r"`strength` must be a number in \(0, 1\]"):
+        mild_operations(strength)
 
 
 def test_randaugment_computes_in_float32_under_a_bfloat16_policy():

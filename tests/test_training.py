@@ -152,8 +152,8 @@ def test_unknown_config_choices_are_refused(field, value):
     ("seed", -1, "`seed` must be an integer >= 0"),
     ("augment_strength", 0.0, "`augment_strength` must be a number in (0, 1], got 0.0"),
     ("augment_strength", 0.1,
-     "`augment_strength` 0.1 needs `augment` 'randaugment' (the one augmentation it sets), "
-     "got 'auto'"),
+     "`augment_strength` 0.1 needs `augment` 'randaugment' or 'mild_randaugment' (the "
+     "augmentations it sets), got 'auto'"),
 ])
 def test_bad_loss_and_optimizer_settings_are_refused_before_training(field, value, message):
     # every method's phase 2 reports the exponentiated loss's exact form (hash_metrics), so

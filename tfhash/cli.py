@@ -132,13 +132,15 @@ def add_train_args(parser):
                              "all its pairs)")
     # the names of tfhash.pipeline.AUGMENTATIONS and MIXES
     parser.add_argument("--augment", default=None,
-                        choices=("none", "crop_flip", "crop_flip_cutout", "randaugment", "shift",
-                                 "affine", "auto"),
+                        choices=("none", "crop_flip", "crop_flip_cutout", "randaugment",
+                                 "mild_randaugment", "shift", "affine", "auto"),
                         help="augmentation of both phases (default auto: crop+flip for colour "
                              "images, shifts for grayscale)")
     parser.add_argument("--augment-strength", type=float, default=None,
-                        help="strength in (0, 1] of --augment randaugment's operations "
-                             "(default 0.5, Keras's: rotations of up to half a turn)")
+                        help="strength in (0, 1] of --augment randaugment's or "
+                             "mild_randaugment's operations (default 0.5: rotations of up "
+                             "to half a turn with randaugment, Keras's, 15 degrees with "
+                             "mild_randaugment)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="train with a moving average of the weights (e.g. 0.99)")
     parser.add_argument("--soup-size", type=positive_int, default=None, metavar="K",

@@ -56,6 +56,7 @@ from tfhash.pipeline import (
     AUGMENTATIONS,
     MIXES,
     RANDAUGMENT_STRENGTH,
+    STRENGTH_AUGMENTATIONS,
     make_dataset,
     mix_batches,
 )
@@ -136,13 +137,14 @@ class TrainConfig:
         shared_heads: train all code lengths at once, as heads on one backbone, in one
             phase-2 run (otherwise each length fine-tunes its own copy of the backbone).
         augment: ``"auto"``, ``"crop_flip"``, ``"crop_flip_cutout"``, ``"randaugment"``,
-            ``"shift"``, ``"affine"`` or ``"none"`` (both phases; see
-            `tfhash.pipeline.make_dataset`).
-        augment_strength: RandAugment's strength in (0, 1], used by
-            ``augment="randaugment"`` alone (Keras's default 0.5 rotates by up to half a
-            turn; 0.1 by up to 36 degrees, shifting by up to a tenth of the side; but a
-            weaker strength makes solarization and posterization harsher, see
-            `tfhash.pipeline.make_dataset`).
+            ``"mild_randaugment"``, ``"shift"``, ``"affine"`` or ``"none"`` (both phases;
+            see `tfhash.pipeline.make_dataset`).
+        augment_strength: the strength in (0, 1] of ``augment="randaugment"`` (Keras's
+            default 0.5 rotates by up to half a turn; 0.1 by up to 36 degrees, shifting by
+            up to a tenth of the side; but a weaker strength makes solarization and
+            posterization harsher, see `tfhash.pipeline.make_dataset`) or of
+            ``"mild_randaugment"`` (0.5 rotates by up to 15 degrees, see
+            `tfhash.pipeline.mild_operations`); the other augmentations leave it at 0.5.
         mix: ``"none"``, ``"cutmix"`` or ``"mixup"``: mixes images and labels across each
             phase-1 batch (see `tfhash.pipeline.mix_batches`).
         hash_mix: the same for phase 2: a pair of mixed images counts as similar in
@@ -213,9 +215,10 @@ class TrainConfig:
         check(self.augment in AUGMENTATIONS,
               f"`augment` must be one of {AUGMENTATIONS}, got {self.augment!r}")
         check_unit_interval(self.augment_strength, "augment_strength")
-        check(self.augment == "randaugment" or self.augment_strength == RANDAUGMENT_STRENGTH,
+        check(self.augment in STRENGTH_AUGMENTATIONS
+              or self.augment_strength == RANDAUGMENT_STRENGTH,
               f"`augment_strength` {self.augment_strength!r} needs `augment` 'randaugment' "
-              f"(the one augmentation it sets), got {self.augment!r}")
+              f"or 'mild_randaugment' (the augmentations it sets), got {self.augment!r}")
         check(self.mix in MIXES, f"`mix` must be one of {MIXES}, got {self.mix!r}")
         check(self.hash_mix in MIXES,
               f"`hash_mix` must be one of {MIXES}, got {self.hash_mix!r}")

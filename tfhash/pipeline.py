@@ -12,14 +12,17 @@ Example:
 ``model.fit(ds, epochs=10)`` then trains on it.
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfhash.errors import check, check_unit_interval
 
-AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "randaugment", "shift", "affine",
-                 "auto")
+AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "randaugment", "mild_randaugment",
+                 "shift", "affine", "auto")
+STRENGTH_AUGMENTATIONS = ("randaugment", "mild_randaugment")  # the ones augment_strength sets
 MIXES = ("none", "cutmix", "mixup")
 RANDAUGMENT_STRENGTH = 0.5  # Keras's default factor
 
@@ -53,13 +56,15 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     recipe), ``"crop_flip_cutout"`` (the same, then one random square of half the image
     side set to grey), ``"randaugment"`` (crop and flip, then two operations drawn per
     image by `keras.layers.RandAugment`, then cutout: the "strong" augmentation of
-    semi-supervised CIFAR recipes), ``"shift"`` (pad 2, random crop: small translations
+    semi-supervised CIFAR recipes), ``"mild_randaugment"`` (the same with two of the seven
+    operations of `mild_operations` instead), ``"shift"`` (pad 2, random crop: small translations
     for digits), ``"affine"`` (per image a random rotation of up to 10 degrees, zoom of up
     to 10% and shift of up to 10% of the side, black fill: the usual digit recipe, see
     `affine_augmenter`) or ``"none"``.
 
-    ``augment_strength`` is RandAugment's ``factor``, a number in (0, 1] (the other
-    augmentations ignore it). It bounds the geometric and colour operations alike: Keras's
+    ``augment_strength`` is RandAugment's ``factor``, a number in (0, 1], or with
+    ``"mild_randaugment"`` the ``strength`` of `mild_operations` (the other augmentations
+    ignore it). It bounds the geometric and colour operations alike: Keras's
     default 0.5 rotates by up to half a turn and shifts by up to half the side, stronger
     geometry than the RandAugment paper's; 0.1 rotates by up to 36 degrees and shifts by up
     to a tenth of the side. Two operations run the other way (Keras 3.15): solarization
@@ -84,6 +89,8 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
         rand_augment = (keras.layers.RandAugment(value_range=(0, 255), factor=augment_strength,
                                                  seed=seed, dtype="float32")
                         if augment == "randaugment" else None)
+        mild = (mild_operations(augment_strength, seed)
+                if augment == "mild_randaugment" else None)
 
         def augment_one(image, label):
             padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
@@ -92,7 +99,9 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
                 image = tf.image.random_flip_left_right(image)
             if rand_augment is not None:
                 image = rand_augment(tf.cast(image, tf.float32), training=True)
-            if augment in ("crop_flip_cutout", "randaugment"):
+            if mild is not None:
+                image = apply_random_operations(tf.cast(image, tf.float32), mild)
+            if augment in ("crop_flip_cutout", *STRENGTH_AUGMENTATIONS):
                 image = cutout(image, shape[0] // 2)
             return image, label
 
@@ -104,6 +113,65 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def mild_operations(strength=RANDAUGMENT_STRENGTH, seed=0):
+    """RandAugment's geometric and colour operations, both ways, as Keras layers for [0, 255].
+
+    Seven operations, each bounded by the RandAugment paper's largest magnitude times
+    ``strength`` (a number in (0, 1]): rotation by up to 30 degrees, shear by up to 0.3,
+    translation by up to 0.45 of the side (both axes, reflected at the borders), brightness
+    shifted by up to 0.45 of the value range, contrast scaled by 1 plus or minus 0.9,
+    colour blended towards grey by up to 0.9, and sharpness from blurred to sharpened by up
+    to 0.9 of the way. Solarization, posterization, auto-contrast and equalization, which
+    `keras.layers.RandAugment` also draws and which its factor does not soften (see
+    `make_dataset`), are left out, and every bound here is symmetric where the operation
+    has two directions (Keras's RandAugment draws its rotation, shift, brightness and
+    contrast one way only, and up to strength 0.5 its sharpness only blurs).
+    `apply_random_operations` applies two of them per image.
+
+    >>> operations = mild_operations(0.1)
+    >>> [type(op).__name__ for op in operations][:3]
+    ['RandomRotation', 'RandomShear', 'RandomTranslation']
+    """
+    s = check_unit_interval(strength, "strength")
+    layers = keras.layers
+    geometric = [
+        (layers.RandomRotation, (30.0 * s / 360.0,)),
+        (layers.RandomShear, (0.3 * s, 0.3 * s)),
+        (layers.RandomTranslation, (0.45 * s, 0.45 * s)),
+    ]
+    colour = [
+        (layers.RandomBrightness, (0.45 * s,)),
+        (layers.RandomContrast, ((0.9 * s, 0.9 * s),)),
+        (layers.RandomColorDegeneration, (0.9 * s,)),
+        (layers.RandomSharpness, ((0.5 - 0.45 * s, 0.5 + 0.45 * s),)),
+    ]
+    # seeds one apart: the operations' draws are independent of one another
+    operations = [layer(*bounds, seed=seed + i, dtype="float32")
+                  for i, (layer, bounds) in enumerate(geometric)]
+    operations += [layer(*bounds, value_range=(0, 255), seed=seed + len(geometric) + i,
+                         dtype="float32")
+                   for i, (layer, bounds) in enumerate(colour)]
+    return operations
+
+
+def apply_random_operations(image, operations, count=2):
+    """Applies ``count`` operations drawn at random (with repeats) from ``operations`` to one
+    image, computing only the ones drawn (`tf.switch_case`).
+
+    >>> image = tf.fill((8, 8, 3), 200.0)
+    >>> tuple(apply_random_operations(image, mild_operations(0.1)).shape)
+    (8, 8, 3)
+    """
+    check(len(operations) >= 1, "`operations` must hold at least one operation, got none")
+    check(isinstance(count, int) and not isinstance(count, bool) and count >= 1,
+          f"`count` must be an integer >= 1, got {count!r}")
+    for _ in range(count):
+        index = tf.random.uniform([], 0, len(operations), dtype=tf.int32)
+        image = tf.switch_case(
+            index, [functools.partial(op, image, training=True) for op in operations])
+    return image
 
 
 def affine_augmenter(seed=0, rotation_degrees=10.0, zoom=0.1, shift=0.1):
