@@ -57,14 +57,14 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     side set to grey), ``"randaugment"`` (crop and flip, then two operations drawn per
     image by `keras.layers.RandAugment`, then cutout: the "strong" augmentation of
     semi-supervised CIFAR recipes), ``"mild_randaugment"`` (the same with two of the seven
-    operations of `mild_operations` instead), ``"shift"`` (pad 2, random crop: small translations
-    for digits), ``"affine"`` (per image a random rotation of up to 10 degrees, zoom of up
-    to 10% and shift of up to 10% of the side, black fill: the usual digit recipe, see
-    `affine_augmenter`) or ``"none"``.
+    operations of `mild_operations` instead), ``"shift"`` (pad 2, random crop: small
+    translations for digits), ``"affine"`` (per image a random rotation of up to 10
+    degrees, zoom of up to 10% and shift of up to 10% of the side, black fill: the usual
+    digit recipe, see `affine_augmenter`) or ``"none"``.
 
     ``augment_strength`` is RandAugment's ``factor``, a number in (0, 1], or with
     ``"mild_randaugment"`` the ``strength`` of `mild_operations` (the other augmentations
-    ignore it). It bounds the geometric and colour operations alike: Keras's
+    ignore it). Keras's factor bounds the geometric and colour operations alike: its
     default 0.5 rotates by up to half a turn and shifts by up to half the side, stronger
     geometry than the RandAugment paper's; 0.1 rotates by up to 36 degrees and shifts by up
     to a tenth of the side. Two operations run the other way (Keras 3.15): solarization
@@ -119,15 +119,15 @@ def mild_operations(strength=RANDAUGMENT_STRENGTH, seed=0):
     """RandAugment's geometric and colour operations, both ways, as Keras layers for [0, 255].
 
     Seven operations, each bounded by the RandAugment paper's largest magnitude times
-    ``strength`` (a number in (0, 1]): rotation by up to 30 degrees, shear by up to 0.3,
-    translation by up to 0.45 of the side (both axes, reflected at the borders), brightness
+    ``strength`` (a number in (0, 1]): rotation by up to 30 degrees, shear by up to 0.3 and
+    translation by up to 0.45 of the side (both along both axes, borders reflected), brightness
     shifted by up to 0.45 of the value range, contrast scaled by 1 plus or minus 0.9,
     colour blended towards grey by up to 0.9, and sharpness from blurred to sharpened by up
     to 0.9 of the way. Solarization, posterization, auto-contrast and equalization, which
     `keras.layers.RandAugment` also draws and which its factor does not soften (see
-    `make_dataset`), are left out, and every bound here is symmetric where the operation
-    has two directions (Keras's RandAugment draws its rotation, shift, brightness and
-    contrast one way only, and up to strength 0.5 its sharpness only blurs).
+    `make_dataset`), are left out. Every operation but colour (towards grey only) is drawn
+    both ways, where Keras's RandAugment draws its rotation, shift, brightness and contrast
+    one way only, and up to strength 0.5 its sharpness only blurs.
     `apply_random_operations` applies two of them per image.
 
     >>> operations = mild_operations(0.1)
