@@ -216,7 +216,7 @@ def far_from_grey(images, value=200, tolerance=25):
 def test_mild_randaugment_keeps_a_grey_image_grey_where_keras_randaugment_inverts_it():
     """On a flat grey image the mild operations can only brighten or darken it a little (by
     up to 0.045 of the range at strength 0.1, plus sharpening's rim); Keras's RandAugment at
-    the same strength solarizes some images to near black."""
+    the same strength solarizes some of them (200 becomes about 55)."""
     mild = np.concatenate([x.numpy() for x, _ in make_dataset(
         grey_images(), np.arange(N), N, training=True, augment="mild_randaugment",
         augment_strength=0.1).repeat(4)])
@@ -256,8 +256,8 @@ def test_keras_randaugment_brightens_and_raises_contrast_one_way_only():
 
 
 def test_mild_operations_scale_with_strength():
-    """A real image: near the identity at strength 0.001, far from it at 1 (every one of
-    the seven operations, each drawn twice on average over 14 draws)."""
+    """A smooth colour image: near the identity at strength 0.001, far from it at 1 (16
+    calls of two draws each: every one of the seven operations about four times)."""
     rng = np.random.default_rng(0)
     rows = np.linspace(0, 255, SIDE, dtype=np.float32)
     image = np.stack([np.add.outer(rows, rows) / 2, np.add.outer(rows, -rows) / 2 + 128,
