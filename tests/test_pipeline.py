@@ -239,6 +239,15 @@ def test_mild_randaugment_draws_per_image_both_ways():
     assert min((image == 128).all(axis=-1).sum() for image in x) >= 1
 
 
+def test_mild_randaugment_takes_grayscale_images():
+    """The colour operations leave one channel one channel (the digits' datasets)."""
+    images = np.random.default_rng(2).integers(0, 256, (N, 28, 28, 1), dtype=np.uint8)
+    x, _ = next(iter(make_dataset(images, np.arange(N), N, training=True,
+                                  augment="mild_randaugment")))
+    assert x.shape == (N, 28, 28, 1) and 0 <= x.numpy().min() and x.numpy().max() <= 255
+    assert not set(np.unique(x.numpy())) <= set(np.unique(images)) | {128}
+
+
 def test_keras_randaugment_brightens_and_raises_contrast_one_way_only():
     """What `mild_operations`'s docstring says of Keras's layer (3.15): its brightness never
     darkens and its contrast never lowers, where the mild operations do both."""
