@@ -86,21 +86,22 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
         pad = 2 if augment == "shift" else 4
         shape = images.shape[1:]
         # float32 whatever the global policy: the augmentation is data, not computation
-        rand_augment = (keras.layers.RandAugment(value_range=(0, 255), factor=augment_strength,
-                                                 seed=seed, dtype="float32")
-                        if augment == "randaugment" else None)
-        mild = (mild_operations(augment_strength, seed)
-                if augment == "mild_randaugment" else None)
+        strong = None  # the operations after crop and flip, on float32 pixels
+        if augment == "randaugment":
+            strong = functools.partial(
+                keras.layers.RandAugment(value_range=(0, 255), factor=augment_strength,
+                                         seed=seed, dtype="float32"), training=True)
+        elif augment == "mild_randaugment":
+            strong = functools.partial(apply_random_operations,
+                                       operations=mild_operations(augment_strength, seed))
 
         def augment_one(image, label):
             padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
             image = tf.image.random_crop(padded, shape)
             if augment != "shift":
                 image = tf.image.random_flip_left_right(image)
-            if rand_augment is not None:
-                image = rand_augment(tf.cast(image, tf.float32), training=True)
-            if mild is not None:
-                image = apply_random_operations(tf.cast(image, tf.float32), mild)
+            if strong is not None:
+                image = strong(tf.cast(image, tf.float32))
             if augment in ("crop_flip_cutout", *STRENGTH_AUGMENTATIONS):
                 image = cutout(image, shape[0] // 2)
             return image, label
@@ -136,23 +137,19 @@ def mild_operations(strength=RANDAUGMENT_STRENGTH, seed=0):
     """
     s = check_unit_interval(strength, "strength")
     layers = keras.layers
-    geometric = [
-        (layers.RandomRotation, (30.0 * s / 360.0,)),
-        (layers.RandomShear, (0.3 * s, 0.3 * s)),
-        (layers.RandomTranslation, (0.45 * s, 0.45 * s)),
-    ]
-    colour = [
-        (layers.RandomBrightness, (0.45 * s,)),
-        (layers.RandomContrast, ((0.9 * s, 0.9 * s),)),
-        (layers.RandomColorDegeneration, (0.9 * s,)),
-        (layers.RandomSharpness, ((0.5 - 0.45 * s, 0.5 + 0.45 * s),)),
+    pixels = {"value_range": (0, 255)}  # the colour operations' keyword
+    bounds = [
+        (layers.RandomRotation, (30.0 * s / 360.0,), {}),
+        (layers.RandomShear, (0.3 * s, 0.3 * s), {}),
+        (layers.RandomTranslation, (0.45 * s, 0.45 * s), {}),
+        (layers.RandomBrightness, (0.45 * s,), pixels),
+        (layers.RandomContrast, ((0.9 * s, 0.9 * s),), pixels),
+        (layers.RandomColorDegeneration, (0.9 * s,), pixels),
+        (layers.RandomSharpness, ((0.5 - 0.45 * s, 0.5 + 0.45 * s),), pixels),
     ]
     # seeds one apart: the operations' draws are independent of one another
-    operations = [layer(*bounds, seed=seed + i, dtype="float32")
-                  for i, (layer, bounds) in enumerate(geometric)]
-    operations += [layer(*bounds, value_range=(0, 255), seed=seed + len(geometric) + i,
-                         dtype="float32")
-                   for i, (layer, bounds) in enumerate(colour)]
+    operations = [layer(*factors, **kwargs, seed=seed + i, dtype="float32")
+                  for i, (layer, factors, kwargs) in enumerate(bounds)]
     return operations
 
 
