@@ -70,8 +70,8 @@ def seed_config(args, seed):
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight",
                 "classification_head", "margin", "negative_margin", "temperature", "precision",
-                "backbone_width", "mix", "hash_mix", "augment", "ema_momentum", "soup_size",
-                "ensemble_size"):
+                "backbone_width", "mix", "hash_mix", "augment", "ema_momentum", "sam_radius",
+                "soup_size", "ensemble_size"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -367,7 +367,7 @@ def check_same_recipe(earlier, config):
 
 
 PHASE1_FIELDS = ("backbone", "backbone_width", "pretrain_epochs", "batch_size", "pretrain_lr",
-                 "weight_decay", "ema_momentum", "label_smoothing", "augment",
+                 "weight_decay", "ema_momentum", "sam_radius", "label_smoothing", "augment",
                  "augment_strength", "mix", "precision")
 
 
@@ -458,6 +458,8 @@ def main():
                         help="default: the recipe's (see tfhash.pipeline.make_dataset)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="keep a moving average of the weights in both phases")
+    parser.add_argument("--sam-radius", type=float, default=None,
+                        help="sharpness-aware phase-1 steps of this radius (default: none)")
     parser.add_argument("--soup-size", type=int, default=None, metavar="K",
                         help="train phase 2 K times from the same start and average the "
                              "weights (every method alike; default 1)")

@@ -595,13 +595,15 @@ def test_train_options_reach_the_config():
     args = parser.parse_args(["--dataset", "mnist-5k", "--augment", "affine",
                               "--ema-momentum", "0.99", "--hash-mix", "cutmix",
                               "--soup-size", "3", "--ensemble-size", "2",
-                              "--backbone-width", "16"])
+                              "--backbone-width", "16", "--sam-radius", "0.05"])
     config = cli.train_config(args)
     assert (config.augment, config.ema_momentum, config.hash_mix, config.soup_size,
-            config.ensemble_size, config.backbone_width) == ("affine", 0.99, "cutmix", 3, 2, 16)
+            config.ensemble_size, config.backbone_width,
+            config.sam_radius) == ("affine", 0.99, "cutmix", 3, 2, 16, 0.05)
     default = cli.train_config(parser.parse_args(["--dataset", "x"]))
     assert (default.ema_momentum, default.hash_mix, default.soup_size,
-            default.ensemble_size, default.backbone_width) == (None, "none", 1, 1, None)
+            default.ensemble_size, default.backbone_width,
+            default.sam_radius) == (None, "none", 1, 1, None, None)
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -670,3 +672,9 @@ def test_bad_ema_momentum_is_one_line(capsys, tmp_path):
     assert_one_line_error(*run_main(capsys, "train", "--dataset", "mnist-5k",
                                     "--ema-momentum", "1.5", "--out", str(tmp_path)),
                           "ema_momentum")
+
+
+def test_bad_sam_radius_is_one_line(capsys, tmp_path):
+    assert_one_line_error(*run_main(capsys, "train", "--dataset", "mnist-5k",
+                                    "--sam-radius", "-0.1", "--out", str(tmp_path)),
+                          "`sam_radius` must be None or a float > 0, got -0.1")

@@ -37,6 +37,7 @@ RUNNABLE = [
     "tfhash.pipeline.mild_operations",
     "tfhash.pipeline.mix_batches",
     "tfhash.self_training.select_confident",
+    "tfhash.sharpness.SharpnessAware",
     "tfhash.quiet",
     "tfhash.tuning.best_hparams",
 ]

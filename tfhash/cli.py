@@ -105,7 +105,7 @@ METHODS = ("exponentiated", "dpsh", "dsh", "orthohash", "orthohash-greedy")
 # --hparams value under them stands
 CONFIG_FLAGS = ("backbone", "backbone_width", "precision", "pretrain_epochs", "hash_epochs",
                 "batch_size", "augment", "augment_strength", "mix", "hash_mix", "ema_momentum",
-                "soup_size", "ensemble_size", "method", "margin", "negative_margin",
+                "sam_radius", "soup_size", "ensemble_size", "method", "margin", "negative_margin",
                 "temperature", "quantization", "classification_weight", "classification_head")
 
 
@@ -143,6 +143,9 @@ def add_train_args(parser):
                              "mild_randaugment)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="train with a moving average of the weights (e.g. 0.99)")
+    parser.add_argument("--sam-radius", type=float, default=None,
+                        help="train phase 1 with sharpness-aware steps of this radius "
+                             "(e.g. 0.05; each step costs twice a plain one)")
     parser.add_argument("--soup-size", type=positive_int, default=None, metavar="K",
                         help="train phase 2 K times from the same start (own batch orders) "
                              "and average the weights (default 1)")

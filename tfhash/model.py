@@ -60,6 +60,7 @@ from tfhash.pipeline import (
     make_dataset,
     mix_batches,
 )
+from tfhash.sharpness import SharpnessAware
 
 METHODS = {
     "exponentiated": ExponentiatedHashingLoss,
@@ -117,6 +118,9 @@ class TrainConfig:
             ``work_dir`` keeps member ``k``'s classifier in ``member<k>/`` (member 0's in
             ``work_dir`` itself). 1: one backbone.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
+        sam_radius: ``None``, or train phase 1 with sharpness-aware steps
+            (`tfhash.sharpness.SharpnessAware`) of this radius, a float > 0 (0.05 is the
+            SAM paper's for CIFAR-10); each step then costs two forward and backward passes.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
         classification_weight: weight of a softmax classifier on the relaxed codes kept
@@ -180,6 +184,7 @@ class TrainConfig:
     soup_size: int = 1
     ensemble_size: int = 1
     label_smoothing: float = 0.1
+    sam_radius: float | None = None
     margin: float = 1.0
     negative_margin: float | None = None
     temperature: float = 0.5
@@ -235,6 +240,9 @@ class TrainConfig:
         check(self.ema_momentum is None
               or (isinstance(self.ema_momentum, float) and 0 < self.ema_momentum < 1),
               f"`ema_momentum` must be None or a float in (0, 1), got {self.ema_momentum!r}")
+        check(self.sam_radius is None
+              or (isinstance(self.sam_radius, float) and self.sam_radius > 0),
+              f"`sam_radius` must be None or a float > 0, got {self.sam_radius!r}")
         for name in ("pretrain_lr", "hash_lr"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
@@ -537,13 +545,15 @@ def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), 
     if len(split.val):
         val = make_dataset(split.val.images, split.val.labels, 256)
     classifier = build_classifier(backbone, num_classes)
+    trainer = (classifier if config.sam_radius is None
+               else SharpnessAware(classifier, config.sam_radius))
     steps = config.steps(len(split.train), config.pretrain_epochs)
-    classifier.compile(
+    trainer.compile(
         optimizer=make_optimizer(config.pretrain_lr, steps, config.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
-    history = classifier.fit(
+    history = trainer.fit(
         train.repeat(),  # one iterator for all epochs: no restart per epoch
         steps_per_epoch=config.steps(len(split.train), 1),
         shuffle=False,  # the batches shuffle themselves (`training_batches`)
