@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 MIRRORED = r"""
 import json, sys
 import numpy as np, tensorflow as tf
@@ -91,3 +93,55 @@ def test_two_phase_fit_under_mirrored_strategy(tmp_path):
     assert all(v == v and v > 0 for v in out["loss"])  # finite, positive
     assert {abs(c) for row in out["codes"] for c in row} == {1}
     assert (tmp_path / "work/pretrained.weights.h5").is_file()
+
+
+MIRRORED_SAM = r"""
+import json, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from tfhash.sharpness import SharpnessAware
+rng = np.random.default_rng(0)
+x = rng.normal(size=(16, 3)).astype("float32")
+y = rng.normal(size=(16, 1)).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    inputs = keras.Input((3,))
+    net = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    trainer = SharpnessAware(net, radius=0.5)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+start = [w.tolist() for w in net.get_weights()]
+trainer.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+print(json.dumps({"start": start, "end": [w.tolist() for w in net.get_weights()]}))
+"""
+
+
+def test_sam_under_mirrored_strategy_ascends_per_replica():
+    """Each replica moves its own copy of the weights up its own half batch's gradient (the
+    SAM paper's per-accelerator ascent); the update is the mean of the replicas' gradients
+    there. Reference: the same step in numpy on the two half batches."""
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SAM], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    (kernel, bias), (end_kernel, _) = ([np.array(w) for w in ws]
+                                       for ws in (out["start"], out["end"]))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 3)), rng.normal(size=(16, 1))
+
+    def gradient(xs, ys, k, b):
+        residual = xs @ k + b - ys
+        return 2 * xs.T @ residual / len(xs), 2 * residual.mean(axis=0)
+
+    sharp = []
+    for xs, ys in ((x[:8], y[:8]), (x[8:], y[8:])):
+        grad_k, grad_b = gradient(xs, ys, kernel, bias)
+        norm = np.sqrt((grad_k ** 2).sum() + (grad_b ** 2).sum())
+        sharp.append(gradient(xs, ys, kernel + 0.5 * grad_k / norm,
+                              bias + 0.5 * grad_b / norm)[0])
+    np.testing.assert_allclose(end_kernel, kernel - 0.1 * np.mean(sharp, axis=0), atol=1e-5)
+    # not one ascent for the global batch, which ends elsewhere by far more than that
+    grad_k, grad_b = gradient(x, y, kernel, bias)
+    norm = np.sqrt((grad_k ** 2).sum() + (grad_b ** 2).sum())
+    global_step = gradient(x, y, kernel + 0.5 * grad_k / norm, bias + 0.5 * grad_b / norm)[0]
+    assert np.abs(end_kernel - (kernel - 0.1 * global_step)).max() > 1e-3

@@ -23,7 +23,9 @@ class SharpnessAware(keras.Model):
     the ascent, as a plain step reports them. Batch-normalization statistics and every
     other state the perturbed pass would change (its moving averages, per-output loss
     trackers) are kept from the first pass, so they describe the weights being trained.
-    Random-generator states move on with both passes.
+    Random-generator states move on with both passes. Under a `tf.distribute` strategy
+    each replica ascends along its own share of the batch, as the SAM paper's accelerators
+    do, and the optimizer averages the replicas' gradients at their ascended weights.
 
     Args:
         model: the Keras model to train.
