@@ -139,3 +139,15 @@ def test_pretrain_with_sam_returns_the_plain_classifier(monkeypatch, tmp_path):
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert any(np.abs(a - b).max() > 0 for a, b in zip(start, backbone.get_weights()))
     assert classifier.predict(small.query.images[:4], verbose=0).shape == (4, 10)
+
+
+def test_saves_and_loads_as_a_keras_file(regression, tmp_path):
+    x, y = regression
+    trainer = SharpnessAware(linear_model(), radius=0.05)
+    one_step(trainer, x, y, loss="mse")
+    trainer.save(tmp_path / "trainer.keras")
+    loaded = keras.saving.load_model(tmp_path / "trainer.keras")
+    assert isinstance(loaded, SharpnessAware) and loaded.radius == 0.05
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), trainer.predict(x, verbose=0),
+                               rtol=1e-6)
+    one_step(loaded, x, y, loss="mse")  # and trains on

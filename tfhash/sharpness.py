@@ -14,12 +14,13 @@ import tensorflow as tf
 from tfhash.errors import check
 
 
+@keras.saving.register_keras_serializable(package="tfhash")
 class SharpnessAware(keras.Model):
     """Trains ``model`` with sharpness-aware steps; predicts and evaluates as ``model``.
 
     Compile and fit the wrapper as you would the model; the model's own weights are the
-    ones trained, so after ``fit`` use (and save) ``model`` itself: the wrapper is a
-    training device only. The reported loss and metrics are those at the weights before
+    ones trained, so after ``fit`` use (and save) ``model`` itself. The wrapper saves and
+    loads as a ``.keras`` file too (its config holds the model's), to resume training. The reported loss and metrics are those at the weights before
     the ascent, as a plain step reports them. Batch-normalization statistics and every
     other state the perturbed pass would change (its moving averages, per-output loss
     trackers) are kept from the first pass, so they describe the weights being trained.
@@ -58,6 +59,15 @@ class SharpnessAware(keras.Model):
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "radius": self.radius,
+                "model": keras.saving.serialize_keras_object(self.model)}
+
+    @classmethod
+    def from_config(cls, config):
+        model = keras.saving.deserialize_keras_object(config.pop("model"))
+        return cls(model, **config)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
