@@ -20,13 +20,14 @@ class SharpnessAware(keras.Model):
 
     Compile and fit the wrapper as you would the model; the model's own weights are the
     ones trained, so after ``fit`` use (and save) ``model`` itself. The wrapper saves and
-    loads as a ``.keras`` file too (its config holds the model's), to resume training. The reported loss and metrics are those at the weights before
-    the ascent, as a plain step reports them. Batch-normalization statistics and every
-    other state the perturbed pass would change (its moving averages, per-output loss
-    trackers) are kept from the first pass, so they describe the weights being trained.
-    Random-generator states move on with both passes. Under a `tf.distribute` strategy
-    each replica ascends along its own share of the batch, as the SAM paper's accelerators
-    do, and the optimizer averages the replicas' gradients at their ascended weights.
+    loads as a ``.keras`` file too (its config holds the model's), to resume training.
+    The reported loss and metrics are those at the weights before the ascent, as a plain
+    step reports them. Batch-normalization statistics and every other state the perturbed
+    pass would change (its moving averages, per-output loss trackers) are kept from the
+    first pass, so they describe the weights being trained. Random-generator states move
+    on with both passes. Under a `tf.distribute` strategy each replica ascends along its
+    own share of the batch, as the SAM paper's accelerators do, and the optimizer averages
+    the replicas' gradients at their ascended weights.
 
     Args:
         model: the Keras model to train.
