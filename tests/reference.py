@@ -1,4 +1,5 @@
-"""Independent brute-force references for the retrieval metrics (per-query loops, plain sorts)."""
+"""Independent brute-force references: the retrieval metrics (per-query loops, plain sorts)
+and one sharpness-aware step of a linear model under squared error, in numpy."""
 
 import numpy as np
 
@@ -51,3 +52,19 @@ def map_random_ties(q, ql, db, dbl, top_k=None, orders=2000, seed=0):
         rs = np.take_along_axis(rel, order, axis=1)
         total += np.mean([ap_of_order(rs[i], top_k) for i in np.flatnonzero(keep)])
     return total / orders
+
+
+def mse_gradient(x, y, kernel, bias):
+    """The mean squared error of ``x @ kernel + bias`` against ``y``, and its gradient
+    with respect to ``kernel`` and ``bias``."""
+    residual = x @ kernel + bias - y
+    return (residual ** 2).mean(), 2 * x.T @ residual / len(x), 2 * residual.mean(axis=0)
+
+
+def sam_gradient(x, y, kernel, bias, radius):
+    """The gradient (kernel, bias) of `mse_gradient` at the weights moved ``radius`` along
+    its normalised gradient: what a SAM step hands its optimizer."""
+    _, grad_kernel, grad_bias = mse_gradient(x, y, kernel, bias)
+    norm = np.sqrt((grad_kernel ** 2).sum() + (grad_bias ** 2).sum())
+    return mse_gradient(x, y, kernel + radius * grad_kernel / norm,
+                        bias + radius * grad_bias / norm)[1:]

@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+from reference import sam_gradient
+
 MIRRORED = r"""
 import json, sys
 import numpy as np, tensorflow as tf
@@ -128,20 +130,9 @@ def test_sam_under_mirrored_strategy_ascends_per_replica():
                                        for ws in (out["start"], out["end"]))
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 3)), rng.normal(size=(16, 1))
-
-    def gradient(xs, ys, k, b):
-        residual = xs @ k + b - ys
-        return 2 * xs.T @ residual / len(xs), 2 * residual.mean(axis=0)
-
-    sharp = []
-    for xs, ys in ((x[:8], y[:8]), (x[8:], y[8:])):
-        grad_k, grad_b = gradient(xs, ys, kernel, bias)
-        norm = np.sqrt((grad_k ** 2).sum() + (grad_b ** 2).sum())
-        sharp.append(gradient(xs, ys, kernel + 0.5 * grad_k / norm,
-                              bias + 0.5 * grad_b / norm)[0])
+    sharp = [sam_gradient(x[half], y[half], kernel, bias, 0.5)[0]
+             for half in (slice(0, 8), slice(8, 16))]
     np.testing.assert_allclose(end_kernel, kernel - 0.1 * np.mean(sharp, axis=0), atol=1e-5)
     # not one ascent for the global batch, which ends elsewhere by far more than that
-    grad_k, grad_b = gradient(x, y, kernel, bias)
-    norm = np.sqrt((grad_k ** 2).sum() + (grad_b ** 2).sum())
-    global_step = gradient(x, y, kernel + 0.5 * grad_k / norm, bias + 0.5 * grad_b / norm)[0]
+    global_step = sam_gradient(x, y, kernel, bias, 0.5)[0]
     assert np.abs(end_kernel - (kernel - 0.1 * global_step)).max() > 1e-3
