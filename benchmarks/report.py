@@ -42,8 +42,8 @@ def mean_std(values):
 
 
 # options left out of a recipe when off
-UNUSED = {"ema_momentum": None, "sam_radius": None, "soup_size": 1, "ensemble_size": 1,
-          "classification_head": "dense"}
+UNUSED = {"backbone_stem": "conv", "ema_momentum": None, "sam_radius": None, "soup_size": 1,
+          "ensemble_size": 1, "classification_head": "dense"}
 
 
 OVERVIEW_MIN_SEEDS = 3
@@ -280,12 +280,12 @@ def reproduction_section(doc, ensemble_sizes=None):
     lines.append("")
     config = doc.get("config", {})
     recipe = ", ".join(f"{k}={config[k]}" for k in (
-        "backbone", "backbone_width", "pretrain_epochs", "hash_epochs", "batch_size", "margin",
-        "negative_margin", "temperature", "classification_weight", "classification_head",
-        "augment", "label_smoothing", "mix", "hash_mix", "precision", "ema_momentum",
-        "sam_radius", "soup_size", "ensemble_size", "self_train", "self_train_epochs",
-        "self_train_rounds", "self_train_keep", "pseudo_phase2", "flip_pseudo_labels",
-        "fresh_student")
+        "backbone", "backbone_width", "backbone_stem", "pretrain_epochs", "hash_epochs",
+        "batch_size", "margin", "negative_margin", "temperature", "classification_weight",
+        "classification_head", "augment", "label_smoothing", "mix", "hash_mix", "precision",
+        "ema_momentum", "sam_radius", "soup_size", "ensemble_size", "self_train",
+        "self_train_epochs", "self_train_rounds", "self_train_keep", "pseudo_phase2",
+        "flip_pseudo_labels", "fresh_student")
         if k in config and not (k in UNUSED and config[k] == UNUSED[k]))
     lines.append(f"Recipe: {recipe}.")
     taught = sorted({(r["seed"], r["teacher_query_accuracy"], r["query_accuracy"], r["n_pseudo"],

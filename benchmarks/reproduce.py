@@ -39,6 +39,7 @@ import keras
 import numpy as np
 
 from tfhash import data, model
+from tfhash.backbones import STEMS
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
@@ -70,8 +71,8 @@ def seed_config(args, seed):
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight",
                 "classification_head", "margin", "negative_margin", "temperature", "precision",
-                "backbone_width", "mix", "hash_mix", "augment", "ema_momentum", "sam_radius",
-                "soup_size", "ensemble_size"):
+                "backbone_width", "backbone_stem", "mix", "hash_mix", "augment", "ema_momentum",
+                "sam_radius", "soup_size", "ensemble_size"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -366,9 +367,9 @@ def check_same_recipe(earlier, config):
         raise SystemExit(f"--append: the recipe differs from the results file in {diff}")
 
 
-PHASE1_FIELDS = ("backbone", "backbone_width", "pretrain_epochs", "batch_size", "pretrain_lr",
-                 "weight_decay", "ema_momentum", "sam_radius", "label_smoothing", "augment",
-                 "augment_strength", "mix", "precision")
+PHASE1_FIELDS = ("backbone", "backbone_width", "backbone_stem", "pretrain_epochs", "batch_size",
+                 "pretrain_lr", "weight_decay", "ema_momentum", "sam_radius", "label_smoothing",
+                 "augment", "augment_strength", "mix", "precision")
 
 
 def check_phase1_source(source, dataset, protocol, config):
@@ -449,6 +450,8 @@ def main():
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--precision", default=None, choices=model.PRECISIONS)
     parser.add_argument("--backbone-width", type=int, default=None)
+    parser.add_argument("--backbone-stem", default=None, choices=STEMS,
+                        help="first layer of the backbone (default: the recipe's, conv)")
     parser.add_argument("--mix", default=None, choices=MIXES,
                         help="phase-1 batch mixing (default: the recipe's)")
     parser.add_argument("--hash-mix", default=None, choices=MIXES,

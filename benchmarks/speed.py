@@ -4,7 +4,8 @@ Measures images/s (median of timed epochs after a warm-up epoch) of:
   * ``keras_naive``: the plain Keras classifier of the backbone, `fit` on float numpy arrays,
     default compile settings (the baseline every ratio is taken against);
   * ``tfhash_phase1``: tfhash's phase-1 classifier (tf.data, uint8 until the batch), also
-    with XLA (``_xla``) and in bfloat16 mixed precision (``_bf16``);
+    with XLA (``_xla``), in bfloat16 mixed precision (``_bf16``) and with the patch-whitening
+    stem (``_whitening``, `tfhash.whitening`) in place of the first convolution;
     and at batch sizes 64 and 256 (``_b64``, ``_b256``, ``_bf16_b256``);
   * ``tfhash_phase2_<method>``: phase 2 with each loss (exponentiated and peers), and the
     exponentiated loss in bfloat16 (``_bf16``, step time against phase-1 bf16), and each
@@ -26,7 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash import model
+from tfhash.backbones import BACKBONES
 from tfhash.pipeline import make_dataset
+from tfhash.whitening import adapt_whitening
 
 from common import write_results
 
@@ -152,21 +155,28 @@ def main():
         return x, tf.one_hot(y, 10)
 
     phase1 = {}
-    for variant, jit, policy, batch in (
-        ("", False, "float32", BATCH), ("_xla", True, "float32", BATCH),
-        ("_bf16", False, "mixed_bfloat16", BATCH), ("_b64", False, "float32", 64),
-        ("_b256", False, "float32", 256), ("_bf16_b256", False, "mixed_bfloat16", 256),
+    for variant, jit, policy, batch, stem in (
+        ("", False, "float32", BATCH, "conv"), ("_xla", True, "float32", BATCH, "conv"),
+        ("_bf16", False, "mixed_bfloat16", BATCH, "conv"), ("_b64", False, "float32", 64, "conv"),
+        ("_b256", False, "float32", 256, "conv"),
+        ("_bf16_b256", False, "mixed_bfloat16", 256, "conv"),
+        ("_whitening", False, "float32", BATCH, "whitening"),
     ):
+        if stem != "conv" and args.backbone not in BACKBONES:
+            continue  # only the built-in backbones have a choice of stem
         keras.utils.set_random_seed(0)
         with model.precision_policy(policy):
-            clf = model.build_classifier(model.get_backbone(args.backbone, shape, **width), 10)
+            net = model.get_backbone(args.backbone, shape, **width,
+                                     **({} if stem == "conv" else {"stem": stem}))
+            clf = model.build_classifier(net, 10)
+        adapt_whitening(net, images)
         clf.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=jit)
         train = make_dataset(images, labels, batch, training=True, augment="crop_flip")
         ips = record(f"tfhash_phase1{variant}",
                      timed_fit(clf, train.map(one_hot), n // batch, args.epochs), flops,
-                     batch_size=batch, precision=policy)
+                     batch_size=batch, precision=policy, stem=stem)
         rows[-1]["speedup_vs_naive"] = round(ips / base, 3)
-        if not jit:  # the step-time reference of phase 2 at this precision and batch
+        if not jit and stem == "conv":  # phase 2's step-time reference at this precision, batch
             phase1[policy, batch] = ips
     train = make_dataset(images, labels, BATCH, training=True, augment="crop_flip")
     runs = [(method, "float32") for method in args.methods] + [("exponentiated",

@@ -521,6 +521,7 @@ def test_the_average_flags_name_one_of_the_librarys_view_averages(flags, average
 def test_choices_spelled_in_the_cli_are_the_librarys():
     import argparse
 
+    from tfhash.backbones import STEMS
     from tfhash.model import CLASSIFICATION_HEADS, METHODS, PRECISIONS, RECIPES
     from tfhash.pipeline import AUGMENTATIONS, MIXES
 
@@ -531,6 +532,7 @@ def test_choices_spelled_in_the_cli_are_the_librarys():
     assert choices["augment"] == AUGMENTATIONS
     assert choices["recipe"] == tuple(RECIPES) and choices["method"] == tuple(METHODS)
     assert choices["classification_head"] == CLASSIFICATION_HEADS
+    assert choices["backbone_stem"] == STEMS
 
 
 def test_every_train_flag_that_names_a_config_field_reaches_it():
@@ -595,15 +597,16 @@ def test_train_options_reach_the_config():
     args = parser.parse_args(["--dataset", "mnist-5k", "--augment", "affine",
                               "--ema-momentum", "0.99", "--hash-mix", "cutmix",
                               "--soup-size", "3", "--ensemble-size", "2",
-                              "--backbone-width", "16", "--sam-radius", "0.05"])
+                              "--backbone-width", "16", "--sam-radius", "0.05",
+                              "--backbone-stem", "whitening"])
     config = cli.train_config(args)
     assert (config.augment, config.ema_momentum, config.hash_mix, config.soup_size,
-            config.ensemble_size, config.backbone_width,
-            config.sam_radius) == ("affine", 0.99, "cutmix", 3, 2, 16, 0.05)
+            config.ensemble_size, config.backbone_width, config.sam_radius,
+            config.backbone_stem) == ("affine", 0.99, "cutmix", 3, 2, 16, 0.05, "whitening")
     default = cli.train_config(parser.parse_args(["--dataset", "x"]))
     assert (default.ema_momentum, default.hash_mix, default.soup_size,
-            default.ensemble_size, default.backbone_width,
-            default.sam_radius) == (None, "none", 1, 1, None, None)
+            default.ensemble_size, default.backbone_width, default.sam_radius,
+            default.backbone_stem) == (None, "none", 1, 1, None, None, "conv")
 
 
 @pytest.mark.parametrize("argv, flag", [

@@ -40,6 +40,8 @@ RUNNABLE = [
     "tfhash.sharpness.SharpnessAware",
     "tfhash.quiet",
     "tfhash.tuning.best_hparams",
+    "tfhash.whitening.PatchWhitening",
+    "tfhash.whitening.adapt_whitening",
 ]
 
 

@@ -166,23 +166,30 @@ def test_export_both_formats(encoder, tmp_path):
 
 
 def test_an_ensemble_encoder_reloads_safely_and_exports_with_the_same_codes(digits, tmp_path):
-    import onnxruntime as ort
-
-    from tfhash.artifacts import load_encoder, save_encoder
     from tfhash.backbones import ensemble
 
     tf.keras.utils.set_random_seed(5)
     members = [model.get_backbone("mnist_cnn", (28, 28, 1), width=4) for _ in range(2)]
-    encoder = model.build_hasher(ensemble(members), 12)
+    assert_reloads_and_serves_the_same_codes(model.build_hasher(ensemble(members), 12), digits,
+                                             tmp_path)
+
+
+def assert_reloads_and_serves_the_same_codes(encoder, digits, tmp_path):
+    """``encoder`` saved and loaded safely predicts the same relaxed codes, and serves them
+    from SavedModel and ONNX Runtime."""
+    import onnxruntime as ort
+
+    from tfhash.artifacts import load_encoder, save_encoder
+
     relaxed = encoder.predict(digits, verbose=0)
-    save_encoder(encoder, tmp_path / "ensemble.keras")
-    loaded, meta = load_encoder(tmp_path / "ensemble.keras")
-    assert meta["bits"] == 12
+    save_encoder(encoder, tmp_path / "encoder.keras")
+    loaded, meta = load_encoder(tmp_path / "encoder.keras")
+    assert meta["bits"] == relaxed.shape[1]
     np.testing.assert_array_equal(loaded.predict(digits, verbose=0), relaxed)
-    served = tf.saved_model.load(str(export_savedmodel(loaded, tmp_path, name="ens")))
+    served = tf.saved_model.load(str(export_savedmodel(loaded, tmp_path, name="encoder")))
     out = served.signatures["serving_default"](images=tf.constant(digits))
     np.testing.assert_allclose(out["relaxed"].numpy(), relaxed, atol=1e-5)
-    session = ort.InferenceSession(str(export_onnx(loaded, tmp_path / "ens.onnx")),
+    session = ort.InferenceSession(str(export_onnx(loaded, tmp_path / "encoder.onnx")),
                                    providers=["CPUExecutionProvider"])
     onnx_relaxed = session.run(["relaxed"], {"images": digits})[0]
     np.testing.assert_allclose(onnx_relaxed, relaxed, atol=1e-4)
@@ -251,3 +258,12 @@ def test_a_query_hasher_of_learned_codes_exports_with_the_same_codes(digits, tmp
     nearest = agree.argmax(1)  # argmax takes the first row on ties, as the layer must
     assert len(set(nearest)) > 1
     assert_serves_the_same_codes(query, digits, centres[nearest].astype(np.float32), tmp_path)
+
+
+def test_a_whitening_stem_reloads_safely_and_exports_with_the_same_codes(digits, tmp_path):
+    from tfhash.whitening import adapt_whitening
+
+    tf.keras.utils.set_random_seed(9)
+    backbone = model.get_backbone("mnist_cnn", (28, 28, 1), width=4, stem="whitening")
+    assert adapt_whitening(backbone, digits) == 1  # the saved filters are not the initial ones
+    assert_reloads_and_serves_the_same_codes(model.build_hasher(backbone, 12), digits, tmp_path)

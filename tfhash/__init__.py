@@ -32,11 +32,13 @@ _EXPORTS = {
     "ExactHashingLoss": "tfhash.losses",
     "TfhashError": "tfhash.errors",
     "OnnxEncoder": "tfhash.onnx_encoder",
+    "PatchWhitening": "tfhash.whitening",
 }
 _SUBMODULES = (
     "artifacts", "backbones", "callbacks", "codebooks", "codes", "data", "distribute",
     "evaluation", "export", "images", "index", "losses", "layers", "metrics", "model",
-    "networks", "onnx_encoder", "pipeline", "plots", "self_training", "tuning",
+    "networks", "onnx_encoder", "pipeline", "plots", "self_training", "sharpness", "tuning",
+    "whitening",
 )
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

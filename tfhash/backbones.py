@@ -15,33 +15,37 @@ import keras
 from keras import layers
 
 from tfhash.errors import check
+from tfhash.whitening import PatchWhitening
 
 
-def mnist_cnn(input_shape=(28, 28, 1), width=32, features=256):
-    """A LeNet-style CNN for small grayscale images: 4 convolutions, 2 poolings, one dense."""
+def mnist_cnn(input_shape=(28, 28, 1), width=32, features=256, stem="conv"):
+    """A LeNet-style CNN for small grayscale images: 4 convolutions, 2 poolings, one dense.
+
+    ``stem``: the first layer, ``"conv"`` (a convolution) or ``"whitening"`` (see
+    `stem_layers`).
+    """
     inputs = keras.Input(input_shape, name="images")
-    x = layers.Rescaling(1 / 255.0)(inputs)
-    for filters in (width, 2 * width):
-        for _ in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization(momentum=0.9)(x)
-            x = layers.ReLU()(x)
-        x = layers.MaxPooling2D()(x)
+    x = stem_layers(inputs, stem, width)
+    for k, filters in enumerate((width, width, 2 * width, 2 * width)):
+        if k:
+            x = _conv_bn(x, filters)
+        if k % 2:
+            x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.25)(x)
     x = layers.Dense(features, activation="relu")(x)
     return keras.Model(inputs, x, name="mnist_cnn")
 
 
-def cifar_resnet(input_shape=(32, 32, 3), width=32):
+def cifar_resnet(input_shape=(32, 32, 3), width=32, stem="conv"):
     """A residual CNN for 32x32 colour images (the ResNet-9 layout at reduced width).
 
-    Stem conv, then three stages at 2w, 4w, 8w channels, each a conv + max-pool, with a
-    two-conv residual block after the first and third; global max-pool gives 8w features.
+    Stem (``"conv"``: a conv of w channels; ``"whitening"``: see `stem_layers`), then
+    three stages at 2w, 4w, 8w channels, each a conv + max-pool, with a two-conv residual
+    block after the first and third; global max-pool gives 8w features.
     """
     inputs = keras.Input(input_shape, name="images")
-    x = layers.Rescaling(1 / 255.0)(inputs)
-    x = _conv_bn(x, width)
+    x = stem_layers(inputs, stem, width)
     for stage, filters in enumerate((2 * width, 4 * width, 8 * width)):
         x = _conv_bn(x, filters)
         x = layers.MaxPooling2D()(x)
@@ -51,6 +55,23 @@ def cifar_resnet(input_shape=(32, 32, 3), width=32):
             x = layers.Add()([shortcut, x])
     x = layers.GlobalMaxPooling2D()(x)
     return keras.Model(inputs, x, name="cifar_resnet")
+
+
+STEMS = ("conv", "whitening")
+
+
+def stem_layers(inputs, stem, width):
+    """The first layer of a built-in backbone on raw pixels ``inputs``, normalized and
+    rectified: ``"conv"``, a 3x3 convolution of ``width`` channels on pixels scaled to
+    [0, 1]; ``"whitening"``, a `PatchWhitening` of 2x2 patches (3x3 for one channel),
+    whose filters training fits to the training images (`adapt_whitening`) and keeps.
+    """
+    check(stem in STEMS, f"`stem` must be one of {STEMS}, got {stem!r}")
+    if stem == "conv":
+        return _conv_bn(layers.Rescaling(1 / 255.0)(inputs), width)
+    x = PatchWhitening(patch_size=2 if inputs.shape[-1] > 1 else 3, name="whitening")(inputs)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    return layers.ReLU()(x)
 
 
 def _conv_bn(x, filters):

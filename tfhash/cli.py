@@ -88,25 +88,30 @@ def add_precision_arg(parser):
                              "slower elsewhere; auto: bfloat16 where it is native")
 
 
-def add_backbone_width_arg(parser):
+def add_backbone_args(parser):
     parser.add_argument("--backbone-width", type=positive_int, default=None,
                         help="base width (filters of the first layer) of the built-in "
                              "backbones (default 32; the CIFAR-10 benchmark recipes use 16)")
+    parser.add_argument("--backbone-stem", default=None, choices=STEMS,
+                        help="first layer of the built-in backbones: a convolution (default) "
+                             "or patch whitening fitted to the training images")
 
 
-# the names of tfhash.model.RECIPES, CLASSIFICATION_HEADS and METHODS, spelled here so
-# parsing does not import TensorFlow
+# the names of tfhash.model.RECIPES, backbones.STEMS, CLASSIFICATION_HEADS and METHODS,
+# spelled here so parsing does not import TensorFlow
 RECIPE_NAMES = ("demo", "cifar10-cnnh")
+STEMS = ("conv", "whitening")
 CLASSIFICATION_HEADS = ("dense", "codebook", "arranged-codebook")
 METHODS = ("exponentiated", "dpsh", "dsh", "orthohash", "orthohash-greedy")
 
 # flags that set the TrainConfig field of the same name (`tfhash train` has them all,
 # `tfhash tune` some); their parser default is None (not given), so a --recipe or
 # --hparams value under them stands
-CONFIG_FLAGS = ("backbone", "backbone_width", "precision", "pretrain_epochs", "hash_epochs",
-                "batch_size", "augment", "augment_strength", "mix", "hash_mix", "ema_momentum",
-                "sam_radius", "soup_size", "ensemble_size", "method", "margin", "negative_margin",
-                "temperature", "quantization", "classification_weight", "classification_head")
+CONFIG_FLAGS = ("backbone", "backbone_width", "backbone_stem", "precision", "pretrain_epochs",
+                "hash_epochs", "batch_size", "augment", "augment_strength", "mix", "hash_mix",
+                "ema_momentum", "sam_radius", "soup_size", "ensemble_size", "method", "margin",
+                "negative_margin", "temperature", "quantization", "classification_weight",
+                "classification_head")
 
 
 def add_train_args(parser):
@@ -121,7 +126,7 @@ def add_train_args(parser):
                              "override the recipe's, the flags below override them")
     parser.add_argument("--backbone", default=None,
                         help="mnist_cnn, cifar_resnet or applications.<Name> (default by channels)")
-    add_backbone_width_arg(parser)
+    add_backbone_args(parser)
     add_precision_arg(parser)
     parser.add_argument("--pretrain-epochs", type=non_negative_int, default=None,
                         help="epochs of phase 1, classification pre-training (default 10)")
@@ -633,7 +638,7 @@ def configure_tune(parser):
                         help="phase-2 epochs of each trial (default "
                              f"{TUNE_DEFAULTS['hash_epochs']}, or the recipe's)")
     parser.add_argument("--backbone", default=None, help="as for `tfhash train`")
-    add_backbone_width_arg(parser)
+    add_backbone_args(parser)
     add_precision_arg(parser)
     parser.add_argument("--out", type=output_dir, required=True,
                         help="tuning folder; re-running resumes it")

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash import hardware
-from tfhash.backbones import ensemble, get_backbone
+from tfhash.backbones import BACKBONES, STEMS, ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
 from tfhash.codebooks import arrange_codebook, class_centres, class_codebook, class_similarity
 from tfhash.codes import binarize, check_bits
@@ -61,6 +61,7 @@ from tfhash.pipeline import (
     mix_batches,
 )
 from tfhash.sharpness import SharpnessAware
+from tfhash.whitening import adapt_whitening
 
 METHODS = {
     "exponentiated": ExponentiatedHashingLoss,
@@ -98,6 +99,9 @@ class TrainConfig:
         bits: one code length or several; phase 1 is shared by all of them.
         backbone: backbone name (see `get_backbone`), ``None`` for the default.
         backbone_width: base width of the built-in backbones (``None``: builder default).
+        backbone_stem: first layer of the built-in backbones: ``"conv"`` or
+            ``"whitening"`` (a `tfhash.whitening.PatchWhitening` that training adapts to
+            its training images before the first step; see `backbones.stem_layers`).
         pretrain: run phase 1; ``False`` is the no-pre-training ablation.
         pretrain_epochs, hash_epochs: epochs of each phase.
         batch_size: batch size of both phases (phase 2 compares all pairs in a batch).
@@ -173,6 +177,7 @@ class TrainConfig:
     bits: tuple = (12,)
     backbone: str | None = None
     backbone_width: int | None = None
+    backbone_stem: str = "conv"
     pretrain: bool = True
     pretrain_epochs: int = 10
     hash_epochs: int = 10
@@ -215,6 +220,11 @@ class TrainConfig:
         check(self.backbone_width is None
               or (isinstance(self.backbone_width, int) and self.backbone_width >= 1),
               f"`backbone_width` must be None or an integer >= 1, got {self.backbone_width!r}")
+        check(self.backbone_stem in STEMS,
+              f"`backbone_stem` must be one of {STEMS}, got {self.backbone_stem!r}")
+        check(self.backbone_stem == "conv" or self.backbone in (None, *BACKBONES),
+              f"`backbone_stem` {self.backbone_stem!r} applies to the built-in backbones "
+              f"{sorted(BACKBONES)} only, not to {self.backbone!r}")
         check(self.method in METHODS,
               f"`method` must be one of {tuple(METHODS)}, got {self.method!r}")
         check(self.augment in AUGMENTATIONS,
@@ -264,6 +274,8 @@ class TrainConfig:
     def make_backbone(self, input_shape):
         """The backbone this config names, at its width and precision."""
         kwargs = {} if self.backbone_width is None else {"width": self.backbone_width}
+        if self.backbone_stem != "conv":
+            kwargs["stem"] = self.backbone_stem
         with precision_policy(self.precision):
             return get_backbone(self.backbone, input_shape, **kwargs)
 
@@ -539,7 +551,11 @@ def _fit_callbacks(work_dir, phase, extra, ema_momentum=None):
 
 
 def pretrain(backbone, split, num_classes, config, work_dir=None, callbacks=(), verbose="auto"):
-    """Phase 1: fits backbone + classifier on the training labels; returns the classifier."""
+    """Phase 1: fits backbone + classifier on the training labels; returns the classifier.
+
+    A `PatchWhitening` stem of ``backbone`` not yet adapted is first adapted to the
+    training images."""
+    adapt_whitening(backbone, split.train.images)
     train = training_batches(split.train, config, num_classes, config.mix)
     val = None
     if len(split.val):
@@ -578,9 +594,11 @@ def train_hashers(backbone, split, bits_list, config, num_classes=None, work_dir
     the trained model (float32 copies sharing one input when ``config.precision`` is mixed),
     ``history`` the last run's (``None`` if every run of a soup was loaded from
     ``work_dir``). ``similarity``: `training_similarity` of the phase-1 classifier, which an
-    ``"arranged-codebook"`` classification head needs.
+    ``"arranged-codebook"`` classification head needs. A `PatchWhitening` stem not yet
+    adapted (no phase 1) is first adapted to the training images.
     """
     num_classes = class_count(split.train.labels, num_classes)
+    adapt_whitening(backbone, split.train.images)
     trainee, hashers, compile_args = build_hash_trainer(backbone, bits_list, config,
                                                         num_classes, similarity)
     if len(split.val):
