@@ -29,7 +29,7 @@ import tensorflow as tf
 from tfhash import model
 from tfhash.backbones import BACKBONES
 from tfhash.pipeline import make_dataset
-from tfhash.whitening import adapt_whitening
+from tfhash.whitening import PatchWhitening, adapt_whitening
 
 from common import write_results
 
@@ -57,6 +57,8 @@ def forward_flops(net):
             total += 2 * h * w * c_out * k * layer.input.shape[-1]
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
+        elif isinstance(layer, PatchWhitening):
+            total += 2 * np.prod(layer.output.shape[1:]) * np.prod(layer.kernel.shape[:3])
     return int(total)
 
 
@@ -173,7 +175,8 @@ def main():
         clf.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=jit)
         train = make_dataset(images, labels, batch, training=True, augment="crop_flip")
         ips = record(f"tfhash_phase1{variant}",
-                     timed_fit(clf, train.map(one_hot), n // batch, args.epochs), flops,
+                     timed_fit(clf, train.map(one_hot), n // batch, args.epochs),
+                     flops if stem == "conv" else forward_flops(clf),
                      batch_size=batch, precision=policy, stem=stem)
         rows[-1]["speedup_vs_naive"] = round(ips / base, 3)
         if not jit and stem == "conv":  # phase 2's step-time reference at this precision, batch
