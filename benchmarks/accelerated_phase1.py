@@ -44,10 +44,11 @@ import keras
 import numpy as np
 
 from tfhash import data
-from tfhash.backbones import get_backbone
+from tfhash.backbones import STEMS, get_backbone
 from tfhash.io import atomic_path
 from tfhash.networks import build_classifier, make_optimizer, precision_policy
 from tfhash.self_training import select_confident, unlabelled_rows
+from tfhash.whitening import adapt_whitening
 
 from common import cached_training, round_stem, run_name
 
@@ -151,8 +152,10 @@ def make_augmenter(augment, image_shape, seed):
 
 def fit_classifier(backbone, images, labels, num_classes, args, seed, epochs):
     """Trains a new softmax layer on ``backbone`` (and the backbone) for ``epochs``; returns
-    the classifier (`tfhash.networks.build_classifier`, what reproduce.py loads)."""
+    the classifier (`tfhash.networks.build_classifier`, what reproduce.py loads). A
+    whitening stem not yet adapted is first adapted to ``images``, as `pretrain` does."""
     keras.utils.set_random_seed(seed)
+    adapt_whitening(backbone, images)
     classifier = build_classifier(backbone, num_classes)
     inputs = keras.Input(images.shape[1:], name="images")
     augmenter = make_augmenter(args.augment, images.shape[1:], seed)
@@ -201,6 +204,8 @@ def train(args):
     name = run_name(args.dataset, args.protocol, args.tag)
     seed_dir = Path(args.work_dir) / name / f"seed{args.seed}"
     kwargs = {} if args.backbone_width is None else {"width": args.backbone_width}
+    if args.backbone_stem != "conv":
+        kwargs["stem"] = args.backbone_stem
     keras.utils.set_random_seed(args.seed)
     with precision_policy(args.precision):
         backbone = get_backbone(None, split.train.images.shape[1:], **kwargs)
@@ -287,6 +292,8 @@ def main(argv=None):
                          help="reproduce.py's --tag of the run, e.g. --tag=-h200-w32")
     trainer.add_argument("--work-dir", default="runs/reproduce")
     trainer.add_argument("--backbone-width", type=int, default=None)
+    trainer.add_argument("--backbone-stem", default="conv", choices=STEMS,
+                         help="reproduce.py's --backbone-stem (default conv)")
     trainer.add_argument("--precision", default="float32",
                          choices=("float32", "mixed_bfloat16"))
     trainer.add_argument("--augment", default="auto", choices=AUGMENTS)

@@ -172,6 +172,26 @@ def test_train_writes_the_caches_reproduce_loads_and_a_rerun_reuses_them(tmp_pat
                 check_same_labelling(record, labelling_args(keep=1.0), seed_dir / stem)
 
 
+def test_a_whitening_stem_is_adapted_to_the_seeds_training_images(tmp_path, monkeypatch):
+    from tfhash.whitening import PatchWhitening
+
+    monkeypatch.setenv("TFHASH_DATA_DIR", str(synthetic_mnist(tmp_path / "data")))
+    acc.main(["train", "--dataset", "mnist", "--seed", "0", "--work-dir", str(tmp_path / "runs"),
+              "--pretrain-epochs", "1", "--backbone-width", "4", "--backbone-stem", "whitening",
+              "--verbose", "0"])
+    backbone = get_backbone(None, (28, 28, 1), width=4, stem="whitening")
+    cached_training(tmp_path / "runs" / "mnist-cnnh" / "seed0" / "pretrained.weights.h5",
+                    tmp_path / "runs" / "mnist-cnnh" / "seed0" / "pretrained.json",
+                    build=lambda: build_classifier(backbone, 10), train=None)
+    split = data.make_split(data.load_dataset("mnist"), "cnnh", seed=0, val_fraction=0.0)
+    reference = PatchWhitening(3)
+    reference.adapt(split.train.images)  # the seed's training images, as reproduce.py's
+    stem = backbone.get_layer("whitening")
+    assert stem.is_adapted
+    for loaded, fitted in zip(stem.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(loaded, fitted, rtol=1e-6, atol=1e-6)
+
+
 def test_a_classifier_trained_here_names_no_machine_and_the_report_lists_those_that_do():
     assert trained_on({"wall_s": 12.0}) is None  # what reproduce.py's own phase 1 records
     rows = [{"seed": 0, "phase1_trained_on": "NVIDIA H200, Keras 3 on jax"},
