@@ -107,6 +107,17 @@ def test_adapted_filters_save_and_load_with_the_model(tmp_path):
         np.testing.assert_array_equal(new, old)
 
 
+def test_a_stem_inside_a_nested_model_is_adapted_once():
+    images = correlated_images()
+    inputs = keras.Input(images.shape[1:])
+    inner = keras.Model(inputs, PatchWhitening(2)(inputs), name="inner")
+    outer_inputs = keras.Input(images.shape[1:])
+    outer = keras.Model(outer_inputs, keras.layers.Add()([inner(outer_inputs),
+                                                          inner(outer_inputs)]))
+    assert adapt_whitening(outer, images) == 1
+    assert inner.layers[-1].is_adapted
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"patch_size": 0}, "`patch_size` must be an integer >= 1, got 0"),
     ({"patch_size": True}, "`patch_size` must be an integer >= 1, got True"),
@@ -165,8 +176,7 @@ def test_training_adapts_the_stem_to_the_training_images(digits_split, pretrain)
     config = model.TrainConfig(bits=(12,), backbone_stem="whitening", backbone_width=4,
                                pretrain=pretrain, pretrain_epochs=1, hash_epochs=1)
     result = model.fit_two_phase(digits_split, config, verbose=0)
-    stem = next(layer for layer in result.hashers[12]._flatten_layers()
-                if isinstance(layer, PatchWhitening))
+    stem = result.hashers[12].get_layer("mnist_cnn").get_layer("whitening")
     reference = PatchWhitening(3)
     reference.adapt(digits_split.train.images)  # the training images, not query or database
     assert stem.is_adapted

@@ -154,8 +154,17 @@ def adapt_whitening(model, images):
     check(isinstance(model, keras.Model),
           f"`model` must be a keras.Model, got {type(model).__name__}")
     count = 0
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, PatchWhitening) and not layer.is_adapted:
+    for layer in _whitening_layers(model):
+        if not layer.is_adapted:  # a layer shared by nested models comes once adapted
             layer.adapt(images)
             count += 1
     return count
+
+
+def _whitening_layers(model):
+    """The `PatchWhitening` layers of ``model`` and of the models nested in it."""
+    for layer in model.layers:
+        if isinstance(layer, PatchWhitening):
+            yield layer
+        elif isinstance(layer, keras.Model):
+            yield from _whitening_layers(layer)
