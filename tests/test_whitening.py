@@ -71,6 +71,7 @@ def test_adapted_outputs_are_white_on_the_adapt_images():
     np.testing.assert_allclose(np.cov(inside, rowvar=False), np.eye(12), atol=2e-3)
     sampled = PatchWhitening(2, epsilon=0.0)
     sampled.adapt(images, max_patches=1000)  # an estimate from 1,000 of 2,560 patches
+    assert not np.allclose(np.asarray(sampled.kernel), np.asarray(layer.kernel), atol=1e-3)
     inside = np.asarray(sampled(images))[:, :-1, :-1, :12].reshape(-1, 12)
     np.testing.assert_allclose(np.cov(inside, rowvar=False), np.eye(12), atol=0.25)
 

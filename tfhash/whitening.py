@@ -13,7 +13,7 @@ tfhash's training phases call it on their training images.
 import keras
 import numpy as np
 
-from tfhash.errors import check
+from tfhash.errors import check, check_non_negative
 
 
 @keras.saving.register_keras_serializable(package="tfhash")
@@ -50,12 +50,10 @@ class PatchWhitening(keras.layers.Layer):
     def __init__(self, patch_size=2, epsilon=5e-4, **kwargs):
         check(isinstance(patch_size, int) and not isinstance(patch_size, bool)
               and patch_size >= 1, f"`patch_size` must be an integer >= 1, got {patch_size!r}")
-        check(isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool)
-              and epsilon >= 0, f"`epsilon` must be a number >= 0, got {epsilon!r}")
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.patch_size = patch_size
-        self.epsilon = float(epsilon)
+        self.epsilon = check_non_negative(epsilon, "epsilon")
 
     def build(self, input_shape):
         channels = input_shape[-1]
