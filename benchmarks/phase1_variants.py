@@ -41,6 +41,7 @@ VARIANTS = {
     "mild_randaugment_0.2_no_mix": {"augment": "mild_randaugment", "augment_strength": 0.2,
                                     "mix": "none"},
     "sam_0.05_no_mix": {"sam_radius": 0.05, "mix": "none"},
+    "whitening": {"backbone_stem": "whitening"},
     "whitening_no_mix": {"backbone_stem": "whitening", "mix": "none"},
 }
 
