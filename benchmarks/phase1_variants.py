@@ -43,6 +43,10 @@ VARIANTS = {
     "sam_0.05_no_mix": {"sam_radius": 0.05, "mix": "none"},
     "whitening": {"backbone_stem": "whitening"},
     "whitening_no_mix": {"backbone_stem": "whitening", "mix": "none"},
+    "weight_decay_0.1": {"weight_decay": 0.1},
+    "weight_decay_0.5": {"weight_decay": 0.5},
+    "weight_decay_1": {"weight_decay": 1.0},
+    "weight_decay_2": {"weight_decay": 2.0},
 }
 
 

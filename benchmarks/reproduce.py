@@ -71,8 +71,8 @@ def seed_config(args, seed):
     recipe = dict(RECIPES.get(args.dataset, {}))
     for key in ("pretrain_epochs", "hash_epochs", "classification_weight",
                 "classification_head", "margin", "negative_margin", "temperature", "precision",
-                "backbone_width", "backbone_stem", "mix", "hash_mix", "augment", "ema_momentum",
-                "sam_radius", "soup_size", "ensemble_size"):
+                "backbone_width", "backbone_stem", "mix", "hash_mix", "augment", "weight_decay",
+                "ema_momentum", "sam_radius", "soup_size", "ensemble_size"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return model.TrainConfig(bits=tuple(args.bits), shared_heads=True, seed=seed, **recipe)
@@ -459,6 +459,8 @@ def main():
                              "proportion to their labels' overlap (default: none)")
     parser.add_argument("--augment", default=None, choices=AUGMENTATIONS,
                         help="default: the recipe's (see tfhash.pipeline.make_dataset)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="decoupled weight decay of both phases (default: TrainConfig's)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="keep a moving average of the weights in both phases")
     parser.add_argument("--sam-radius", type=float, default=None,

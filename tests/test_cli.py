@@ -598,15 +598,17 @@ def test_train_options_reach_the_config():
                               "--ema-momentum", "0.99", "--hash-mix", "cutmix",
                               "--soup-size", "3", "--ensemble-size", "2",
                               "--backbone-width", "16", "--sam-radius", "0.05",
-                              "--backbone-stem", "whitening"])
+                              "--backbone-stem", "whitening", "--weight-decay", "0.5"])
     config = cli.train_config(args)
     assert (config.augment, config.ema_momentum, config.hash_mix, config.soup_size,
             config.ensemble_size, config.backbone_width, config.sam_radius,
-            config.backbone_stem) == ("affine", 0.99, "cutmix", 3, 2, 16, 0.05, "whitening")
+            config.backbone_stem, config.weight_decay) == (
+        "affine", 0.99, "cutmix", 3, 2, 16, 0.05, "whitening", 0.5)
     default = cli.train_config(parser.parse_args(["--dataset", "x"]))
     assert (default.ema_momentum, default.hash_mix, default.soup_size,
             default.ensemble_size, default.backbone_width, default.sam_radius,
-            default.backbone_stem) == (None, "none", 1, 1, None, None, "conv")
+            default.backbone_stem, default.weight_decay) == (
+        None, "none", 1, 1, None, None, "conv", 5e-4)
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -675,6 +677,12 @@ def test_bad_ema_momentum_is_one_line(capsys, tmp_path):
     assert_one_line_error(*run_main(capsys, "train", "--dataset", "mnist-5k",
                                     "--ema-momentum", "1.5", "--out", str(tmp_path)),
                           "ema_momentum")
+
+
+def test_bad_weight_decay_is_one_line(capsys, tmp_path):
+    assert_one_line_error(*run_main(capsys, "train", "--dataset", "mnist-5k",
+                                    "--weight-decay", "-1", "--out", str(tmp_path)),
+                          "`weight_decay` must be a number >= 0, got -1.0")
 
 
 def test_bad_sam_radius_is_one_line(capsys, tmp_path):

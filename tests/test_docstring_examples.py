@@ -21,6 +21,7 @@ RUNNABLE = [
     "tfhash.data",
     "tfhash.data.class_count",
     "tfhash.hardware",
+    "tfhash.errors.check_int",
     "tfhash.errors.check_non_negative",
     "tfhash.errors.check_unit_interval",
     "tfhash.index",

@@ -174,6 +174,8 @@ def test_approximate_kinds_find_exact_matches(problem):
         (lambda ix: ix.add(np.ones((2, 12)), ids=[1, 1]), "unique"),
         (lambda ix: ix.add(np.ones((2, 12)), ids=[1]), "`ids` must be 2 integers"),
         (lambda ix: ix.search(np.ones((2, 12)), 0), "`k` must be an integer >= 1"),
+        (lambda ix: ix.search(np.ones((2, 12)), True), "`k` must be an integer >= 1, got True"),
+        (lambda ix: ix.range_search(np.ones((2, 12)), 2.0), "`radius` must be an integer >= 0"),
         (lambda ix: ix.range_search(np.ones((2, 12)), -1), "radius"),
         (lambda ix: ix.add(np.zeros((2, 12))), "only -1 and \\+1"),
     ],
@@ -226,3 +228,14 @@ def test_milvus_backend_against_real_server(milvus_uri, problem, kind, tmp_path)
     loaded = HammingIndex.load(tmp_path / "mv")
     assert loaded.backend == "milvus" and len(loaded) == 250
     np.testing.assert_array_equal(loaded.labels_of(ids[50:53]), labels[50:53])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kind": "ivf", "nlist": 0}, "`nlist` must be an integer >= 1, got 0"),
+    ({"kind": "ivf", "nprobe": True}, "`nprobe` must be an integer >= 1, got True"),
+    ({"kind": "multihash", "nhash": 2.0}, "`nhash` must be an integer >= 1, got 2.0"),
+    ({"kind": "multihash", "nflip": -1}, "`nflip` must be an integer >= 0, got -1"),
+])
+def test_bad_index_settings_are_refused_by_name(kwargs, match):
+    with pytest.raises(TfhashError, match=match):
+        HammingIndex(64, **kwargs)

@@ -150,6 +150,9 @@ def test_unknown_config_choices_are_refused(field, value):
      "`classification_head` 'codebook' needs a `classification_weight` > 0, got 0.0"),
     ("label_smoothing", 1.0, "`label_smoothing` must be a number in [0, 1)"),
     ("seed", -1, "`seed` must be an integer >= 0"),
+    ("hash_epochs", True, "`hash_epochs` must be an integer >= 1, got True"),
+    ("batch_size", 128.0, "`batch_size` must be an integer >= 1, got 128.0"),
+    ("weight_decay", True, "`weight_decay` must be a number >= 0, got True"),
     ("augment_strength", 0.0, "`augment_strength` must be a number in (0, 1], got 0.0"),
     ("augment_strength", 0.1,
      "`augment_strength` 0.1 needs `augment` 'randaugment' or 'mild_randaugment' (the "

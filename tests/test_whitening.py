@@ -126,6 +126,7 @@ def test_a_stem_shared_by_two_nested_models_is_adapted_once():
     ({"patch_size": True}, "`patch_size` must be an integer >= 1, got True"),
     ({"patch_size": 2.0}, "`patch_size` must be an integer >= 1, got 2.0"),
     ({"epsilon": -1e-3}, "`epsilon` must be a number >= 0, got -0.001"),
+    ({"epsilon": True}, "`epsilon` must be a number >= 0, got True"),
 ])
 def test_bad_layer_arguments_are_refused_by_name(kwargs, message):
     with pytest.raises(TfhashError, match=message):

@@ -109,9 +109,9 @@ METHODS = ("exponentiated", "dpsh", "dsh", "orthohash", "orthohash-greedy")
 # --hparams value under them stands
 CONFIG_FLAGS = ("backbone", "backbone_width", "backbone_stem", "precision", "pretrain_epochs",
                 "hash_epochs", "batch_size", "augment", "augment_strength", "mix", "hash_mix",
-                "ema_momentum", "sam_radius", "soup_size", "ensemble_size", "method", "margin",
-                "negative_margin", "temperature", "quantization", "classification_weight",
-                "classification_head")
+                "weight_decay", "ema_momentum", "sam_radius", "soup_size", "ensemble_size",
+                "method", "margin", "negative_margin", "temperature", "quantization",
+                "classification_weight", "classification_head")
 
 
 def add_train_args(parser):
@@ -146,6 +146,9 @@ def add_train_args(parser):
                              "mild_randaugment's operations (default 0.5: rotations of up "
                              "to half a turn with randaugment, Keras's, 15 degrees with "
                              "mild_randaugment)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="decoupled weight decay of both phases' AdamW, shrinking the "
+                             "weights by learning rate x this each step (default 5e-4)")
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="train with a moving average of the weights (e.g. 0.99)")
     parser.add_argument("--sam-radius", type=float, default=None,

@@ -22,7 +22,7 @@ Example:
 import numpy as np
 
 from tfhash.codes import check_bits, hamming, pack
-from tfhash.errors import check
+from tfhash.errors import check, check_int
 
 EXHAUSTIVE_MAX_BITS = 16
 POOL_SIZE = 8192
@@ -48,8 +48,7 @@ def class_codebook(num_classes, bits, seed=0):
           and 2 <= num_classes <= min(2 ** min(bits, 62), POOL_SIZE),
           f"`num_classes` must be an integer from 2 to min(2**bits, {POOL_SIZE}), "
           f"got {num_classes!r} for {bits} bits")
-    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool),
-          f"`seed` must be an integer, got {seed!r}")
+    seed = check_int(seed, "seed")
     if bits <= EXHAUSTIVE_MAX_BITS:
         words = np.arange(2 ** bits)[:, None] >> np.arange(bits - 1, -1, -1) & 1
     else:
@@ -184,8 +183,7 @@ def arrange_codebook(codebook, similarity, restarts=8, seed=0):
           and np.allclose(similarity, similarity.T) and (similarity >= 0).all(),
           f"`similarity` must be a symmetric non-negative finite ({n}, {n}) matrix, got "
           f"shape {similarity.shape}")
-    check(isinstance(restarts, (int, np.integer)) and not isinstance(restarts, bool)
-          and restarts >= 1, f"`restarts` must be an integer >= 1, got {restarts!r}")
+    restarts = check_int(restarts, "restarts", 1)
     similarity = similarity * (1 - np.eye(n))
     distances = hamming(pack(codebook), pack(codebook)).astype(np.float64)
     rng = np.random.default_rng(seed)

@@ -19,19 +19,14 @@ array([[3]], dtype=int32)
 
 import numpy as np
 
-from tfhash.errors import check
+from tfhash.errors import check, check_int
 
 MAX_BITS = 1024
 
 
 def check_bits(bits, name="bits"):
     """Validates a code length and returns it as an int (1 to 1024)."""
-    check(
-        isinstance(bits, (int, np.integer)) and not isinstance(bits, bool),
-        f"`{name}` must be an integer from 1 to {MAX_BITS}, got {bits!r}",
-    )
-    check(1 <= bits <= MAX_BITS, f"`{name}` must be from 1 to {MAX_BITS}, got {bits}")
-    return int(bits)
+    return check_int(bits, name, 1, MAX_BITS)
 
 
 def binarize(u):

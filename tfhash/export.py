@@ -22,11 +22,10 @@ Example:
 import re
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from tfhash.artifacts import encoder_metadata
-from tfhash.errors import check
+from tfhash.errors import check, check_int
 from tfhash.io import atomic_path, to_json
 from tfhash.onnx_encoder import METADATA_KEY
 
@@ -118,9 +117,7 @@ def export_savedmodel(model, out_dir, name="tfhash", version=None):
     base = Path(out_dir) / name
     if version is None:
         version = next_version(base)
-    check(isinstance(version, (int, np.integer)) and version >= 1,
-          f"`version` must be an integer >= 1, got {version!r}")
-    target = base / str(int(version))
+    target = base / str(check_int(version, "version", 1))
     check(not target.exists(), f"version {version} already exists at {target}; pick another")
     module = EncoderModule(model)
     signatures = {

@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 
 from tfhash.codes import as_packed, check_bits
-from tfhash.errors import check
+from tfhash.errors import check, check_int
 from tfhash.io import write_json
 
 FORMAT = "tfhash-index"
@@ -71,9 +71,9 @@ class HammingIndex:
         self.bits = check_bits(bits)
         check(backend in BACKENDS, f"`backend` must be one of {BACKENDS}, got {backend!r}")
         check(kind in KINDS, f"`kind` must be one of {KINDS}, got {kind!r}")
-        for name, value in (("nlist", nlist), ("nprobe", nprobe), ("nhash", nhash)):
-            check(isinstance(value, int) and value >= 1, f"`{name}` must be an integer >= 1")
-        check(isinstance(nflip, int) and nflip >= 0, "`nflip` must be an integer >= 0")
+        nlist, nprobe, nhash = (check_int(value, name, 1) for name, value in (
+            ("nlist", nlist), ("nprobe", nprobe), ("nhash", nhash)))
+        nflip = check_int(nflip, "nflip", 0)
         self.backend = backend
         self.kind = kind
         self.params = {"nlist": nlist, "nprobe": nprobe, "nhash": nhash, "nflip": nflip}
@@ -135,9 +135,7 @@ class HammingIndex:
         Rows are sorted by distance, then id (exact for ``kind="flat"``).
         """
         packed = self._packed(codes, "codes")
-        check(isinstance(k, (int, np.integer)) and k >= 1,
-              f"`k` must be an integer >= 1, got {k!r}")
-        k = min(int(k), len(self))
+        k = min(check_int(k, "k", 1), len(self))
         if k == 0 or len(packed) == 0:
             return np.zeros((len(packed), k), np.int64), np.zeros((len(packed), k), np.int32)
         return self._store.search(packed, k)
@@ -148,10 +146,7 @@ class HammingIndex:
         Returns a list with one ``(ids, distances)`` pair per query, sorted by distance, then id.
         """
         packed = self._packed(codes, "codes")
-        check(
-            isinstance(radius, (int, np.integer)) and radius >= 0,
-            f"`radius` must be an integer >= 0, got {radius!r}",
-        )
+        radius = check_int(radius, "radius", 0)
         if len(self) == 0:
             return [(np.zeros(0, np.int64), np.zeros(0, np.int32)) for _ in packed]
         return self._store.range_search(packed, int(radius))

@@ -7,7 +7,7 @@ from keras import ops
 
 from tfhash.codebooks import min_distance
 from tfhash.codes import check_bits
-from tfhash.errors import check
+from tfhash.errors import check, check_int
 
 OUTPUT_MODES = ("relaxed", "binary")
 
@@ -142,11 +142,8 @@ class Shift(keras.layers.Layer):
 
     def __init__(self, rows=0, cols=0, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("rows", rows), ("cols", cols)):
-            check(isinstance(value, int) and not isinstance(value, bool),
-                  f"Shift: `{name}` must be an integer, got {value!r}")
-        self.rows = rows
-        self.cols = cols
+        self.rows = check_int(rows, "rows")
+        self.cols = check_int(cols, "cols")
 
     def call(self, inputs):
         check(len(inputs.shape) == 4,

@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 from tfhash.codebooks import class_codebook
-from tfhash.errors import check, check_non_negative, check_unit_interval
+from tfhash.errors import check, check_int, check_non_negative, check_unit_interval
 
 LABEL_MODES = ("auto", "sparse", "multi_hot", "soft")
 FORMS = ("bilinear", "exact")
@@ -412,11 +412,12 @@ class OrthoHashLoss(keras.losses.Loss):
                  codebook="random", seed=0, reduction="sum_over_batch_size",
                  name="orthohash_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        check(isinstance(num_classes, int) and num_classes >= 2, "`num_classes` must be >= 2")
-        check(isinstance(bits, int) and bits >= 1, "`bits` must be an integer >= 1")
+        num_classes = check_int(num_classes, "num_classes", 2)
+        bits = check_int(bits, "bits", 1)
         check(isinstance(scale, (int, float)) and scale > 0, "`scale` must be > 0")
         check(isinstance(margin, (int, float)) and 0 <= margin < 1, "`margin` must be in [0, 1)")
-        self.num_classes, self.bits, self.seed = num_classes, bits, int(seed)
+        self.num_classes, self.bits = num_classes, bits
+        self.seed = check_int(seed, "seed")
         self.scale, self.margin = float(scale), float(margin)
         self.quantization = check_non_negative(quantization, "quantization")
         if isinstance(codebook, str):

@@ -26,7 +26,7 @@ Example:
 import numpy as np
 
 from tfhash.codes import as_packed, hamming_words, to_words
-from tfhash.errors import check
+from tfhash.errors import check, check_int
 
 TIE_MODES = ("expected", "index")
 _BLOCK_ELEMENTS = 1 << 20  # queries x database entries per block: cache-sized
@@ -123,10 +123,7 @@ class _CurveSums:
 
 def precision_recall_at_radius(q_codes, q_labels, db_codes, db_labels, radius=2, bits=None):
     """Mean precision and recall within Hamming radius ``radius`` (default 2)."""
-    check(
-        isinstance(radius, (int, np.integer)) and radius >= 0,
-        f"`radius` must be an integer >= 0, got {radius!r}",
-    )
+    radius = check_int(radius, "radius", 0)
     radii, precision, recall = precision_recall_curve(
         q_codes, q_labels, db_codes, db_labels, bits=bits
     )
@@ -243,11 +240,7 @@ def _blocks(q_codes, q_labels, db_codes, db_labels, bits, top_k):
     check(len(db_packed) > 0, "`db_codes` must hold at least one code")
     check(len(q_packed) > 0, "`q_codes` must hold at least one code")
     if top_k is not None:
-        check(
-            isinstance(top_k, (int, np.integer)) and top_k >= 1,
-            f"`top_k` must be an integer >= 1 or None, got {top_k!r}",
-        )
-        top_k = min(int(top_k), len(db_packed))
+        top_k = min(check_int(top_k, "top_k", 1), len(db_packed))
     q_words, db_words = to_words(q_packed), to_words(db_packed)
     step = max(1, _BLOCK_ELEMENTS // len(db_packed))
     for start in range(0, len(q_packed), step):

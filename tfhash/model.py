@@ -30,7 +30,7 @@ from tfhash.codebooks import arrange_codebook, class_centres, class_codebook, cl
 from tfhash.codes import binarize, check_bits
 from tfhash.data import Split, class_count
 from tfhash.distribute import writable_dir
-from tfhash.errors import check, check_non_negative, check_unit_interval
+from tfhash.errors import check, check_int, check_non_negative, check_unit_interval
 from tfhash.hardware import PRECISIONS  # noqa: F401 (public here too)
 from tfhash.io import atomic_path, read_arrays, write_arrays
 from tfhash.layers import HashingHead, HorizontalFlip, Shift
@@ -211,12 +211,8 @@ class TrainConfig:
         self.bits = tuple(check_bits(b) for b in bits)
         for name in ("pretrain_epochs", "hash_epochs", "batch_size", "soup_size",
                      "ensemble_size", "seed"):
-            value = getattr(self, name)
             low = 0 if name in ("pretrain_epochs", "seed") else 1
-            check(
-                isinstance(value, (int, np.integer)) and value >= low,
-                f"`{name}` must be an integer >= {low}, got {value!r}",
-            )
+            setattr(self, name, check_int(getattr(self, name), name, low))
         check(self.backbone_width is None
               or (isinstance(self.backbone_width, int) and self.backbone_width >= 1),
               f"`backbone_width` must be None or an integer >= 1, got {self.backbone_width!r}")
@@ -454,8 +450,7 @@ def shift_averaged(hashers, pixels=1):
     >>> hashers = shift_averaged(result.hashers)
     >>> codes = encode(hashers[12], images)
     """
-    check(isinstance(pixels, int) and not isinstance(pixels, bool) and pixels >= 1,
-          f"shift_averaged: `pixels` must be an integer >= 1, got {pixels!r}")
+    pixels = check_int(pixels, "pixels", 1)
     views = [Shift(rows, cols, name=f"shift_{name}") for rows, cols, name in (
         (-pixels, 0, "up"), (pixels, 0, "down"), (0, -pixels, "left"), (0, pixels, "right"))]
     return _view_averaged(hashers, "shift_averaged", views)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfhash.errors import TfhashError, check
+from tfhash.errors import TfhashError, check, check_int
 
 METADATA_KEY = "tfhash"  # the metadata_props entry `tfhash.export.export_onnx` writes
 OUTPUTS = ("codes", "packed", "relaxed")
@@ -97,8 +97,7 @@ class OnnxEncoder:
               f"got {images.shape}")
         check(np.issubdtype(images.dtype, np.number) and images.dtype != np.bool_,
               f"`images` must hold numbers (pixels 0-255), got dtype {images.dtype}")
-        check(isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
-              and batch_size >= 1, f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", 1)
         batches = [self.session.run(["codes"], {"images": images[i:i + batch_size]
                                                 .astype(np.float32)})[0]
                    for i in range(0, len(images), batch_size)]

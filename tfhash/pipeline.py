@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash.errors import check, check_unit_interval
+from tfhash.errors import check, check_int, check_unit_interval
 
 AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout", "randaugment", "mild_randaugment",
                  "shift", "affine", "auto")
@@ -75,8 +75,7 @@ def make_dataset(images, labels, batch_size, training=False, augment="none", see
     images = np.asarray(images)
     labels = np.asarray(labels)
     check(len(images) == len(labels), f"{len(images)} images but {len(labels)} labels")
-    check(isinstance(batch_size, int) and batch_size >= 1,
-          f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
     check_unit_interval(augment_strength, "augment_strength")
     augment = resolve_augment(augment, images.shape[1:]) if training else "none"
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -162,8 +161,7 @@ def apply_random_operations(image, operations, count=2):
     (8, 8, 3)
     """
     check(len(operations) >= 1, "`operations` must hold at least one operation, got none")
-    check(isinstance(count, int) and not isinstance(count, bool) and count >= 1,
-          f"`count` must be an integer >= 1, got {count!r}")
+    count = check_int(count, "count", 1)
     for _ in range(count):
         index = tf.random.uniform([], 0, len(operations), dtype=tf.int32)
         image = tf.switch_case(

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from tfhash.data import Images
-from tfhash.errors import check, check_unit_interval
+from tfhash.errors import check, check_int, check_unit_interval
 
 
 def unlabelled_rows(split):
@@ -52,8 +52,7 @@ def select_confident(probs, per_class, keep=1.0):
     """
     probs = np.asarray(probs)
     check(probs.ndim == 2 and len(probs), f"`probs` must be (n, classes), got {probs.shape}")
-    check(isinstance(per_class, (int, np.integer)) and per_class >= 1,
-          f"`per_class` must be an integer >= 1, got {per_class!r}")
+    per_class = check_int(per_class, "per_class", 1)
     check_unit_interval(keep, "keep")
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
@@ -92,9 +91,8 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     check(unlabelled.ndim == 4 and unlabelled.shape[1:] == split.train.images.shape[1:],
           f"`unlabelled` must be images of shape (n, {split.train.images.shape[1:]}), "
           f"got {unlabelled.shape}")
-    for name, value in (("epochs", epochs), ("rounds", rounds)):
-        check(isinstance(value, int) and value >= 1,
-              f"`{name}` must be an integer >= 1, got {value!r}")
+    epochs = check_int(epochs, "epochs", 1)
+    rounds = check_int(rounds, "rounds", 1)
     check(isinstance(fresh_student, bool),
           f"`fresh_student` must be True or False, got {fresh_student!r}")
     from tfhash import model  # TensorFlow: imported on use (the module's selection is numpy)

@@ -27,7 +27,7 @@ import keras_tuner
 
 from tfhash.callbacks import WeightAveraging
 from tfhash.data import class_count
-from tfhash.errors import check
+from tfhash.errors import check, check_int
 from tfhash.metrics import mean_average_precision
 from tfhash.model import (
     build_classifier,
@@ -184,7 +184,7 @@ def validation_map(hasher, split):
 def make_tuner(kind, hypermodel, max_trials, directory, project_name, seed=0):
     """A KerasTuner tuner that resumes ``directory/project_name`` when it exists."""
     check(kind in TUNERS, f"`tuner` must be one of {TUNERS}, got {kind!r}")
-    check(isinstance(max_trials, int) and max_trials >= 1, "`max_trials` must be >= 1")
+    max_trials = check_int(max_trials, "max_trials", 1)
     common = {"objective": OBJECTIVE, "directory": str(directory),
               "project_name": project_name, "overwrite": False, "seed": seed}
     if kind == "random":

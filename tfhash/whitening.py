@@ -13,7 +13,7 @@ tfhash's training phases call it on their training images.
 import keras
 import numpy as np
 
-from tfhash.errors import check, check_non_negative
+from tfhash.errors import check, check_int, check_non_negative
 
 
 @keras.saving.register_keras_serializable(package="tfhash")
@@ -48,8 +48,7 @@ class PatchWhitening(keras.layers.Layer):
     """
 
     def __init__(self, patch_size=2, epsilon=5e-4, **kwargs):
-        check(isinstance(patch_size, int) and not isinstance(patch_size, bool)
-              and patch_size >= 1, f"`patch_size` must be an integer >= 1, got {patch_size!r}")
+        patch_size = check_int(patch_size, "patch_size", 1)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.patch_size = patch_size
@@ -88,8 +87,7 @@ class PatchWhitening(keras.layers.Layer):
               f"`images` must be (n, height, width, channels) with height and width >= "
               f"patch_size ({self.patch_size}), got shape {images.shape}")
         check(len(images) > 0, "`images` must hold at least one image")
-        check(isinstance(max_patches, int) and max_patches >= 2,
-              f"`max_patches` must be an integer >= 2, got {max_patches!r}")
+        max_patches = check_int(max_patches, "max_patches", 2)
         if not self.built:
             self.build((None, *images.shape[1:]))
         check(images.shape[-1] == self.mean.shape[0],
