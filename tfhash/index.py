@@ -149,7 +149,7 @@ class HammingIndex:
         radius = check_int(radius, "radius", 0)
         if len(self) == 0:
             return [(np.zeros(0, np.int64), np.zeros(0, np.int32)) for _ in packed]
-        return self._store.range_search(packed, int(radius))
+        return self._store.range_search(packed, radius)
 
     def remove(self, ids):
         """Removes the given ids; returns how many were present."""
