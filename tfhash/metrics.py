@@ -127,7 +127,7 @@ def precision_recall_at_radius(q_codes, q_labels, db_codes, db_labels, radius=2,
     radii, precision, recall = precision_recall_curve(
         q_codes, q_labels, db_codes, db_labels, bits=bits
     )
-    r = min(int(radius), len(radii) - 1)
+    r = min(radius, len(radii) - 1)
     return float(precision[r]), float(recall[r])
 
 
