@@ -688,4 +688,4 @@ def test_bad_weight_decay_is_one_line(capsys, tmp_path):
 def test_bad_sam_radius_is_one_line(capsys, tmp_path):
     assert_one_line_error(*run_main(capsys, "train", "--dataset", "mnist-5k",
                                     "--sam-radius", "-0.1", "--out", str(tmp_path)),
-                          "`sam_radius` must be None or a float > 0, got -0.1")
+                          "`sam_radius` must be None or a number > 0, got -0.1")

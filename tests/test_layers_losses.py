@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfhash import ExactHashingLoss, ExponentiatedHashingLoss, HashingHead
 from tfhash.errors import TfhashError
+from tfhash.losses import ContrastiveHashingLoss, OrthoHashLoss
 
 
 def numpy_exponentiated_loss(labels, u, margin, temperature, binary=False):
@@ -137,6 +138,23 @@ def test_keras_round_trip_with_safe_mode(tmp_path):
 def test_loss_bad_arguments(kwargs, match):
     with pytest.raises(TfhashError, match=match):
         ExponentiatedHashingLoss(**kwargs)
+
+
+@pytest.mark.parametrize("make, kwargs, message", [
+    (ExactHashingLoss, {"temperature": 0.0}, "`temperature` must be a number >= 0.02, got 0.0"),
+    (ExactHashingLoss, {"negative_margin": True},
+     "`negative_margin` must be None or a number in [0, 1], got True"),
+    (ContrastiveHashingLoss, {"margin": 0}, "`margin` must be a number in (0, 4], got 0"),
+    (ContrastiveHashingLoss, {"margin": "2"}, "`margin` must be a number in (0, 4], got '2'"),
+    (lambda **kw: OrthoHashLoss(10, 12, **kw), {"scale": 0},
+     "`scale` must be a number > 0, got 0"),
+    (lambda **kw: OrthoHashLoss(10, 12, **kw), {"margin": 1.0},
+     "`margin` must be a number in [0, 1), got 1.0"),
+])
+def test_every_loss_names_a_bad_number_and_its_range(make, kwargs, message):
+    with pytest.raises(TfhashError) as raised:
+        make(**kwargs)
+    assert str(raised.value) == message
 
 
 @pytest.mark.parametrize("bits", [0, 1025, 2.5, "12"])

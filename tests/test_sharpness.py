@@ -92,9 +92,9 @@ def test_predicts_and_evaluates_as_the_wrapped_model(regression):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"model": "classifier"}, "`model` must be a keras.Model, got str"),
-    ({"radius": 0.0}, "`radius` must be a float > 0, got 0.0"),
-    ({"radius": -0.05}, "`radius` must be a float > 0, got -0.05"),
-    ({"radius": 1}, "`radius` must be a float > 0, got 1"),
+    ({"radius": 0.0}, "`radius` must be a number > 0, got 0.0"),
+    ({"radius": -0.05}, "`radius` must be a number > 0, got -0.05"),
+    ({"radius": True}, "`radius` must be a number > 0, got True"),
 ])
 def test_bad_arguments_are_refused_by_name(kwargs, message):
     arguments = {"model": linear_model(), "radius": 0.05, **kwargs}
@@ -102,10 +102,16 @@ def test_bad_arguments_are_refused_by_name(kwargs, message):
         SharpnessAware(**arguments)
 
 
-@pytest.mark.parametrize("value", [0.0, -0.05, 1, True, "0.05"])
+@pytest.mark.parametrize("value", [0.0, -0.05, True, "0.05", float("nan")])
 def test_train_config_refuses_a_bad_sam_radius(value):
-    with pytest.raises(ValueError, match="`sam_radius` must be None or a float > 0"):
+    with pytest.raises(ValueError, match="`sam_radius` must be None or a number > 0"):
         model.TrainConfig(sam_radius=value)
+
+
+@pytest.mark.parametrize("value", [1, np.float32(0.05)])
+def test_a_radius_of_any_number_type_is_kept_as_a_float(value):
+    assert SharpnessAware(linear_model(), radius=value).radius == pytest.approx(float(value))
+    assert model.TrainConfig(sam_radius=value).sam_radius == pytest.approx(float(value))
 
 
 def test_pretrain_with_sam_returns_the_plain_classifier(monkeypatch, tmp_path):

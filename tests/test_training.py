@@ -153,6 +153,11 @@ def test_unknown_config_choices_are_refused(field, value):
     ("hash_epochs", True, "`hash_epochs` must be an integer >= 1, got True"),
     ("batch_size", 128.0, "`batch_size` must be an integer >= 1, got 128.0"),
     ("weight_decay", True, "`weight_decay` must be a number >= 0, got True"),
+    ("ema_momentum", 1, "`ema_momentum` must be None or a number in (0, 1), got 1"),
+    ("pretrain_lr", 0, "`pretrain_lr` must be a number > 0, got 0"),
+    ("hash_lr", True, "`hash_lr` must be a number > 0, got True"),
+    ("temperature", True, "`temperature` must be a number >="),
+    ("label_smoothing", float("nan"), "`label_smoothing` must be a number in [0, 1), got nan"),
     ("augment_strength", 0.0, "`augment_strength` must be a number in (0, 1], got 0.0"),
     ("augment_strength", 0.1,
      "`augment_strength` 0.1 needs `augment` 'randaugment' or 'mild_randaugment' (the "
@@ -363,7 +368,7 @@ def test_weight_averaging_ends_with_the_warmed_up_average_of_the_trajectory():
 
 
 def test_weight_averaging_refuses_a_momentum_outside_the_unit_interval():
-    with pytest.raises(ValueError, match="`momentum` must be a float in"):
+    with pytest.raises(ValueError, match=r"`momentum` must be a number in \(0, 1\), got 1.0"):
         WeightAveraging(1.0)
 
 
@@ -376,13 +381,14 @@ def test_ema_momentum_reaches_both_phases(split, averaging_momenta):
     assert seen == [0.9, 0.9]
 
 
-@pytest.mark.parametrize("value", [0.0, 1.0, 1, "0.9"])
-def test_ema_momentum_must_be_a_float_in_the_open_unit_interval(value):
-    with pytest.raises(ValueError, match="`ema_momentum` must be None or a float in"):
+@pytest.mark.parametrize("value", [0.0, 1.0, 1, "0.9", True, float("nan")])
+def test_ema_momentum_must_be_a_number_in_the_open_unit_interval(value):
+    with pytest.raises(ValueError,
+                       match=re.escape("`ema_momentum` must be None or a number in (0, 1)")):
         model.TrainConfig(ema_momentum=value)
 
 
-@pytest.mark.parametrize("value", [0, -4, 4.0, "16"])
+@pytest.mark.parametrize("value", [0, -4, 4.0, "16", True])
 def test_backbone_width_must_be_a_positive_integer(value):
     with pytest.raises(ValueError, match="`backbone_width` must be None or an integer >= 1"):
         model.TrainConfig(backbone_width=value)

@@ -52,6 +52,8 @@ def test_two_trials_then_resume(tmp_path, capsys):
         ({"margin": {"min": 0.9, "max": 0.1}}, "min < max"),
         ({"temperature": {"min": 0.1, "max": 1, "sampling": "exp"}}, "sampling"),
         ({"margin": [0.1, 1]}, "needs an object"),
+        ({"margin": {"min": False, "max": True}}, r"needs 0.* <= min < max .*got False..True"),
+        ({"margin": {"min": "0.1", "max": 1}}, "min < max"),
         ({}, "non-empty"),
     ],
 )

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash.codes import binarize
-from tfhash.errors import check
+from tfhash.errors import check_number
 from tfhash.metrics import mean_average_precision
 
 
@@ -80,9 +80,7 @@ class WeightAveraging(keras.callbacks.Callback):
 
     def __init__(self, momentum=0.999):
         super().__init__()
-        check(isinstance(momentum, float) and 0 < momentum < 1,
-              f"`momentum` must be a float in (0, 1), got {momentum!r}")
-        self.momentum = momentum
+        self.momentum = check_number(momentum, "momentum", 0, 1, low_open=True, high_open=True)
 
     def on_train_begin(self, logs=None):
         self._weights = [w for w in self.model.weights if "float" in str(w.dtype)]

@@ -22,7 +22,7 @@ Example:
 import numpy as np
 
 from tfhash.codes import check_bits, hamming, pack
-from tfhash.errors import check, check_int
+from tfhash.errors import check, check_int, is_integer
 
 EXHAUSTIVE_MAX_BITS = 16
 POOL_SIZE = 8192
@@ -44,7 +44,7 @@ def class_codebook(num_classes, bits, seed=0):
     15
     """
     bits = check_bits(bits)
-    check(isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
+    check(is_integer(num_classes)
           and 2 <= num_classes <= min(2 ** min(bits, 62), POOL_SIZE),
           f"`num_classes` must be an integer from 2 to min(2**bits, {POOL_SIZE}), "
           f"got {num_classes!r} for {bits} bits")
@@ -141,7 +141,7 @@ def class_centres(codes, labels, num_classes=None):
           f"`labels` must be {len(codes)} non-negative class ids, got {labels.dtype} "
           f"{labels.shape}")
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    check(isinstance(num_classes, (int, np.integer)) and num_classes > labels.max(),
+    check(is_integer(num_classes) and num_classes > labels.max(),
           f"`num_classes` must be an integer above every label ({labels.max()}), "
           f"got {num_classes!r}")
     counts = np.bincount(labels, minlength=num_classes)

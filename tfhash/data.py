@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfhash.errors import check
+from tfhash.errors import check, check_number, is_integer
 
 DATASETS = ("mnist-5k", "mnist", "cifar10", "fashion_mnist")
 PROTOCOLS = ("cnnh", "full")
@@ -66,7 +66,7 @@ def class_count(labels, num_classes=None, source="split"):
     check(len(labels) > 0, f"`{source}` must hold training images, got none")
     seen = int(np.max(labels)) + 1
     num_classes = seen if num_classes is None else num_classes
-    check(isinstance(num_classes, (int, np.integer)) and num_classes >= seen,
+    check(is_integer(num_classes) and num_classes >= seen,
           f"`num_classes` must be an integer >= {seen} (the training labels run to "
           f"{seen - 1}), got {num_classes!r}")
     return int(num_classes)
@@ -184,10 +184,7 @@ def make_split(dataset, protocol="cnnh", seed=0, val_fraction=0.1, sizes=None):
         sizes: ``(queries_per_class, train_per_class)`` for cnnh; default by dataset.
     """
     check(protocol in PROTOCOLS, f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-    check(
-        isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1,
-        f"`val_fraction` must be in [0, 1), got {val_fraction!r}",
-    )
+    val_fraction = check_number(val_fraction, "val_fraction", 0, 1, high_open=True)
     rng = np.random.default_rng(seed)
     if protocol == "full":
         check(dataset.test is not None, f"dataset {dataset.name!r} has no test part for 'full'")

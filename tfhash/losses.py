@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 from tfhash.codebooks import class_codebook
-from tfhash.errors import check, check_int, check_non_negative, check_unit_interval
+from tfhash.errors import check, check_int, check_non_negative, check_number, check_unit_interval
 
 LABEL_MODES = ("auto", "sparse", "multi_hot", "soft")
 FORMS = ("bilinear", "exact")
@@ -152,14 +152,6 @@ def exponentiated_hashing_loss(
             + pairs.per_sample(dissimilar, pairs.negative))
 
 
-def _check_negative_margin(value):
-    check(
-        value is None or (isinstance(value, (int, float)) and 0 <= value <= 1),
-        f"`negative_margin` must be None or a number in [0, 1], got {value!r}",
-    )
-    return None if value is None else float(value)
-
-
 def _check_choice(value, choices, name):
     check(value in choices, f"`{name}` must be one of {choices}, got {value!r}")
     return value
@@ -226,12 +218,9 @@ class ExponentiatedHashingLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gather = bool(gather)
         self.margin = check_unit_interval(margin, "margin")
-        self.negative_margin = _check_negative_margin(negative_margin)
-        check(
-            isinstance(temperature, (int, float)) and temperature >= MIN_TEMPERATURE,
-            f"`temperature` must be a number >= {MIN_TEMPERATURE}, got {temperature!r}",
-        )
-        self.temperature = float(temperature)
+        self.negative_margin = check_number(negative_margin, "negative_margin", 0, 1,
+                                            optional=True)
+        self.temperature = check_number(temperature, "temperature", low=MIN_TEMPERATURE)
         self.quantization = check_non_negative(quantization, "quantization")
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
@@ -277,8 +266,9 @@ class ExactHashingLoss(keras.metrics.Mean):
     ):
         super().__init__(name=name, dtype=dtype)
         self.margin = check_unit_interval(margin, "margin")
-        self.negative_margin = _check_negative_margin(negative_margin)
-        self.temperature = float(temperature)
+        self.negative_margin = check_number(negative_margin, "negative_margin", 0, 1,
+                                            optional=True)
+        self.temperature = check_number(temperature, "temperature", low=MIN_TEMPERATURE)
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
@@ -357,9 +347,7 @@ class ContrastiveHashingLoss(keras.losses.Loss):
                  reduction="sum_over_batch_size", name="contrastive_hashing_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gather = bool(gather)
-        check(isinstance(margin, (int, float)) and 0 < margin <= 4,
-              f"`margin` must be a number in (0, 4], got {margin!r}")
-        self.margin = float(margin)
+        self.margin = check_number(margin, "margin", 0, 4, low_open=True)
         self.quantization = check_non_negative(quantization, "quantization")
         self.label_mode = _check_choice(label_mode, LABEL_MODES, "label_mode")
 
@@ -414,11 +402,10 @@ class OrthoHashLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         num_classes = check_int(num_classes, "num_classes", 2)
         bits = check_int(bits, "bits", 1)
-        check(isinstance(scale, (int, float)) and scale > 0, "`scale` must be > 0")
-        check(isinstance(margin, (int, float)) and 0 <= margin < 1, "`margin` must be in [0, 1)")
         self.num_classes, self.bits = num_classes, bits
         self.seed = check_int(seed, "seed")
-        self.scale, self.margin = float(scale), float(margin)
+        self.scale = check_number(scale, "scale", low=0, low_open=True)
+        self.margin = check_number(margin, "margin", 0, 1, high_open=True)
         self.quantization = check_non_negative(quantization, "quantization")
         if isinstance(codebook, str):
             self.codebook = _check_choice(codebook, CODEBOOKS, "codebook")

@@ -30,7 +30,7 @@ from tfhash.codebooks import arrange_codebook, class_centres, class_codebook, cl
 from tfhash.codes import binarize, check_bits
 from tfhash.data import Split, class_count
 from tfhash.distribute import writable_dir
-from tfhash.errors import check, check_int, check_non_negative, check_unit_interval
+from tfhash.errors import check, check_int, check_non_negative, check_number, check_unit_interval
 from tfhash.hardware import PRECISIONS  # noqa: F401 (public here too)
 from tfhash.io import atomic_path, read_arrays, write_arrays
 from tfhash.layers import HashingHead, HorizontalFlip, Shift
@@ -123,7 +123,7 @@ class TrainConfig:
             ``work_dir`` itself). 1: one backbone.
         label_smoothing: label smoothing of the phase-1 cross-entropy.
         sam_radius: ``None``, or train phase 1 with sharpness-aware steps
-            (`tfhash.sharpness.SharpnessAware`) of this radius, a float > 0 (0.05 is the
+            (`tfhash.sharpness.SharpnessAware`) of this radius, a number > 0 (0.05 is the
             SAM paper's for CIFAR-10); each step then costs two forward and backward passes.
         margin, negative_margin, temperature, quantization: the exponentiated loss (see
             `ExponentiatedHashingLoss`).
@@ -213,9 +213,7 @@ class TrainConfig:
                      "ensemble_size", "seed"):
             low = 0 if name in ("pretrain_epochs", "seed") else 1
             setattr(self, name, check_int(getattr(self, name), name, low))
-        check(self.backbone_width is None
-              or (isinstance(self.backbone_width, int) and self.backbone_width >= 1),
-              f"`backbone_width` must be None or an integer >= 1, got {self.backbone_width!r}")
+        self.backbone_width = check_int(self.backbone_width, "backbone_width", 1, optional=True)
         check(self.backbone_stem in STEMS,
               f"`backbone_stem` must be one of {STEMS}, got {self.backbone_stem!r}")
         check(self.backbone_stem == "conv" or self.backbone in (None, *BACKBONES),
@@ -243,17 +241,14 @@ class TrainConfig:
                           "AMX or Arm BF16), so it is emulated and trains many times slower "
                           "than 'float32'; use 'auto' to pick by hardware",
                           UserWarning, stacklevel=3)
-        check(self.ema_momentum is None
-              or (isinstance(self.ema_momentum, float) and 0 < self.ema_momentum < 1),
-              f"`ema_momentum` must be None or a float in (0, 1), got {self.ema_momentum!r}")
-        check(self.sam_radius is None
-              or (isinstance(self.sam_radius, float) and self.sam_radius > 0),
-              f"`sam_radius` must be None or a float > 0, got {self.sam_radius!r}")
+        self.ema_momentum = check_number(self.ema_momentum, "ema_momentum", 0, 1, low_open=True,
+                                         high_open=True, optional=True)
+        self.sam_radius = check_number(self.sam_radius, "sam_radius", low=0, low_open=True,
+                                       optional=True)
         for name in ("pretrain_lr", "hash_lr"):
-            value = getattr(self, name)
-            check(isinstance(value, (int, float)) and value > 0, f"`{name}` must be > 0")
+            setattr(self, name, check_number(getattr(self, name), name, low=0, low_open=True))
         for name in ("weight_decay", "classification_weight"):
-            check_non_negative(getattr(self, name), name)
+            setattr(self, name, check_non_negative(getattr(self, name), name))
         check(self.classification_head == "dense" or self.classification_weight > 0,
               f"`classification_head` {self.classification_head!r} needs a "
               f"`classification_weight` > 0, got {self.classification_weight!r}")
@@ -261,8 +256,8 @@ class TrainConfig:
               or (self.pretrain and self.pretrain_epochs),
               "`classification_head` 'arranged-codebook' needs phase 1 (`pretrain` and "
               "`pretrain_epochs` > 0): its classifier's confusions arrange the codewords")
-        check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
-              f"`label_smoothing` must be a number in [0, 1), got {self.label_smoothing!r}")
+        self.label_smoothing = check_number(self.label_smoothing, "label_smoothing", 0, 1,
+                                            high_open=True)
         # the loss refuses a bad margin, temperature or quantization now, not after phase 1
         ExponentiatedHashingLoss(margin=self.margin, negative_margin=self.negative_margin,
                                  temperature=self.temperature, quantization=self.quantization)

@@ -11,7 +11,7 @@ flat minima; a step costs two forward and backward passes.
 import keras
 import tensorflow as tf
 
-from tfhash.errors import check
+from tfhash.errors import check, check_number
 
 
 @keras.saving.register_keras_serializable(package="tfhash")
@@ -31,7 +31,7 @@ class SharpnessAware(keras.Model):
 
     Args:
         model: the Keras model to train.
-        radius: the radius ``rho`` of the neighbourhood, a float > 0 (the paper's
+        radius: the radius ``rho`` of the neighbourhood, a number > 0 (the paper's
             default for CIFAR-10 is 0.05).
 
     Example:
@@ -51,8 +51,7 @@ class SharpnessAware(keras.Model):
     def __init__(self, model, radius=0.05, **kwargs):
         check(isinstance(model, keras.Model),
               f"`model` must be a keras.Model, got {type(model).__name__}")
-        check(isinstance(radius, float) and radius > 0,
-              f"`radius` must be a float > 0, got {radius!r}")
+        radius = check_number(radius, "radius", low=0, low_open=True)
         super().__init__(name=kwargs.pop("name", f"{model.name}_sam"), **kwargs)
         self.model = model
         self.radius = radius

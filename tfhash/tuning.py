@@ -27,7 +27,7 @@ import keras_tuner
 
 from tfhash.callbacks import WeightAveraging
 from tfhash.data import class_count
-from tfhash.errors import check, check_int
+from tfhash.errors import check, check_int, is_number
 from tfhash.metrics import mean_average_precision
 from tfhash.model import (
     build_classifier,
@@ -78,7 +78,7 @@ def validate_space(space, where="search space"):
         low, high = entry["min"], entry["max"]
         lo_ok, hi_ok = TUNABLE[name]
         check(
-            all(isinstance(v, (int, float)) for v in (low, high)) and lo_ok <= low < high <= hi_ok,
+            all(is_number(v) for v in (low, high)) and lo_ok <= low < high <= hi_ok,
             f"{where}: {name!r} needs {lo_ok} <= min < max <= {hi_ok}, got {low}..{high}",
         )
         sampling = entry.get("sampling", "linear")
