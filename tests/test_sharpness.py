@@ -110,8 +110,9 @@ def test_train_config_refuses_a_bad_sam_radius(value):
 
 @pytest.mark.parametrize("value", [1, np.float32(0.05)])
 def test_a_radius_of_any_number_type_is_kept_as_a_float(value):
-    assert SharpnessAware(linear_model(), radius=value).radius == pytest.approx(float(value))
-    assert model.TrainConfig(sam_radius=value).sam_radius == pytest.approx(float(value))
+    for radius in (SharpnessAware(linear_model(), radius=value).radius,
+                   model.TrainConfig(sam_radius=value).sam_radius):
+        assert type(radius) is float and radius == pytest.approx(float(value))
 
 
 def test_pretrain_with_sam_returns_the_plain_classifier(monkeypatch, tmp_path):

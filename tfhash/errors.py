@@ -32,12 +32,13 @@ def is_number(value):
             and value == value)  # NaN is not equal to itself
 
 
-def _check_bounded(value, name, noun, is_kind, low, high, low_open, high_open, optional):
+def _check_bounded(value, name, noun, is_kind, low, high, low_open=False, high_open=False,
+                   optional=False, integer=False):
     """The body `check_int` and `check_number` share: ``is_kind`` says whether ``value`` is
     of the expected kind, the bounds (None: none on that side) where it may lie, ``noun``
-    names the kind in the message ("an integer" is bounded "from low to high")."""
+    names the kind in the message; with ``integer`` two bounds read "from low to high"."""
     if low is not None and high is not None:
-        span = (f" from {low} to {high}" if noun == "an integer" else
+        span = (f" from {low} to {high}" if integer else
                 f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
     elif low is not None:
         span = f" {'>' if low_open else '>='} {low}"
@@ -66,8 +67,8 @@ def check_int(value, name, low=None, high=None, optional=False):
     """
     if optional and value is None:
         return None
-    _check_bounded(value, name, "an integer", is_integer(value), low, high, False, False,
-                   optional)
+    _check_bounded(value, name, "an integer", is_integer(value), low, high, optional=optional,
+                   integer=True)
     return int(value)
 
 
