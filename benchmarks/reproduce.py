@@ -5,7 +5,10 @@ from those weights with all code lengths as heads on one backbone, same data, sa
 The ablation row trains the exponentiated loss from a random backbone. With ``--self-train N``
 phase 1 continues on the training images plus the N most confident database images per
 predicted class, pseudo-labelled by the phase-1 classifier (`tfhash.self_training`): the
-database is used without its labels, so give such a run its own ``--tag``. With
+database is used without its labels, so give such a run its own ``--tag``; with
+``--ensemble-size K`` the K members' averaged classifier labels the first round and member
+0's backbone trains on alone (the ensemble distilled into one network: phase 2 and the
+graded rows start from it). With
 ``--phase1-from RUN`` every seed starts from the classifier another run (same dataset,
 protocol and phase-1 recipe) trained, and its self-training rounds when both runs
 self-train the same way, so a new phase-2 recipe costs no phase 1; with ``--ensemble-size K``
@@ -108,8 +111,10 @@ def run_seed(args, dataset, base, work_root, curves, curve_method):
     extra, hash_split = {}, split
     if args.self_train:  # phase 2 and the graded rows start from the last round's student
         classifier, rounds, correct, extra, hash_split = run_self_training(
-            args, classifier, split, base, seed_dir, float(correct.mean()))
-        pretrained[0] = seed_dir / f"{round_stem(args.self_train_rounds)}.weights.h5"
+            args, classifier, classifiers[0].layers[1], split, base, seed_dir,
+            float(correct.mean()))
+        pretrained = [seed_dir / f"{round_stem(args.self_train_rounds)}.weights.h5"]
+        base = dataclasses.replace(base, ensemble_size=1)
         pretrain_s += sum(r["wall_s"] for r in rounds)
         records += rounds
     places = {trained_on(r) for r in records} - {None}
@@ -263,32 +268,38 @@ def map_on(queries, report):
     return round(float(selected.mean()), 6) if selected.size else None
 
 
-def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
+def run_self_training(args, teacher, backbone, split, config, seed_dir, teacher_accuracy):
     """Self-training after phase 1, one cached round at a time (round r > 1 is kept as
     ``self_trained_round<r>``), so an interrupted run, or one with more rounds, reuses the
-    rounds already made. Returns the last round's classifier, the rounds' records, which
-    queries it labels right, the fields rows record, and the split phase 2 trains on."""
+    rounds already made. ``teacher`` labels the first round and ``backbone`` (its own, or
+    with an ensemble teacher member 0's) trains on. Returns the last round's classifier,
+    the rounds' records, which queries it labels right, the fields rows record, and the
+    split phase 2 trains on."""
     unlabelled = split.database.take(unlabelled_rows(split))  # indexed once, not per round
     student, records = teacher, []
     for round_no in range(1, args.self_train_rounds + 1):
         stem = round_stem(round_no)
+        members = config.ensemble_size if round_no == 1 else 1  # how many labelled it
 
-        def train_student(teacher=student, round_no=round_no):
+        def train_student(teacher=student, backbone=backbone, round_no=round_no,
+                          members=members):
             keras.utils.set_random_seed(config.seed + round_no - 1)
             student, _, picked, labels = self_train(
                 teacher, split, unlabelled.images, config, args.self_train,
                 args.self_train_epochs, keep=args.self_train_keep,
-                flip_average=args.flip_pseudo_labels,
-                fresh_student=args.fresh_student, verbose=args.verbose)
+                flip_average=args.flip_pseudo_labels, fresh_student=args.fresh_student,
+                student=None if args.fresh_student else backbone, verbose=args.verbose)
             truth = unlabelled.labels[picked]  # only reported, never trained on
             return student, {"n_pseudo": len(picked),
                              "pseudo_label_accuracy": float((truth == labels).mean()),
-                             **labelling_record(args)}
+                             **labelling_record(args, members)}
 
         student, record = cached_training(
             seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json", train=train_student,
-            build=lambda: model.build_classifier(teacher.layers[1], teacher.output_shape[-1]))
-        check_same_labelling(record, args, seed_dir / f"{stem}.json")
+            build=lambda backbone=backbone: model.build_classifier(
+                backbone, teacher.output_shape[-1]))
+        check_same_labelling(record, args, seed_dir / f"{stem}.json", members)
+        backbone = student.layers[1]
         records.append(record)
         correct = correct_queries(student, split)
         print(f"self-training round {round_no}: {record['wall_s']:.0f}s on "
@@ -308,23 +319,28 @@ def run_self_training(args, teacher, split, config, seed_dir, teacher_accuracy):
 
 
 ROUND_OPTIONS = {"flip_pseudo_labels": False, "fresh_student": False, "self_train_keep": 1.0}
+TEACHER_MEMBERS = "teacher_members"  # how many classifiers labelled a round (default 1)
 
 
-def labelling_record(args):
+def labelling_record(args, teacher_members=1):
     """How a self-training round is made, as recipes and cached rounds record it: the
     options of `ROUND_OPTIONS` that differ from their default (files from before an option
-    hold nothing for it: it had its default)."""
-    return {key: getattr(args, key) for key, default in ROUND_OPTIONS.items()
-            if getattr(args, key) != default}
+    hold nothing for it: it had its default), and for a round labelled by an ensemble, the
+    number of its members."""
+    record = {key: getattr(args, key) for key, default in ROUND_OPTIONS.items()
+              if getattr(args, key) != default}
+    return {**record, TEACHER_MEMBERS: teacher_members} if teacher_members > 1 else record
 
 
-def check_same_labelling(record, args, path):
-    """Refuses a cached self-training round that was made another way."""
-    for key, default in ROUND_OPTIONS.items():
-        made = record.get(key, default)
-        if made != getattr(args, key):
+def check_same_labelling(record, args, path, teacher_members=1):
+    """Refuses a cached self-training round that was made another way (with other options,
+    or labelled by another number of classifiers)."""
+    wanted = labelling_record(args, teacher_members)
+    for key, default in {**ROUND_OPTIONS, TEACHER_MEMBERS: 1}.items():
+        made, asked = record.get(key, default), wanted.get(key, default)
+        if made != asked:
             raise SystemExit(f"{path}: this cached round was made with {key} = {made}, "
-                             f"not {getattr(args, key)}; use another --tag or --work-dir")
+                             f"not {asked}; use another --tag or --work-dir")
 
 
 def recipe_record(args, config):
@@ -386,13 +402,15 @@ def check_phase1_source(source, dataset, protocol, config):
         raise SystemExit(f"--phase1-from: that run's phase 1 differs from this recipe in {diff}")
 
 
-SELF_TRAINING_FIELDS = ("self_train", "self_train_epochs", *ROUND_OPTIONS)
+# what makes the rounds: with another ensemble size, another teacher labelled round 1
+SELF_TRAINING_FIELDS = ("self_train", "self_train_epochs", "ensemble_size", *ROUND_OPTIONS)
 
 
 def adopted_rounds(source, config):
     """How many self-training rounds a run with recipe ``config`` (a `recipe_record`) takes
     with its phase 1 from the run whose results file is ``source``: that run's rounds, up to
-    as many as ``config`` asks for, when both self-train the same way; otherwise none, and
+    as many as ``config`` asks for, when both self-train the same way (with the same
+    ensemble teaching the first round); otherwise none, and
     only the phase-1 classifier is taken."""
     old, new = stored_config(source), json.loads(json.dumps(config))
     if not (old.get("self_train") and new.get("self_train")):
@@ -534,8 +552,6 @@ def main():
         parser.error(f"--self-train-keep must be in (0, 1], got {args.self_train_keep}")
     for flag in labelling_record(args) if not args.self_train else ():
         parser.error(f"--{flag.replace('_', '-')} needs --self-train N")
-    if args.self_train and (args.ensemble_size or 1) > 1:
-        parser.error("--self-train: ensembles (--ensemble-size > 1) are not self-trained")
     if args.classification_head == "arranged-codebook" and not args.no_ablation:
         parser.error("--classification-head arranged-codebook needs --no-ablation (the "
                      "ablation has no phase-1 classifier to arrange the codewords by)")

@@ -52,7 +52,7 @@ from test_asymmetric_learned_codes import centres_reference, nearest_reference  
 from test_graded_codes import graded_reference  # noqa: E402
 from test_view_averaged import shifted  # noqa: E402
 
-from tfhash import data  # noqa: E402
+from tfhash import data, self_training  # noqa: E402
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity  # noqa: E402
 from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
 from tfhash.model import TrainConfig, build_classifier, get_backbone  # noqa: E402
@@ -140,6 +140,26 @@ def test_a_cached_round_is_reused_only_when_made_the_same_way(tmp_path):
         with pytest.raises(SystemExit, match=re.escape(f"r.json: this cached round was made "
                                                        f"with {message}")):
             check_same_labelling(record, made_now, tmp_path / "r.json")
+
+
+def test_a_round_an_ensemble_labelled_is_reused_only_by_as_many_members(tmp_path):
+    plain_round = {"wall_s": 1.0, "n_pseudo": 20}
+    taught_round = {**plain_round, "teacher_members": 3}
+    check_same_labelling(plain_round, args(100), tmp_path / "r.json", teacher_members=1)
+    check_same_labelling(taught_round, args(100), tmp_path / "r.json", teacher_members=3)
+    for record, members, message in ((plain_round, 3, "teacher_members = 1, not 3"),
+                                     (taught_round, 1, "teacher_members = 3, not 1"),
+                                     (taught_round, 2, "teacher_members = 3, not 2")):
+        with pytest.raises(SystemExit, match=re.escape(f"made with {message}")):
+            check_same_labelling(record, args(100), tmp_path / "r.json", members)
+
+
+@pytest.mark.parametrize("source, wanted, rounds", [(1, 1, 2), (2, 2, 2), (2, 1, 0), (1, 3, 0)])
+def test_self_training_rounds_are_taken_only_from_an_ensemble_of_the_same_size(
+        source, wanted, rounds):
+    made = results_of(TrainConfig(ensemble_size=source), labelling=args(2000, rounds=2))
+    assert adopted_rounds(made, recipe_record(args(2000, rounds=2),
+                                              TrainConfig(ensemble_size=wanted))) == rounds
 
 
 def tiny_model(seed):
@@ -703,6 +723,44 @@ def test_graded_rows_after_self_training_code_the_last_rounds_student(tmp_path, 
 
     assert row["map"] == pytest.approx(asymmetric_map(round_stem(2)), abs=1e-6)
     assert row["map"] != pytest.approx(asymmetric_map(round_stem(0)), abs=1e-6)
+
+
+def test_an_ensemble_teaches_member_0_which_alone_starts_phase_2_and_the_graded_rows(
+        tmp_path, monkeypatch):
+    """reproduce.py --ensemble-size 2 --self-train end to end on the bundled digits: the
+    two members' averaged probabilities label the first round, member 0's backbone trains
+    on, and the rows (graded and phase 2) start from that one student."""
+    labelled = []
+    real_labels = self_training.with_pseudo_labels
+    monkeypatch.setattr(self_training, "with_pseudo_labels", lambda split, classifier, *a,
+                        **k: labelled.append(len(classifier.layers)) or real_labels(
+                            split, classifier, *a, **k))
+    work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric", "exponentiated",
+                    "--hash-epochs", "1", "--no-ablation", "--ensemble-size", "2",
+                    "--self-train", "20", "--self-train-epochs", "1", "--self-train-rounds",
+                    "2", "--tag=-ens-self")
+    assert labelled == [4, 3]  # the ensemble (input, 2 members, mean), then the student
+    seed_dir = work / "mnist-5k-cnnh-ens-self" / "seed0"
+    first, second = (json.loads((seed_dir / f"{round_stem(r)}.json").read_text())
+                     for r in (1, 2))
+    assert first["teacher_members"] == 2 and "teacher_members" not in second
+    rows = {r["method"]: r for r in
+            json.loads((tmp_path / "mnist-5k-cnnh-ens-self.json").read_text())["rows"]}
+    assert rows["exponentiated"]["hash_epochs"] == 1
+    assert not (seed_dir / "exponentiated-pre" / "member1").exists()  # one backbone hashed
+
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    classifier = build_classifier(
+        TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1)), 10)
+    classifier.load_weights(seed_dir / f"{round_stem(2)}.weights.h5")
+    train, query, database = (classifier.predict(part.images, verbose=0)
+                              for part in (split.train, split.query, split.database))
+    book = arrange_codebook(class_codebook(10, 12), class_similarity(train, split.train.labels))
+    expected = mean_average_precision(book[query.argmax(1)], split.query.labels,
+                                      graded_reference(database, book), split.database.labels)
+    assert rows["graded-asymmetric"]["map"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(SystemExit, match="teacher_members = 2, not 1"):
+        check_same_labelling(first, args(20), seed_dir / "r.json")
 
 
 def test_asymmetric_rows_snap_each_query_to_the_nearest_training_centre(tmp_path, monkeypatch):

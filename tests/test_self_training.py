@@ -78,11 +78,86 @@ def test_self_train_adds_confident_pseudo_labels_and_keeps_training():
         self_train(student, small, pool, config, per_class=5, epochs=1, rounds=0)
 
 
+def test_an_ensemble_teaches_one_members_backbone_and_the_other_stays_as_it_was():
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=1, val_fraction=0.0)
+    small = data.Split("cnnh", 1, split.train.take(slice(0, 256)), split.val, split.query,
+                       split.database)
+    config = model.TrainConfig(pretrain_epochs=1, batch_size=64, backbone_width=8)
+    members = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        members.append(model.pretrain(config.make_backbone((28, 28, 1)), small, 10, config,
+                                      verbose=0)[0])
+    ensemble = model.average_classifiers(members)
+    pool = split.database.images[1000:1400]
+    mean = (members[0].predict(pool, batch_size=256, verbose=0)
+            + members[1].predict(pool, batch_size=256, verbose=0)) / 2
+    other = [w.copy() for w in members[1].get_weights()]
+    with pytest.raises(TfhashError, match="3 layers with its input.*got 4 layers.*`student`"):
+        self_train(ensemble, small, pool, config, per_class=10, epochs=1)
+    student_backbone = members[0].layers[1]
+    student, _, rows, labels = self_train(ensemble, small, pool, config, per_class=10,
+                                          epochs=1, student=student_backbone, verbose=0)
+    # the first round's labels are the mean of the members' probabilities, ranked
+    assert list(zip(rows.tolist(), labels.tolist())) == confident_by_sorting(mean, 10)
+    assert student.layers[1] is student_backbone and student.output_shape == (None, 10)
+    for before, after in zip(other, members[1].get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_a_student_backbone_is_checked():
+    images = np.zeros((3, 8, 8, 1), np.uint8)
+    small = data.Split("cnnh", 0, data.Images(images, np.arange(3)), None, None, None)
+    config = model.TrainConfig(backbone="mnist_cnn", backbone_width=4)
+    teacher = FixedClassifier(np.eye(3))
+    with pytest.raises(TfhashError, match="`student` must be a backbone taking images of "
+                                          r"shape \(8, 8, 1\), got 'backbone' taking \(\)"):
+        self_train(teacher, small, images, config, per_class=1, epochs=1, student="backbone")
+    other_shape = config.make_backbone((28, 28, 1))
+    with pytest.raises(TfhashError, match=r"taking \(28, 28, 1\)"):
+        self_train(teacher, small, images, config, per_class=1, epochs=1, student=other_shape)
+    with pytest.raises(TfhashError, match="give one or the other"):
+        self_train(teacher, small, images, config, per_class=1, epochs=1, fresh_student=True,
+                   student=config.make_backbone((8, 8, 1)))
+
+
+def test_a_given_student_trains_every_round_after_the_teacher_labels_the_first(monkeypatch):
+    rng = np.random.default_rng(5)
+    rounds = [rng.dirichlet(np.ones(3), size=20) for _ in range(3)]
+    made = iter(FixedClassifier(p) for p in rounds[1:])
+    fitted, labelled_by = [], []
+
+    def fake_pretrain(backbone, split, num_classes, config, verbose="auto"):
+        fitted.append(backbone)
+        return next(made), "history"
+
+    import tfhash.self_training as self_training
+
+    real_labels = self_training.with_pseudo_labels
+
+    def spying_labels(split, classifier, *args, **kwargs):
+        labelled_by.append(classifier.probs)
+        return real_labels(split, classifier, *args, **kwargs)
+
+    monkeypatch.setattr(model, "pretrain", fake_pretrain)
+    monkeypatch.setattr(self_training, "with_pseudo_labels", spying_labels)
+    images = np.zeros((20, 8, 8, 1), np.uint8)
+    small = data.Split("cnnh", 0, data.Images(images[:3], np.arange(3)), None, None, None)
+    ensemble = FixedClassifier(rounds[0])
+    ensemble.layers = [None, "member0", "member1", "average"]
+    backbone = model.TrainConfig(backbone="mnist_cnn", backbone_width=4).make_backbone(
+        (8, 8, 1))
+    self_train(ensemble, small, images, model.TrainConfig(), per_class=2, epochs=1, rounds=2,
+               student=backbone)
+    assert fitted == [backbone, backbone]
+    assert labelled_by[0] is rounds[0] and labelled_by[1] is rounds[1]
+
+
 class FixedClassifier:
     """Stands in for a Keras classifier: predicts fixed probabilities."""
 
     def __init__(self, probs):
-        self.probs, self.layers = probs, [None, "backbone"]
+        self.probs, self.layers = probs, [None, "backbone", "classes"]
         self.output_shape = (None, probs.shape[1])
 
     def predict(self, images, **kwargs):

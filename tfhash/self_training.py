@@ -13,6 +13,12 @@ Example:
 >>> unlabelled = split.database.images[~in_training_set]
 >>> classifier, _, rows, labels = self_train(classifier, split, unlabelled, config,
 ...                                          per_class=2000, epochs=20, rounds=2)
+
+An ensemble teaches one of its members' backbones (it labels the first round):
+
+>>> ensemble = model.average_classifiers([classifier, other_classifier])
+>>> student, *_ = self_train(ensemble, split, unlabelled, config, per_class=2000,
+...                          epochs=20, student=classifier.layers[1])
 """
 
 import dataclasses
@@ -66,7 +72,8 @@ def select_confident(probs, per_class, keep=1.0):
 
 
 def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=1,
-               keep=1.0, flip_average=False, fresh_student=False, verbose="auto"):
+               keep=1.0, flip_average=False, fresh_student=False, student=None,
+               verbose="auto"):
     """Continues phase 1 on ``split.train`` plus pseudo-labelled ``unlabelled`` images.
 
     Each round, the classifier labels ``unlabelled`` (uint8 images of the training images'
@@ -82,6 +89,12 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     same images, as in Noisy Student training: it does not start from the weights that
     made the wrong pseudo-labels, and the teacher is left as it was.
 
+    ``student`` is the backbone that trains on, for a ``classifier`` that is not one
+    backbone and a softmax layer: an ensemble's (`tfhash.networks.average_classifiers`)
+    labels the first round, and the student, e.g. one member's backbone, trains on those
+    labels and labels every later round itself (the ensemble distilled into one network).
+    By default it is the classifier's own backbone.
+
     Returns:
         ``(classifier, histories, indices, labels)``: the last classifier, one history per
         round, and the rows of ``unlabelled`` the last round pseudo-labelled, with their
@@ -95,9 +108,22 @@ def self_train(classifier, split, unlabelled, config, per_class, epochs, rounds=
     rounds = check_int(rounds, "rounds", 1)
     check(isinstance(fresh_student, bool),
           f"`fresh_student` must be True or False, got {fresh_student!r}")
+    check(not (fresh_student and student is not None),
+          "`student` is the backbone that trains on; with `fresh_student` each round's is "
+          "new: give one or the other")
+    if student is None:
+        check(fresh_student or len(classifier.layers) == 3,
+              f"`classifier` must be one backbone and a softmax layer (3 layers with its "
+              f"input) to train on, got {len(classifier.layers)} layers (an ensemble?): pass "
+              "the backbone to train as `student`")
+    else:
+        shape = tuple(getattr(student, "input_shape", (None,))[1:])
+        check(shape == unlabelled.shape[1:],
+              f"`student` must be a backbone taking images of shape {unlabelled.shape[1:]}, "
+              f"got {student!r} taking {shape}")
     from tfhash import model  # TensorFlow: imported on use (the module's selection is numpy)
 
-    backbone = classifier.layers[1]
+    backbone = classifier.layers[1] if student is None else student
     round_config = dataclasses.replace(config, pretrain_epochs=epochs)
     histories = []
     for _ in range(rounds):
