@@ -290,15 +290,18 @@ def reproduction_section(doc, ensemble_sizes=None):
     lines.append(f"Recipe: {recipe}.")
     taught = sorted({(r["seed"], r["teacher_query_accuracy"], r["query_accuracy"], r["n_pseudo"],
                       r["pseudo_label_accuracy"]) for r in rows if "n_pseudo" in r})
+    members = config.get("ensemble_size", 1)
     if taught:
-        lines.append("Self-training per seed (query accuracy before -> after; pseudo-labelled "
-                     "database images, share correct): " + ", ".join(
+        teacher = (f"the {members} members' averaged classifier labels the first round and "
+                   "member 0 trains on alone, the rows start from it; " if members > 1 else "")
+        lines.append(f"Self-training per seed ({teacher}query accuracy before -> after; "
+                     "pseudo-labelled database images, share correct): " + ", ".join(
                          f"seed {s}: {t:.4f} -> {a:.4f}, {n} images, {c:.3f}"
                          for s, t, a, n, c in taught) + ".")
     lines.append("Phase-1 classifier accuracy on the queries, per seed: "
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
     lines += trained_on_lines(rows)
-    lines += phase1_from_lines(rows, config.get("ensemble_size", 1), ensemble_sizes)
+    lines += phase1_from_lines(rows, members, ensemble_sizes)
     lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)

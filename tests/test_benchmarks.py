@@ -705,8 +705,11 @@ def test_graded_rows_after_self_training_code_the_last_rounds_student(tmp_path, 
     work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric", "--no-ablation",
                     "--self-train", "20", "--self-train-epochs", "1", "--self-train-rounds", "2",
                     "--tag=-self")
-    (row,) = json.loads((tmp_path / "mnist-5k-cnnh-self.json").read_text())["rows"]
+    doc = json.loads((tmp_path / "mnist-5k-cnnh-self.json").read_text())
+    (row,) = doc["rows"]
     assert row["self_train_rounds"] == 2 and row["hash_epochs"] == 0
+    monkeypatch.setattr(report, "HERE", tmp_path)
+    assert "Self-training per seed (query accuracy before -> after;" in reproduction_section(doc)
 
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
     backbone = TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1))
@@ -744,9 +747,13 @@ def test_an_ensemble_teaches_member_0_which_alone_starts_phase_2_and_the_graded_
     first, second = (json.loads((seed_dir / f"{round_stem(r)}.json").read_text())
                      for r in (1, 2))
     assert first["teacher_members"] == 2 and "teacher_members" not in second
-    rows = {r["method"]: r for r in
-            json.loads((tmp_path / "mnist-5k-cnnh-ens-self.json").read_text())["rows"]}
+    doc = json.loads((tmp_path / "mnist-5k-cnnh-ens-self.json").read_text())
+    rows = {r["method"]: r for r in doc["rows"]}
     assert rows["exponentiated"]["hash_epochs"] == 1
+    monkeypatch.setattr(report, "HERE", tmp_path)  # its plots go here, not into benchmarks/
+    assert ("Self-training per seed (the 2 members' averaged classifier labels the first "
+            "round and member 0 trains on alone, the rows start from it; query accuracy "
+            "before -> after;") in reproduction_section(doc)
     assert not (seed_dir / "exponentiated-pre" / "member1").exists()  # one backbone hashed
 
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
