@@ -47,6 +47,10 @@ VARIANTS = {
     "weight_decay_0.5": {"weight_decay": 0.5},
     "weight_decay_1": {"weight_decay": 1.0},
     "weight_decay_2": {"weight_decay": 2.0},
+    # does a wider network pay once decay regularizes it (width 16 was picked at the
+    # default decay, at a fixed time budget)?
+    "width_24_weight_decay_1": {"backbone_width": 24, "weight_decay": 1.0},
+    "width_32_weight_decay_1": {"backbone_width": 32, "weight_decay": 1.0},
 }
 
 

@@ -1001,6 +1001,15 @@ def test_phase1_variants_train_each_variant_on_the_90_percent_and_score_the_10(
     assert [(r["variant"], r["pretrain_epochs"]) for r in later] == [("randaugment_no_mix", 3)]
 
 
+def test_every_phase1_variant_is_a_valid_change_of_the_recipe():
+    base = phase2_variants.recipe_config(
+        phase2_variants.RESULTS / "cifar10-cnnh-w16-bf16-p300-h40-mixup.json", seed=0)
+    assert base.backbone_width == 16
+    for name, overrides in phase1_variants.VARIANTS.items():
+        changed = dataclasses.replace(base, **overrides)
+        assert {k: getattr(changed, k) for k in overrides} == overrides, name
+
+
 def test_every_phase2_variant_is_a_valid_change_of_the_recipe():
     # a misspelt setting or a refused combination (a codebook head without a
     # classification term, say) raises here rather than in a study's run
