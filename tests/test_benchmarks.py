@@ -711,21 +711,24 @@ def test_graded_rows_after_self_training_code_the_last_rounds_student(tmp_path, 
     monkeypatch.setattr(report, "HERE", tmp_path)
     assert "Self-training per seed (query accuracy before -> after;" in reproduction_section(doc)
 
+    seed_dir = work / "mnist-5k-cnnh-self" / "seed0"
+    assert row["map"] == pytest.approx(tiny_asymmetric_map(seed_dir, round_stem(2)), abs=1e-6)
+    assert row["map"] != pytest.approx(tiny_asymmetric_map(seed_dir, round_stem(0)), abs=1e-6)
+
+
+def tiny_asymmetric_map(seed_dir, stem):
+    """Reference for a `run_tiny` graded-asymmetric row at 12 bits: the cached classifier
+    ``seed_dir/<stem>`` codes the database graded on the codebook arranged by its training
+    probabilities and each query as its likeliest class's codeword (numpy codes)."""
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
-    backbone = TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1))
-    classifier = build_classifier(backbone, 10)
-
-    def asymmetric_map(stem):
-        classifier.load_weights(work / "mnist-5k-cnnh-self" / "seed0" / f"{stem}.weights.h5")
-        train, query, database = (classifier.predict(part.images, verbose=0)
-                                  for part in (split.train, split.query, split.database))
-        book = arrange_codebook(class_codebook(10, 12),
-                                class_similarity(train, split.train.labels))
-        return mean_average_precision(book[query.argmax(1)], split.query.labels,
-                                      graded_reference(database, book), split.database.labels)
-
-    assert row["map"] == pytest.approx(asymmetric_map(round_stem(2)), abs=1e-6)
-    assert row["map"] != pytest.approx(asymmetric_map(round_stem(0)), abs=1e-6)
+    classifier = build_classifier(
+        TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1)), 10)
+    classifier.load_weights(seed_dir / f"{stem}.weights.h5")
+    train, query, database = (classifier.predict(part.images, verbose=0)
+                              for part in (split.train, split.query, split.database))
+    book = arrange_codebook(class_codebook(10, 12), class_similarity(train, split.train.labels))
+    return mean_average_precision(book[query.argmax(1)], split.query.labels,
+                                  graded_reference(database, book), split.database.labels)
 
 
 def test_an_ensemble_teaches_member_0_which_alone_starts_phase_2_and_the_graded_rows(
@@ -756,16 +759,8 @@ def test_an_ensemble_teaches_member_0_which_alone_starts_phase_2_and_the_graded_
             "before -> after;") in reproduction_section(doc)
     assert not (seed_dir / "exponentiated-pre" / "member1").exists()  # one backbone hashed
 
-    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
-    classifier = build_classifier(
-        TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1)), 10)
-    classifier.load_weights(seed_dir / f"{round_stem(2)}.weights.h5")
-    train, query, database = (classifier.predict(part.images, verbose=0)
-                              for part in (split.train, split.query, split.database))
-    book = arrange_codebook(class_codebook(10, 12), class_similarity(train, split.train.labels))
-    expected = mean_average_precision(book[query.argmax(1)], split.query.labels,
-                                      graded_reference(database, book), split.database.labels)
-    assert rows["graded-asymmetric"]["map"] == pytest.approx(expected, abs=1e-6)
+    assert rows["graded-asymmetric"]["map"] == pytest.approx(
+        tiny_asymmetric_map(seed_dir, round_stem(2)), abs=1e-6)
     with pytest.raises(SystemExit, match="teacher_members = 2, not 1"):
         check_same_labelling(first, args(20), seed_dir / "r.json")
 
