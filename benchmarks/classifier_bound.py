@@ -60,29 +60,49 @@ def hash_maps(doc, seed, method="exponentiated"):
             and r.get("encoding", "plain") == "plain"}
 
 
+def last_classifier_files(seed_dir, config):
+    """The weights files of the last classifier one seed of a `reproduce.py` run cached in
+    ``seed_dir`` (``config``: its results file's recipe): phase 1's, one per ensemble member,
+    or after self-training the last round's student (member 0 alone trains on)."""
+    if config.get("self_train"):
+        return [Path(seed_dir) / f"{round_stem(config.get('self_train_rounds', 1))}.weights.h5"]
+    return [model.member_work_dir(seed_dir, k) / "pretrained.weights.h5"
+            for k in range(config.get("ensemble_size", 1))]
+
+
+def load_classifiers(files, config, input_shape, num_classes, flag):
+    """Each weights file of ``files`` loaded into the classifier the recipe ``config`` (a
+    results file's) builds for images of ``input_shape``, and the record `cached_training`
+    wrote beside it. Returns ``(classifiers, records)``; a missing file is refused, naming
+    it and the option ``flag`` that asked for it."""
+    architecture = ("backbone", "backbone_width", "backbone_stem", "precision")  # older
+    base = model.TrainConfig(bits=(12,), **{k: config[k] for k in architecture if k in config})
+    classifiers, records = [], []
+    for weights in map(Path, files):
+        record = weights.with_name(weights.name.removesuffix(".weights.h5") + ".json")
+        for path in (weights, record):
+            if not path.exists():
+                raise SystemExit(f"{flag}: no cached classifier file {path}")
+        classifiers.append(model.build_classifier(base.make_backbone(input_shape), num_classes))
+        classifiers[-1].load_weights(weights)
+        records.append(json.loads(record.read_text()))
+    return classifiers, records
+
+
 def last_classifiers(run, doc, work_dir):
     """For each seed of the `reproduce.py` run ``run`` (``doc``: its results file, read):
     ``(seed, split, members, stem)``, the seed's last cached classifier (phase 1, or the
     last self-training round; ``stem`` names its file) on that seed's split, as a list of
     one classifier, or of each ensemble member's (``ensemble_size`` > 1)."""
     config = doc["config"]
-    stem = round_stem(config.get("self_train_rounds", 1) if config.get("self_train") else 0)
     first = doc["rows"][0]
     dataset = data.load_dataset(first["dataset"])
-    architecture = ("backbone", "backbone_width", "precision")  # older files lack some
-    base = model.TrainConfig(bits=(12,), **{k: config[k] for k in architecture if k in config})
     for seed in sorted({r["seed"] for r in doc["rows"]}):
         split = data.make_split(dataset, first["protocol"], seed=seed, val_fraction=0.0)
-        members = []
-        for k in range(config.get("ensemble_size", 1)):
-            folder = model.member_work_dir(Path(work_dir) / run / f"seed{seed}", k)
-            weights = folder / f"{stem}.weights.h5"
-            if not weights.exists():
-                raise SystemExit(f"--runs: {run} has no cached classifier {weights}")
-            members.append(model.build_classifier(
-                base.make_backbone(split.train.images.shape[1:]), dataset.num_classes))
-            members[-1].load_weights(weights)
-        yield seed, split, members, stem
+        files = last_classifier_files(Path(work_dir) / run / f"seed{seed}", config)
+        members, _ = load_classifiers(files, config, split.train.images.shape[1:],
+                                      dataset.num_classes, f"--runs: {run}")
+        yield seed, split, members, files[0].name.removesuffix(".weights.h5")
 
 
 def bound_rows(run, work_dir):

@@ -302,6 +302,7 @@ def reproduction_section(doc, ensemble_sizes=None):
                  + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
     lines += trained_on_lines(rows)
     lines += phase1_from_lines(rows, members, ensemble_sizes)
+    lines += mixed_ensemble_lines(config, ensemble_sizes)
     lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
     lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
@@ -354,6 +355,21 @@ def phase1_from_lines(rows, members=1, source_members=None):
     trained_here = f" {seeds_words(own).capitalize()}: phase 1 trained in this run." if own else ""
     return ["Phase 1 taken from another run's cached classifiers (its wall time is that "
             "run's): " + "; ".join(parts) + "." + trained_here]
+
+
+def mixed_ensemble_lines(config, source_members=None):
+    """The line naming the runs whose cached classifiers a mixed ensemble (``reproduce.py
+    --ensemble-with``) averaged with the run's own members, and how many each gave
+    (``source_members``: each run's ensemble size, default 1); none for other runs."""
+    runs = config.get("ensemble_with")
+    if not runs:
+        return []
+    own = config.get("ensemble_size", 1)
+    parts = [f"{run} ({(source_members or {}).get(run, 1)})" for run in runs]
+    return [f"Mixed ensemble: each seed's classifier averages this run's {own} "
+            f"member{'s' if own > 1 else ''} with the cached phase-1 classifiers of "
+            + ", ".join(parts) + " (members each gave), all weighted alike; the phase-1 "
+            "wall time below is all of theirs."]
 
 
 def correct_queries_lines(rows, bits):

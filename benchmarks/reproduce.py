@@ -19,7 +19,10 @@ round's (`tfhash.model.build_graded_hasher`);
 ``graded-arranged`` the same with the codewords arranged by how much the classifier mixes
 up the classes on the training images (`tfhash.model.training_similarity`);
 ``graded-asymmetric`` codes the database as ``graded-arranged`` does and each query as its
-likeliest class's codeword (`tfhash.model.build_query_hasher`). ``--asymmetric`` adds
+likeliest class's codeword (`tfhash.model.build_query_hasher`). ``--ensemble-with RUN ...``
+averages into each seed's classifier the cached classifiers (every member) of other runs,
+whatever their phase-1 recipe (another width, say), loaded and not trained: a mixed
+ensemble, for graded methods only. ``--asymmetric`` adds
 asymmetric rows for the trained methods: the same database codes, each query coded as the
 class centre of the training images' codes nearest its own (`tfhash.model.training_centres`,
 `tfhash.model.build_query_hasher`); their encodings are named ``asymmetric``,
@@ -40,6 +43,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from classifier_bound import last_classifier_files, load_classifiers
 
 from tfhash import data, model
 from tfhash.backbones import STEMS
@@ -93,16 +97,24 @@ def cached_phase1(args, split, num_classes, config, folder):
         build=lambda: model.build_classifier(backbone, num_classes))
 
 
-def run_seed(args, dataset, base, work_root, curves, curve_method):
+def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
+    """The rows of one seed; ``mixed`` maps the runs of ``--ensemble-with`` to their
+    recipes, whose cached classifiers join this run's members in the averaged classifier."""
     seed = base.seed
     split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     seed_dir = work_root / f"seed{seed}"
     member_dirs = [model.member_work_dir(seed_dir, k) for k in range(base.ensemble_size)]
-    classifiers, records = zip(*(cached_phase1(args, split, dataset.num_classes, base.member(k),
-                                               folder) for k, folder in enumerate(member_dirs)))
+    classifiers, records = map(list, zip(*(
+        cached_phase1(args, split, dataset.num_classes, base.member(k), folder)
+        for k, folder in enumerate(member_dirs))))
+    for run, config in (mixed or {}).items():
+        more, more_records = load_classifiers(
+            last_classifier_files(work_root.parent / run / f"seed{seed}", config), config,
+            split.train.images.shape[1:], dataset.num_classes, "--ensemble-with")
+        classifiers += more
+        records += more_records
     classifier = model.average_classifiers(classifiers)
     pretrained = [folder / "pretrained.weights.h5" for folder in member_dirs]
-    records = list(records)
     pretrain_s = sum(r["wall_s"] for r in records)
     correct = correct_queries(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
@@ -353,6 +365,8 @@ def recipe_record(args, config):
         if args.pseudo_phase2:
             record.update(pseudo_phase2=True)
         record.update(labelling_record(args))
+    if args.ensemble_with:
+        record.update(ensemble_with=list(args.ensemble_with))
     return record
 
 
@@ -392,14 +406,47 @@ def check_phase1_source(source, dataset, protocol, config):
     """Refuses to take phase 1 from a run (its results file ``source``, as a dict) that
     trained it on another dataset or protocol, or with other phase-1 settings than
     ``config`` (a `recipe_record`): the rows would claim a phase 1 they did not get."""
-    places = {(r["dataset"], r["protocol"]) for r in source["rows"]}
-    if places != {(dataset, protocol)}:
-        raise SystemExit(f"--phase1-from: that run holds {sorted(places)}, "
-                         f"not {dataset} {protocol}")
+    check_same_data(source, dataset, protocol, "--phase1-from: that run")
     old, new = stored_config(source), json.loads(json.dumps(config))
     diff = [k for k in PHASE1_FIELDS if old.get(k) != new.get(k)]
     if diff:
         raise SystemExit(f"--phase1-from: that run's phase 1 differs from this recipe in {diff}")
+
+
+def check_same_data(source, dataset, protocol, who):
+    """Refuses a results file ``source`` (a dict) whose rows are not all of ``dataset`` under
+    ``protocol``; ``who`` names it in the message."""
+    places = {(r["dataset"], r["protocol"]) for r in source["rows"]}
+    if places != {(dataset, protocol)}:
+        raise SystemExit(f"{who} holds {sorted(places)}, not {dataset} {protocol}")
+
+
+def mixed_recipes(args, name, work_root):
+    """The recipes of the runs ``--ensemble-with`` names, by run, once each is checked:
+    another run than this one and its ``--phase1-from`` (their classifiers are this run's
+    members already), the same dataset and protocol, phase-1 classifiers only (no
+    self-training, not itself a mixed ensemble), and cached for every seed of this run,
+    so a missing file stops the run before any training, not after an hour of it."""
+    if len(set(args.ensemble_with)) != len(args.ensemble_with):
+        raise SystemExit(f"--ensemble-with: a run is named twice in {args.ensemble_with}")
+    recipes = {}
+    for run in args.ensemble_with:
+        if run in (name, args.phase1_from):
+            raise SystemExit(f"--ensemble-with: {run} is this run or its --phase1-from; its "
+                             "classifiers are this run's members already")
+        source = load_results(run, "--ensemble-with")
+        check_same_data(source, args.dataset, args.protocol, f"--ensemble-with: {run}")
+        config = stored_config(source)
+        if config.get("self_train") or config.get("ensemble_with"):
+            raise SystemExit(f"--ensemble-with: {run} is a self-trained or mixed ensemble; "
+                             "name runs whose phase-1 classifiers are their own")
+        for seed in args.seeds:
+            for weights in last_classifier_files(work_root.parent / run / f"seed{seed}",
+                                                 config):
+                if not weights.exists():
+                    raise SystemExit(f"--ensemble-with: no cached classifier file {weights}")
+        recipes[run] = config
+    return recipes
 
 
 # what makes the rounds: with another ensemble size, another teacher labelled round 1
@@ -534,6 +581,9 @@ def main():
                              "(tfhash.model.flip_and_shift_averaged: each image, its "
                              "one-pixel shifts and the mirror images of all five) of every "
                              "trained model, as extra rows")
+    parser.add_argument("--ensemble-with", nargs="+", default=None, metavar="RUN",
+                        help="also average each seed's cached classifiers of these runs "
+                        "(any phase-1 recipe; graded methods only)")
     parser.add_argument("--phase1-from", default=None, metavar="RUN",
                         help="start every seed from the phase-1 classifier of run RUN (a "
                              "results file stem under the same --work-dir, e.g. "
@@ -560,6 +610,14 @@ def main():
                      f"codes use --methods {ASYMMETRIC})")
     if not args.methods and args.no_ablation:
         parser.error("--methods: name at least one method, or drop --no-ablation")
+    if args.ensemble_with:
+        trained = sorted(set(args.methods) - set(GRADED_METHODS))
+        if trained or not args.no_ablation or args.self_train:
+            parser.error(f"--ensemble-with: a mixed ensemble codes graded methods only, with "
+                         f"--no-ablation and no --self-train (phase 2 and self-training train "
+                         f"one architecture); got methods {args.methods}"
+                         f"{'' if args.no_ablation else ' and the ablation'}"
+                         f"{' and --self-train' if args.self_train else ''}")
     dataset = data.load_dataset(args.dataset)
     name = run_name(args.dataset, args.protocol, args.tag)
     work_root = Path(args.work_dir) / name
@@ -569,6 +627,7 @@ def main():
     configs = {seed: seed_config(args, seed) for seed in args.seeds}
     for config in configs.values():  # before any training, not after an hour of it
         check_same_recipe(earlier, recipe_record(args, config))
+    mixed = mixed_recipes(args, name, work_root) if args.ensemble_with else {}
     if args.phase1_from:
         if args.phase1_from == name:
             parser.error(f"--phase1-from: {name} is this run")
@@ -590,7 +649,7 @@ def main():
     for seed in args.seeds:
         curves = pr_curves["curves"] if seed == pr_curves["seed"] else {}
         rows.extend(run_seed(args, dataset, configs[seed], work_root, curves,
-                             pr_curves["method"]))
+                             pr_curves["method"], mixed))
         done = {(r["seed"], r["method"], r["pretrain"]) for r in rows}
         kept = [r for r in earlier["rows"]
                 if (r["seed"], r["method"], r["pretrain"]) not in done]

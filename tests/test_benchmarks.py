@@ -66,7 +66,8 @@ def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_lab
     return argparse.Namespace(self_train=self_train, self_train_epochs=epochs,
                               self_train_rounds=rounds, pseudo_phase2=pseudo_phase2,
                               flip_pseudo_labels=flip_pseudo_labels,
-                              fresh_student=fresh_student, self_train_keep=keep)
+                              fresh_student=fresh_student, self_train_keep=keep,
+                              ensemble_with=None)
 
 
 def saved(record):
@@ -276,6 +277,7 @@ def test_an_ensemble_runs_members_are_loaded_from_their_folders(tmp_path):
         folder.mkdir(parents=True)
         classifier = build_classifier(get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
         classifier.save_weights(folder / "pretrained.weights.h5")
+        (folder / "pretrained.json").write_text('{"wall_s": 1.0}')
         saved.append(classifier.get_weights())
     doc = {"config": {"backbone_width": 4, "ensemble_size": 2},
            "rows": [{"dataset": "mnist-5k", "protocol": "cnnh", "seed": 0}]}
@@ -712,19 +714,27 @@ def test_graded_rows_after_self_training_code_the_last_rounds_student(tmp_path, 
     assert "Self-training per seed (query accuracy before -> after;" in reproduction_section(doc)
 
     seed_dir = work / "mnist-5k-cnnh-self" / "seed0"
-    assert row["map"] == pytest.approx(tiny_asymmetric_map(seed_dir, round_stem(2)), abs=1e-6)
-    assert row["map"] != pytest.approx(tiny_asymmetric_map(seed_dir, round_stem(0)), abs=1e-6)
+    last, first = (tiny_classifier(seed_dir, round_stem(r)) for r in (2, 0))
+    assert row["map"] == pytest.approx(tiny_asymmetric_map(last), abs=1e-6)
+    assert row["map"] != pytest.approx(tiny_asymmetric_map(first), abs=1e-6)
 
 
-def tiny_asymmetric_map(seed_dir, stem):
-    """Reference for a `run_tiny` graded-asymmetric row at 12 bits: the cached classifier
-    ``seed_dir/<stem>`` codes the database graded on the codebook arranged by its training
-    probabilities and each query as its likeliest class's codeword (numpy codes)."""
-    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+def tiny_classifier(folder, stem="pretrained", width=4):
+    """The classifier `run_tiny` cached as ``folder/<stem>.weights.h5``, at backbone
+    ``width``."""
     classifier = build_classifier(
-        TrainConfig(bits=12, backbone_width=4).make_backbone((28, 28, 1)), 10)
-    classifier.load_weights(seed_dir / f"{stem}.weights.h5")
-    train, query, database = (classifier.predict(part.images, verbose=0)
+        TrainConfig(bits=12, backbone_width=width).make_backbone((28, 28, 1)), 10)
+    classifier.load_weights(Path(folder) / f"{stem}.weights.h5")
+    return classifier
+
+
+def tiny_asymmetric_map(*classifiers):
+    """Reference for a `run_tiny` graded-asymmetric row at 12 bits from ``classifiers``'
+    class probabilities averaged (numpy): the database coded graded on the codebook arranged
+    by the training probabilities and each query as its likeliest class's codeword."""
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    train, query, database = (np.mean([c.predict(part.images, verbose=0) for c in classifiers],
+                                      axis=0)
                               for part in (split.train, split.query, split.database))
     book = arrange_codebook(class_codebook(10, 12), class_similarity(train, split.train.labels))
     return mean_average_precision(book[query.argmax(1)], split.query.labels,
@@ -760,9 +770,92 @@ def test_an_ensemble_teaches_member_0_which_alone_starts_phase_2_and_the_graded_
     assert not (seed_dir / "exponentiated-pre" / "member1").exists()  # one backbone hashed
 
     assert rows["graded-asymmetric"]["map"] == pytest.approx(
-        tiny_asymmetric_map(seed_dir, round_stem(2)), abs=1e-6)
+        tiny_asymmetric_map(tiny_classifier(seed_dir, round_stem(2))), abs=1e-6)
     with pytest.raises(SystemExit, match="teacher_members = 2, not 1"):
         check_same_labelling(first, args(20), seed_dir / "r.json")
+
+
+def test_a_mixed_ensemble_averages_other_runs_cached_classifiers_of_another_width(
+        tmp_path, monkeypatch):
+    """reproduce.py --ensemble-with end to end on the bundled digits: a width-4 run, a
+    two-member width-6 run, then a run on the first's classifier that also averages the
+    second's two members, loaded, not trained: three classifiers of two widths."""
+    graded = ["--methods", "graded-asymmetric", "--no-ablation"]
+    work = run_tiny(tmp_path, monkeypatch, *graded)
+    run_tiny(tmp_path, monkeypatch, *graded, "--backbone-width", "6", "--ensemble-size", "2",
+             "--tag=-w6")
+    trained = []
+    pretrain = reproduce.model.pretrain
+    monkeypatch.setattr(reproduce.model, "pretrain", lambda *a, **k: trained.append(a[0])
+                        or pretrain(*a, **k))
+    run_tiny(tmp_path, monkeypatch, *graded, "--phase1-from", "mnist-5k-cnnh",
+             "--ensemble-with", "mnist-5k-cnnh-w6", "--tag=-mixed")
+    assert trained == []
+
+    doc = json.loads((tmp_path / "mnist-5k-cnnh-mixed.json").read_text())
+    (row,) = doc["rows"]
+    own = work / "mnist-5k-cnnh" / "seed0"
+    other = work / "mnist-5k-cnnh-w6" / "seed0"
+    members = [tiny_classifier(own), tiny_classifier(other, width=6),
+               tiny_classifier(other / "member1", width=6)]
+    split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
+    probs = np.mean([m.predict(split.query.images, verbose=0) for m in members], axis=0)
+    assert row["query_accuracy"] == pytest.approx((probs.argmax(1) == split.query.labels).mean())
+    assert row["map"] == pytest.approx(tiny_asymmetric_map(*members), abs=1e-6)
+    assert row["map"] != pytest.approx(tiny_asymmetric_map(members[0]), abs=1e-6)
+    walls = [json.loads(p.read_text())["wall_s"] for p in (
+        own / "pretrained.json", other / "pretrained.json", other / "member1/pretrained.json")]
+    assert row["wall_s_pretrain"] == pytest.approx(sum(walls), abs=0.06)
+    assert doc["config"]["ensemble_with"] == ["mnist-5k-cnnh-w6"]
+    monkeypatch.setattr(report, "HERE", tmp_path)
+    assert ("Mixed ensemble: each seed's classifier averages this run's 1 member with the "
+            "cached phase-1 classifiers of mnist-5k-cnnh-w6 (2)") in reproduction_section(
+                doc, {"mnist-5k-cnnh-w6": 2})
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--methods", "graded", "exponentiated", "--no-ablation"], "got methods ['graded', 'expo"),
+    (["--methods", "graded"], "and the ablation"),
+    (["--methods", "graded", "--no-ablation", "--self-train", "5"], "and --self-train"),
+])
+def test_a_mixed_ensemble_is_refused_for_what_trains(monkeypatch, capsys, options, message):
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--dataset", "mnist-5k",
+                                      "--ensemble-with", "other", *options])
+    with pytest.raises(SystemExit):
+        reproduce.main()
+    err = capsys.readouterr().err
+    assert "--ensemble-with: a mixed ensemble codes graded methods only" in err
+    assert message in err
+
+
+@pytest.mark.parametrize("runs, phase1_from, message", [
+    (["a", "a"], None, "a run is named twice"),
+    (["mine"], None, "mine is this run"),
+    (["a"], "a", "a is this run or its --phase1-from"),
+    (["nothing"], None, "--ensemble-with: no "),
+    (["mnist"], None, "--ensemble-with: mnist holds [('mnist', 'cnnh')], not cifar10 cnnh"),
+    (["self"], None, "self is a self-trained or mixed ensemble"),
+    (["mixed"], None, "mixed is a self-trained or mixed ensemble"),
+    (["a", "uncached"], None, "no cached classifier file"),
+])
+def test_a_mixed_ensemble_is_refused_from_runs_it_cannot_average(
+        tmp_path, monkeypatch, runs, phase1_from, message):
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    files = {"a": results_of(TrainConfig(backbone_width=24)),
+             "uncached": results_of(TrainConfig(ensemble_size=2)),
+             "mnist": results_of(TrainConfig(), dataset="mnist"),
+             "self": results_of(TrainConfig(), labelling=args(20)),
+             "mixed": {**results_of(TrainConfig()), "config": {"ensemble_with": ["a"]}}}
+    for name, doc in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    for run in ("a", "uncached"):  # member 1 of the second is missing
+        folder = tmp_path / "runs" / run / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "pretrained.weights.h5").write_bytes(b"")
+    options = argparse.Namespace(ensemble_with=runs, phase1_from=phase1_from,
+                                 dataset="cifar10", protocol="cnnh", seeds=[0])
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        reproduce.mixed_recipes(options, "mine", tmp_path / "runs" / "mine")
 
 
 def test_asymmetric_rows_snap_each_query_to_the_nearest_training_centre(tmp_path, monkeypatch):
