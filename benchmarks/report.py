@@ -365,11 +365,12 @@ def mixed_ensemble_lines(config, source_members=None):
     if not runs:
         return []
     own = config.get("ensemble_size", 1)
-    parts = [f"{run} ({(source_members or {}).get(run, 1)})" for run in runs]
+    sizes = {run: (source_members or {}).get(run, 1) for run in runs}
+    parts = [f"{run} ({n} member{'s' if n > 1 else ''})" for run, n in sizes.items()]
     return [f"Mixed ensemble: each seed's classifier averages this run's {own} "
             f"member{'s' if own > 1 else ''} with the cached phase-1 classifiers of "
-            + ", ".join(parts) + " (members each gave), all weighted alike; the phase-1 "
-            "wall time below is all of theirs."]
+            + ", ".join(parts) + ", all weighted alike; the phase-1 wall time below is all "
+            "of theirs."]
 
 
 def correct_queries_lines(rows, bits):

@@ -809,7 +809,8 @@ def test_a_mixed_ensemble_averages_other_runs_cached_classifiers_of_another_widt
     assert doc["config"]["ensemble_with"] == ["mnist-5k-cnnh-w6"]
     monkeypatch.setattr(report, "HERE", tmp_path)
     assert ("Mixed ensemble: each seed's classifier averages this run's 1 member with the "
-            "cached phase-1 classifiers of mnist-5k-cnnh-w6 (2)") in reproduction_section(
+            "cached phase-1 classifiers of mnist-5k-cnnh-w6 (2 members), all weighted "
+            "alike") in reproduction_section(
                 doc, {"mnist-5k-cnnh-w6": 2})
 
 
