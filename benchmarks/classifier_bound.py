@@ -70,19 +70,27 @@ def last_classifier_files(seed_dir, config):
             for k in range(config.get("ensemble_size", 1))]
 
 
+def cached_records(files, flag):
+    """The records `cached_training` wrote beside the weights files ``files``, their paths;
+    a missing weights file or record is refused, naming it and the option ``flag`` that
+    asked for it."""
+    records = [Path(w).with_name(Path(w).name.removesuffix(".weights.h5") + ".json")
+               for w in files]
+    for path in [*map(Path, files), *records]:
+        if not path.exists():
+            raise SystemExit(f"{flag}: no cached classifier file {path}")
+    return records
+
+
 def load_classifiers(files, config, input_shape, num_classes, flag):
     """Each weights file of ``files`` loaded into the classifier the recipe ``config`` (a
     results file's) builds for images of ``input_shape``, and the record `cached_training`
-    wrote beside it. Returns ``(classifiers, records)``; a missing file is refused, naming
-    it and the option ``flag`` that asked for it."""
+    wrote beside it (`cached_records` checks both are there). Returns
+    ``(classifiers, records)``."""
     architecture = ("backbone", "backbone_width", "backbone_stem", "precision")  # older
     base = model.TrainConfig(bits=(12,), **{k: config[k] for k in architecture if k in config})
     classifiers, records = [], []
-    for weights in map(Path, files):
-        record = weights.with_name(weights.name.removesuffix(".weights.h5") + ".json")
-        for path in (weights, record):
-            if not path.exists():
-                raise SystemExit(f"{flag}: no cached classifier file {path}")
+    for weights, record in zip(files, cached_records(files, flag)):
         classifiers.append(model.build_classifier(base.make_backbone(input_shape), num_classes))
         classifiers[-1].load_weights(weights)
         records.append(json.loads(record.read_text()))

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from classifier_bound import last_classifier_files, load_classifiers
+from classifier_bound import cached_records, last_classifier_files, load_classifiers
 
 from tfhash import data, model
 from tfhash.backbones import STEMS
@@ -441,10 +441,8 @@ def mixed_recipes(args, name, work_root):
             raise SystemExit(f"--ensemble-with: {run} is a self-trained or mixed ensemble; "
                              "name runs whose phase-1 classifiers are their own")
         for seed in args.seeds:
-            for weights in last_classifier_files(work_root.parent / run / f"seed{seed}",
-                                                 config):
-                if not weights.exists():
-                    raise SystemExit(f"--ensemble-with: no cached classifier file {weights}")
+            cached_records(last_classifier_files(work_root.parent / run / f"seed{seed}",
+                                                 config), "--ensemble-with")
         recipes[run] = config
     return recipes
 

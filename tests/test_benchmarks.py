@@ -838,21 +838,25 @@ def test_a_mixed_ensemble_is_refused_for_what_trains(monkeypatch, capsys, option
     (["self"], None, "self is a self-trained or mixed ensemble"),
     (["mixed"], None, "mixed is a self-trained or mixed ensemble"),
     (["a", "uncached"], None, "no cached classifier file"),
+    (["a", "unrecorded"], None, "unrecorded/seed0/pretrained.json"),  # the record
 ])
 def test_a_mixed_ensemble_is_refused_from_runs_it_cannot_average(
         tmp_path, monkeypatch, runs, phase1_from, message):
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
     files = {"a": results_of(TrainConfig(backbone_width=24)),
              "uncached": results_of(TrainConfig(ensemble_size=2)),
+             "unrecorded": results_of(TrainConfig()),
              "mnist": results_of(TrainConfig(), dataset="mnist"),
              "self": results_of(TrainConfig(), labelling=args(20)),
              "mixed": {**results_of(TrainConfig()), "config": {"ensemble_with": ["a"]}}}
     for name, doc in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(doc))
-    for run in ("a", "uncached"):  # member 1 of the second is missing
+    for run in ("a", "uncached", "unrecorded"):  # member 1 of the second is missing
         folder = tmp_path / "runs" / run / "seed0"
         folder.mkdir(parents=True)
         (folder / "pretrained.weights.h5").write_bytes(b"")
+        if run != "unrecorded":  # its weights without the record written after them
+            (folder / "pretrained.json").write_text('{"wall_s": 1.0}')
     options = argparse.Namespace(ensemble_with=runs, phase1_from=phase1_from,
                                  dataset="cifar10", protocol="cnnh", seeds=[0])
     with pytest.raises(SystemExit, match=re.escape(message)):
