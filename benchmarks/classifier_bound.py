@@ -9,8 +9,18 @@ to the hashing rows of that run:
   Hamming ranking, ties expected): codes that only cluster by class.
 * ``map_probabilities``: the database sorted by the dot product of softmax vectors: the
   classifier's own confidence order, which codes of a few bits can at best approach.
+* ``map_query_class``: the database sorted, for each query, by its probability of the
+  query's predicted class: the order asymmetric graded codes (`reproduce.py`'s
+  ``graded-asymmetric``: database images between class codewords by how sure the classifier
+  is, each query on its class's codeword) approach as their tiers of sureness grow finer.
+
+Beside them stand the run's hashing rows of ``--method`` (plain codes). With
+``--flip-average`` the classifier averages each image's probabilities with its mirror
+image's (`tfhash.model.flip_averaged`) and the flip-averaged hashing rows stand beside it.
 
     python benchmarks/classifier_bound.py --runs mnist-cnnh-long-self cifar10-cnnh-w16-bf16-self3-p2
+    python benchmarks/classifier_bound.py --append --flip-average --method graded-asymmetric \\
+        --runs cifar10-cnnh-w24-p300-mixup-wd1-graded
 
 With ``--append`` the results file keeps its rows of the runs not named, so one run can be
 added (or redone) without recomputing the others.
@@ -53,11 +63,11 @@ def class_codes(probs):
     return np.where(np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)], 1, -1)
 
 
-def hash_maps(doc, seed, method="exponentiated"):
-    """The plain pre-trained rows' mAP per bit length for one seed and ``method``."""
+def hash_maps(doc, seed, method="exponentiated", encoding="plain"):
+    """The pre-trained rows' mAP per bit length for one seed, ``method`` and ``encoding``."""
     return {f"map_hash_{r['bits']}": r["map"] for r in doc["rows"]
             if r["seed"] == seed and r["method"] == method and r["pretrain"]
-            and r.get("encoding", "plain") == "plain"}
+            and r.get("encoding", "plain") == encoding}
 
 
 def last_classifier_files(seed_dir, config):
@@ -97,27 +107,59 @@ def load_classifiers(files, config, input_shape, num_classes, flag):
     return classifiers, records
 
 
+def mixed_in(work_dir, recipes, seed, input_shape, num_classes, flag):
+    """The cached classifiers (and their records) that the runs of a mixed ensemble
+    (`reproduce.py --ensemble-with`; ``recipes``: ``{run: its results file's recipe}``)
+    add to its members on ``seed``: every member of each run, as `load_classifiers`
+    returns them."""
+    classifiers, records = [], []
+    for run, config in recipes.items():
+        more, more_records = load_classifiers(
+            last_classifier_files(Path(work_dir) / run / f"seed{seed}", config), config,
+            input_shape, num_classes, flag)
+        classifiers += more
+        records += more_records
+    return classifiers, records
+
+
 def last_classifiers(run, doc, work_dir):
     """For each seed of the `reproduce.py` run ``run`` (``doc``: its results file, read):
     ``(seed, split, members, stem)``, the seed's last cached classifier (phase 1, or the
     last self-training round; ``stem`` names its file) on that seed's split, as a list of
-    one classifier, or of each ensemble member's (``ensemble_size`` > 1)."""
+    one classifier, or of each ensemble member's (``ensemble_size`` > 1) followed, for a
+    mixed ensemble, by those of the runs it mixes in (`mixed_in`)."""
     config = doc["config"]
     first = doc["rows"][0]
     dataset = data.load_dataset(first["dataset"])
+    recipes = {other: json.loads((RESULTS / f"{other}.json").read_text())["config"]
+               for other in config.get("ensemble_with", ())}
     for seed in sorted({r["seed"] for r in doc["rows"]}):
         split = data.make_split(dataset, first["protocol"], seed=seed, val_fraction=0.0)
         files = last_classifier_files(Path(work_dir) / run / f"seed{seed}", config)
         members, _ = load_classifiers(files, config, split.train.images.shape[1:],
                                       dataset.num_classes, f"--runs: {run}")
+        members += mixed_in(work_dir, recipes, seed, split.train.images.shape[1:],
+                            dataset.num_classes, f"--runs: {run} mixes in")[0]
         yield seed, split, members, files[0].name.removesuffix(".weights.h5")
 
 
-def bound_rows(run, work_dir):
+def check_method_rows(parser, run, doc, method):
+    """Stops ``parser`` with one line unless the run ``run`` (``doc``: its results file,
+    read) holds pre-trained rows of ``method``."""
+    if not any(r["method"] == method and r["pretrain"] for r in doc["rows"]):
+        parser.error(f"--method: {run} has no pre-trained rows of {method}")
+
+
+def bound_rows(run, work_dir, method="exponentiated", encoding="plain"):
+    """One row per seed of ``run``: its classifier's bounds (``encoding`` "flip-averaged":
+    of the flip-averaged classifier) beside the run's hashing rows of ``method`` and
+    ``encoding``."""
     doc = json.loads((RESULTS / f"{run}.json").read_text())
     rows = []
     for seed, split, members, stem in last_classifiers(run, doc, work_dir):
         classifier = model.average_classifiers(members)
+        if encoding == "flip-averaged":
+            classifier = model.flip_averaged(classifier)
         q_probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
         db_probs = classifier.predict(split.database.images, batch_size=256, verbose=0)
         q_labels, db_labels = split.query.labels, split.database.labels
@@ -130,20 +172,25 @@ def bound_rows(run, work_dir):
                 class_codes(q_probs), q_labels, class_codes(db_probs), db_labels), 6),
             "map_probabilities": round(probability_map(q_probs, q_labels, db_probs,
                                                        db_labels), 6),
-            **hash_maps(doc, seed),
+            # a one-hot query scores each database image by its probability of that class
+            "map_query_class": round(probability_map(np.eye(q_probs.shape[1])[
+                q_probs.argmax(axis=1)], q_labels, db_probs, db_labels), 6),
+            "encoding": encoding, "method": method, **hash_maps(doc, seed, method, encoding),
         })
         print(rows[-1], flush=True)
     return rows
 
 
-def kept_rows(path, runs, method=None):
+def kept_rows(path, runs, method=None, encoding=None):
     """The rows of ``path`` (a results file of rows per run) that belong to none of ``runs``;
-    with ``method``, also the rows of ``runs`` for other methods (see `spread_method`)."""
+    with ``method``, also the rows of ``runs`` for other methods (see `spread_method`), and
+    with ``encoding``, for other encodings (a row without one is of plain codes)."""
     if not path.exists():
         return []
     return [row for row in json.loads(path.read_text())["rows"]
             if row["run"] not in runs
-            or (method is not None and spread_method(row) != method)]
+            or (method is not None and spread_method(row) != method)
+            or (encoding is not None and row.get("encoding", "plain") != encoding)]
 
 
 def main():
@@ -151,15 +198,26 @@ def main():
     parser.add_argument("--runs", nargs="+", required=True,
                         help="results names of reproduce.py runs, e.g. mnist-cnnh-long-self")
     parser.add_argument("--work-dir", default="runs/reproduce")
+    parser.add_argument("--method", default="exponentiated",
+                        help="the run's hashing rows to put beside the bounds (default: "
+                             "exponentiated; graded runs: graded-asymmetric, ...)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="bounds of the flip-averaged classifier, beside the run's "
+                             "flip-averaged hashing rows")
     parser.add_argument("--append", action="store_true",
-                        help="keep the results file's rows of the runs not named here")
+                        help="keep the results file's rows but those of the runs named here for this "
+                             "--method and encoding")
     args = parser.parse_args()
     for run in args.runs:
         if not (RESULTS / f"{run}.json").exists():
             parser.error(f"--runs: no results file {RESULTS / run}.json")
-    rows = kept_rows(RESULTS / "classifier_bound.json", args.runs) if args.append else []
+        check_method_rows(parser, run, json.loads((RESULTS / f"{run}.json").read_text()),
+                          args.method)
+    encoding = "flip-averaged" if args.flip_average else "plain"
+    rows = (kept_rows(RESULTS / "classifier_bound.json", args.runs, args.method, encoding)
+            if args.append else [])
     for run in args.runs:
-        rows.extend(bound_rows(run, args.work_dir))
+        rows.extend(bound_rows(run, args.work_dir, args.method, encoding))
         write_results("classifier_bound", rows)
 
 

@@ -25,7 +25,7 @@ import dataclasses
 import json
 
 import keras
-from classifier_bound import hash_maps, kept_rows, last_classifiers
+from classifier_bound import check_method_rows, hash_maps, kept_rows, last_classifiers
 from phase2_variants import recipe_config
 
 from tfhash import metrics, model
@@ -115,8 +115,7 @@ def main():
         if doc["config"].get("pseudo_phase2"):
             parser.error(f"--runs: {run} trains phase 2 on pseudo-labelled images "
                          "(--pseudo-phase2), which this script does not redo")
-        if not any(r["method"] == args.method and r["pretrain"] for r in doc["rows"]):
-            parser.error(f"--method: {run} has no pre-trained rows of {args.method}")
+        check_method_rows(parser, run, doc, args.method)
     path = RESULTS / "phase2_spread.json"
     if args.more:
         rows = kept_rows(path, [])

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from classifier_bound import cached_records, last_classifier_files, load_classifiers
+from classifier_bound import cached_records, last_classifier_files, mixed_in
 
 from tfhash import data, model
 from tfhash.backbones import STEMS
@@ -107,12 +107,11 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
     classifiers, records = map(list, zip(*(
         cached_phase1(args, split, dataset.num_classes, base.member(k), folder)
         for k, folder in enumerate(member_dirs))))
-    for run, config in (mixed or {}).items():
-        more, more_records = load_classifiers(
-            last_classifier_files(work_root.parent / run / f"seed{seed}", config), config,
-            split.train.images.shape[1:], dataset.num_classes, "--ensemble-with")
-        classifiers += more
-        records += more_records
+    more, more_records = mixed_in(work_root.parent, mixed or {}, seed,
+                                  split.train.images.shape[1:], dataset.num_classes,
+                                  "--ensemble-with")
+    classifiers += more
+    records += more_records
     classifier = model.average_classifiers(classifiers)
     pretrained = [folder / "pretrained.weights.h5" for folder in member_dirs]
     pretrain_s = sum(r["wall_s"] for r in records)

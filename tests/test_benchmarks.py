@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import classifier_bound  # noqa: E402
 import phase1_variants  # noqa: E402
 import phase2_spread  # noqa: E402
 import phase2_variants  # noqa: E402
@@ -812,6 +813,40 @@ def test_a_mixed_ensemble_averages_other_runs_cached_classifiers_of_another_widt
             "cached phase-1 classifiers of mnist-5k-cnnh-w6 (2 members), all weighted "
             "alike") in reproduction_section(
                 doc, {"mnist-5k-cnnh-w6": 2})
+
+    # classifier_bound's rows of the mixed run average all three classifiers too
+    monkeypatch.setattr(classifier_bound, "RESULTS", tmp_path)
+    for encoding in ("plain", "flip-averaged"):
+        (bound,) = classifier_bound.bound_rows("mnist-5k-cnnh-mixed", work,
+                                               "graded-asymmetric", encoding)
+        views = [split.query.images, split.database.images]
+        if encoding == "flip-averaged":  # each image and its mirror image, averaged
+            views = [[v, v[:, :, ::-1]] for v in views]
+        else:
+            views = [[v] for v in views]
+        q_probs, db_probs = (np.mean([m.predict(x, verbose=0) for m in members for x in view],
+                                     axis=0) for view in views)
+        expected = query_class_map_reference(q_probs, split.query.labels, db_probs,
+                                             split.database.labels)
+        assert bound["map_query_class"] == pytest.approx(expected, abs=1e-5)
+        assert bound["query_accuracy"] == pytest.approx(
+            (q_probs.argmax(1) == split.query.labels).mean())
+        assert (bound["encoding"], bound["method"]) == (encoding, "graded-asymmetric")
+    assert bound.get("map_hash_12") is None  # the run coded no flip-averaged rows
+    (bound,) = classifier_bound.bound_rows("mnist-5k-cnnh-mixed", work, "graded-asymmetric")
+    assert bound["map_hash_12"] == row["map"]
+
+
+def query_class_map_reference(q_probs, q_labels, db_probs, db_labels):
+    """mAP@all, query by query, of the database sorted by each database image's
+    probability of the query's predicted class (ties: lower index first)."""
+    aps = []
+    for probs, label in zip(q_probs, q_labels):
+        relevant = db_labels[np.argsort(-db_probs[:, probs.argmax()], kind="stable")] == label
+        ranks = np.flatnonzero(relevant) + 1  # where the relevant images are listed
+        if len(ranks):
+            aps.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+    return np.mean(aps)
 
 
 @pytest.mark.parametrize("options, message", [
