@@ -35,7 +35,7 @@ import numpy as np
 
 from tfhash import data, metrics, model
 
-from common import RESULTS, round_stem, spread_method, write_results
+from common import RESULTS, load_results, round_stem, spread_method, stored_config, write_results
 
 QUERY_BLOCK = 50
 
@@ -131,7 +131,7 @@ def last_classifiers(run, doc, work_dir):
     config = doc["config"]
     first = doc["rows"][0]
     dataset = data.load_dataset(first["dataset"])
-    recipes = {other: json.loads((RESULTS / f"{other}.json").read_text())["config"]
+    recipes = {other: stored_config(load_results(other, f"--runs: {run} mixes in"))
                for other in config.get("ensemble_with", ())}
     for seed in sorted({r["seed"] for r in doc["rows"]}):
         split = data.make_split(dataset, first["protocol"], seed=seed, val_fraction=0.0)
@@ -150,11 +150,10 @@ def check_method_rows(parser, run, doc, method):
         parser.error(f"--method: {run} has no pre-trained rows of {method}")
 
 
-def bound_rows(run, work_dir, method="exponentiated", encoding="plain"):
-    """One row per seed of ``run``: its classifier's bounds (``encoding`` "flip-averaged":
-    of the flip-averaged classifier) beside the run's hashing rows of ``method`` and
-    ``encoding``."""
-    doc = json.loads((RESULTS / f"{run}.json").read_text())
+def bound_rows(run, doc, work_dir, method="exponentiated", encoding="plain"):
+    """One row per seed of ``run`` (``doc``: its results file, read): its classifier's
+    bounds (``encoding`` "flip-averaged": of the flip-averaged classifier) beside the run's
+    hashing rows of ``method`` and ``encoding``."""
     rows = []
     for seed, split, members, stem in last_classifiers(run, doc, work_dir):
         classifier = model.average_classifiers(members)
@@ -205,19 +204,17 @@ def main():
                         help="bounds of the flip-averaged classifier, beside the run's "
                              "flip-averaged hashing rows")
     parser.add_argument("--append", action="store_true",
-                        help="keep the results file's rows but those of the runs named here for this "
-                             "--method and encoding")
+                        help="keep the results file's rows but those of the runs named here "
+                             "for this --method and encoding")
     args = parser.parse_args()
-    for run in args.runs:
-        if not (RESULTS / f"{run}.json").exists():
-            parser.error(f"--runs: no results file {RESULTS / run}.json")
-        check_method_rows(parser, run, json.loads((RESULTS / f"{run}.json").read_text()),
-                          args.method)
+    docs = {run: load_results(run, "--runs") for run in args.runs}
+    for run, doc in docs.items():
+        check_method_rows(parser, run, doc, args.method)
     encoding = "flip-averaged" if args.flip_average else "plain"
     rows = (kept_rows(RESULTS / "classifier_bound.json", args.runs, args.method, encoding)
             if args.append else [])
-    for run in args.runs:
-        rows.extend(bound_rows(run, args.work_dir, args.method, encoding))
+    for run, doc in docs.items():
+        rows.extend(bound_rows(run, doc, args.work_dir, args.method, encoding))
         write_results("classifier_bound", rows)
 
 

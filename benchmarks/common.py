@@ -1,5 +1,6 @@
 """Shared pieces of the benchmark scripts: the results-file writer and cached training runs."""
 
+import dataclasses
 import datetime
 import json
 import os
@@ -68,8 +69,9 @@ def adopted_members(source_size, size):
 
 
 def spread_method(row):
-    """The loss a `phase2_spread` row reran; rows written before the ``method`` field
-    existed are the exponentiated loss's.
+    """The loss a `phase2_spread` row reran, or whose codes a `classifier_bound` row
+    stands beside; rows written before the ``method`` field existed are the exponentiated
+    loss's.
 
     >>> spread_method({"run": "r", "seed": 0})
     'exponentiated'
@@ -110,6 +112,24 @@ def write_results(name, rows, **extra):
     write_json(path, doc)
     print(f"wrote {path}")
     return path
+
+
+def load_results(name, flag):
+    """The results file ``name``, read; a missing one stops the script with one line
+    naming the option ``flag`` that named it."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"{flag}: no {path}")
+    return json.loads(path.read_text())
+
+
+def stored_config(results):
+    """The recipe a `reproduce.py` results file holds, fields added since it was written
+    at their defaults (they had them)."""
+    from tfhash.model import TrainConfig  # TensorFlow only for the scripts that train
+
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    return {**defaults, **results["config"]}
 
 
 def cached_training(weights, record, build, train):

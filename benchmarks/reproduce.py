@@ -52,13 +52,14 @@ from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 
 from common import (
-    RESULTS,
     adopted_members,
     atomic_path,
     cached_training,
     correct_queries,
+    load_results,
     round_stem,
     run_name,
+    stored_config,
     write_results,
 )
 
@@ -367,21 +368,6 @@ def recipe_record(args, config):
     if args.ensemble_with:
         record.update(ensemble_with=list(args.ensemble_with))
     return record
-
-
-def load_results(name, flag):
-    """The results file ``name`` that the option ``flag`` names."""
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        raise SystemExit(f"{flag}: no {path}")
-    return json.loads(path.read_text())
-
-
-def stored_config(results):
-    """The recipe a results file holds, fields added since it was written at their
-    defaults (they had them)."""
-    defaults = json.loads(json.dumps(dataclasses.asdict(model.TrainConfig())))
-    return {**defaults, **results["config"]}
 
 
 def check_same_recipe(earlier, config):

@@ -47,7 +47,6 @@ from reproduce import (  # noqa: E402
     check_same_recipe,
     map_on,
     recipe_record,
-    stored_config,
 )
 from test_asymmetric_learned_codes import centres_reference, nearest_reference  # noqa: E402
 from test_graded_codes import graded_reference  # noqa: E402
@@ -59,7 +58,7 @@ from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E40
 from tfhash.model import TrainConfig, build_classifier, get_backbone  # noqa: E402
 
 import common  # noqa: E402
-from common import cached_training, round_stem  # noqa: E402
+from common import cached_training, round_stem, stored_config  # noqa: E402
 
 
 def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_labels=False,
@@ -290,6 +289,33 @@ def test_an_ensemble_runs_members_are_loaded_from_their_folders(tmp_path):
     (seed_dir / "member1" / "pretrained.weights.h5").unlink()
     with pytest.raises(SystemExit, match="member1/pretrained.weights.h5"):
         list(last_classifiers("run", doc, tmp_path))
+
+
+def test_classifier_bound_refuses_runs_it_cannot_score_in_one_line(tmp_path, monkeypatch,
+                                                                    capsys):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(classifier_bound, "RESULTS", tmp_path)
+    (tmp_path / "exp.json").write_text(json.dumps({"config": {}, "rows": [
+        {"method": "exponentiated", "pretrain": True}, {"method": "dsh", "pretrain": False}]}))
+    for argv, message in ((["--runs", "exp", "missing"], "--runs: no "),
+                          (["--runs", "exp", "--method", "dsh"],
+                           "--method: exp has no pre-trained rows of dsh")):
+        monkeypatch.setattr(sys, "argv", ["classifier_bound.py", *argv])
+        with pytest.raises(SystemExit) as stopped:
+            classifier_bound.main()
+        said = capsys.readouterr().err + str(stopped.value.code)
+        assert message in said and "Traceback" not in said
+    assert not (tmp_path / "classifier_bound.json").exists()
+
+
+def test_the_bound_table_names_the_method_and_encoding_of_rows_from_before_those_fields():
+    doc = {"benchmark": "classifier_bound", "created": "now", "machine": {}, "versions": {},
+           "rows": [{"run": "old", "seed": 0, "map_probabilities": 0.5},
+                    {"run": "new", "seed": 0, "map_probabilities": 0.6,
+                     "encoding": "flip-averaged", "method": "graded-asymmetric"}]}
+    table = report.classifier_bound_section(doc)
+    assert "| old | 0 | 0.5 | plain | exponentiated |" in table
+    assert "| new | 0 | 0.6 | flip-averaged | graded-asymmetric |" in table
 
 
 def test_phase2_spread_refuses_runs_it_cannot_redo_in_one_line(tmp_path, monkeypatch, capsys):
@@ -595,7 +621,6 @@ def run_tiny(tmp_path, monkeypatch, *options):
     """reproduce.py end to end on the bundled digits with a tiny recipe and ``options``:
     results files in ``tmp_path``, cached classifiers under the returned folder."""
     monkeypatch.setattr(common, "RESULTS", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
     work = tmp_path / "runs"
     monkeypatch.setattr(sys, "argv", [
         "reproduce.py", "--dataset", "mnist-5k", "--bits", "12", "--pretrain-epochs", "1",
@@ -815,9 +840,8 @@ def test_a_mixed_ensemble_averages_other_runs_cached_classifiers_of_another_widt
                 doc, {"mnist-5k-cnnh-w6": 2})
 
     # classifier_bound's rows of the mixed run average all three classifiers too
-    monkeypatch.setattr(classifier_bound, "RESULTS", tmp_path)
     for encoding in ("plain", "flip-averaged"):
-        (bound,) = classifier_bound.bound_rows("mnist-5k-cnnh-mixed", work,
+        (bound,) = classifier_bound.bound_rows("mnist-5k-cnnh-mixed", doc, work,
                                                "graded-asymmetric", encoding)
         views = [split.query.images, split.database.images]
         if encoding == "flip-averaged":  # each image and its mirror image, averaged
@@ -833,7 +857,7 @@ def test_a_mixed_ensemble_averages_other_runs_cached_classifiers_of_another_widt
             (q_probs.argmax(1) == split.query.labels).mean())
         assert (bound["encoding"], bound["method"]) == (encoding, "graded-asymmetric")
     assert bound.get("map_hash_12") is None  # the run coded no flip-averaged rows
-    (bound,) = classifier_bound.bound_rows("mnist-5k-cnnh-mixed", work, "graded-asymmetric")
+    (bound,) = classifier_bound.bound_rows("mnist-5k-cnnh-mixed", doc, work, "graded-asymmetric")
     assert bound["map_hash_12"] == row["map"]
 
 
@@ -877,7 +901,7 @@ def test_a_mixed_ensemble_is_refused_for_what_trains(monkeypatch, capsys, option
 ])
 def test_a_mixed_ensemble_is_refused_from_runs_it_cannot_average(
         tmp_path, monkeypatch, runs, phase1_from, message):
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
     files = {"a": results_of(TrainConfig(backbone_width=24)),
              "uncached": results_of(TrainConfig(ensemble_size=2)),
              "unrecorded": results_of(TrainConfig()),
