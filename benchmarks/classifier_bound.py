@@ -35,7 +35,15 @@ import numpy as np
 
 from tfhash import data, metrics, model
 
-from common import RESULTS, load_results, round_stem, spread_method, stored_config, write_results
+from common import (
+    RESULTS,
+    load_results,
+    round_stem,
+    row_encoding,
+    spread_method,
+    stored_config,
+    write_results,
+)
 
 QUERY_BLOCK = 50
 
@@ -67,7 +75,7 @@ def hash_maps(doc, seed, method="exponentiated", encoding="plain"):
     """The pre-trained rows' mAP per bit length for one seed, ``method`` and ``encoding``."""
     return {f"map_hash_{r['bits']}": r["map"] for r in doc["rows"]
             if r["seed"] == seed and r["method"] == method and r["pretrain"]
-            and r.get("encoding", "plain") == encoding}
+            and row_encoding(r) == encoding}
 
 
 def last_classifier_files(seed_dir, config):
@@ -189,7 +197,7 @@ def kept_rows(path, runs, method=None, encoding=None):
     return [row for row in json.loads(path.read_text())["rows"]
             if row["run"] not in runs
             or (method is not None and spread_method(row) != method)
-            or (encoding is not None and row.get("encoding", "plain") != encoding)]
+            or (encoding is not None and row_encoding(row) != encoding)]
 
 
 def main():

@@ -79,6 +79,16 @@ def spread_method(row):
     return row.get("method", "exponentiated")
 
 
+def row_encoding(row):
+    """How a results row's codes were made; rows written before the ``encoding`` field
+    existed are of plain codes.
+
+    >>> row_encoding({"run": "r", "seed": 0})
+    'plain'
+    """
+    return row.get("encoding", "plain")
+
+
 def round_stem(round_no):
     """File stem of a seed's cached classifier after self-training round ``round_no``
     (0: phase 1 alone)."""

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, adopted_members, spread_method  # noqa: E402  (also puts tfhash on the path)
+from common import RESULTS, adopted_members, row_encoding, spread_method  # noqa: E402  (also puts tfhash on the path)
 
 HERE = Path(__file__).parent
 # The paper's abstract gives only these headline figures (Hamming-ranking mAP, 12 bits).
@@ -92,7 +92,7 @@ def peers_ahead(rows, encoding):
     exponentiated loss ran."""
     by_method = defaultdict(list)
     for r in rows:
-        if r["pretrain"] and r.get("encoding", "plain") == encoding:
+        if r["pretrain"] and row_encoding(r) == encoding:
             by_method[r["method"]].append(r)
     ours = by_method["exponentiated"]
     peers = {method: rs for method, rs in by_method.items() if method not in OURS}
@@ -171,7 +171,7 @@ def overview_rows(docs):
         by_encoding = defaultdict(list)
         for r in doc["rows"]:
             if r["method"] in OURS and r["pretrain"]:
-                by_encoding[(r["method"], r.get("encoding", "plain"))].append(r)
+                by_encoding[(r["method"], row_encoding(r))].append(r)
         for (method, encoding), rs in by_encoding.items():
             seeds = sorted({r["seed"] for r in rs})
             if len(seeds) < OVERVIEW_MIN_SEEDS:
@@ -245,7 +245,7 @@ def reproduction_section(doc, ensemble_sizes=None):
     bits = sorted({r["bits"] for r in rows})
     groups = defaultdict(list)
     for r in rows:  # rows from before flip-averaging existed are plain
-        groups[(r["method"], r["pretrain"], r.get("encoding", "plain"))].append(r)
+        groups[(r["method"], r["pretrain"], row_encoding(r))].append(r)
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"### {dataset}, {protocol} protocol ({doc['benchmark']})\n", header(doc),
              f"mAP@all (ties: expected), mean ± std over each row's seeds (all: {seeds}); "
@@ -377,7 +377,7 @@ def correct_queries_lines(rows, bits):
     """mAP over the queries the classifier labels right, for rows that recorded it."""
     by_run = defaultdict(dict)
     for r in rows:
-        if (r.get("map_correct_queries") is not None and r.get("encoding", "plain") == "plain"
+        if (r.get("map_correct_queries") is not None and row_encoding(r) == "plain"
                 and r["pretrain"]):
             by_run[(r["method"], r["seed"])][r["bits"]] = r["map_correct_queries"]
     if not by_run:
@@ -409,7 +409,7 @@ def peer_goal_lines(rows):
     """One line per encoding on whether the exponentiated loss is at or above every peer at
     every length (`peers_ahead`); none when no peer ran."""
     lines = []
-    encodings = dict.fromkeys(r.get("encoding", "plain") for r in rows)  # first-seen order
+    encodings = dict.fromkeys(row_encoding(r) for r in rows)  # first-seen order
     for encoding in sorted(encodings, key=lambda e: e != "plain"):
         ahead = peers_ahead(rows, encoding)
         if ahead is not None:
@@ -558,7 +558,7 @@ def phase2_spread_section(doc):
 
 def classifier_bound_section(doc):
     # rows written before the encoding and method fields are of plain exponentiated codes
-    rows = [{**r, "encoding": r.get("encoding", "plain"), "method": spread_method(r)}
+    rows = [{**r, "encoding": row_encoding(r), "method": spread_method(r)}
             for r in doc["rows"]]
     return generic_section({**doc, "rows": rows})
 
