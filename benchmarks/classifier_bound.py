@@ -40,7 +40,7 @@ from common import (
     load_results,
     round_stem,
     row_encoding,
-    spread_method,
+    row_method,
     stored_config,
     write_results,
 )
@@ -190,13 +190,13 @@ def bound_rows(run, doc, work_dir, method="exponentiated", encoding="plain"):
 
 def kept_rows(path, runs, method=None, encoding=None):
     """The rows of ``path`` (a results file of rows per run) that belong to none of ``runs``;
-    with ``method``, also the rows of ``runs`` for other methods (see `spread_method`), and
+    with ``method``, also the rows of ``runs`` for other methods (see `row_method`), and
     with ``encoding``, for other encodings (a row without one is of plain codes)."""
     if not path.exists():
         return []
     return [row for row in json.loads(path.read_text())["rows"]
             if row["run"] not in runs
-            or (method is not None and spread_method(row) != method)
+            or (method is not None and row_method(row) != method)
             or (encoding is not None and row_encoding(row) != encoding)]
 
 

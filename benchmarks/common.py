@@ -68,12 +68,12 @@ def adopted_members(source_size, size):
     return min(source_size, size)
 
 
-def spread_method(row):
-    """The loss a `phase2_spread` row reran, or whose codes a `classifier_bound` row
-    stands beside; rows written before the ``method`` field existed are the exponentiated
-    loss's.
+def row_method(row):
+    """The method of a results row of `phase2_spread` (the loss it reran) or of
+    `classifier_bound` (the method whose codes it stands beside); rows written before the
+    ``method`` field existed are the exponentiated loss's.
 
-    >>> spread_method({"run": "r", "seed": 0})
+    >>> row_method({"run": "r", "seed": 0})
     'exponentiated'
     """
     return row.get("method", "exponentiated")

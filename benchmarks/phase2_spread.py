@@ -32,7 +32,7 @@ from tfhash import metrics, model
 from tfhash.backbones import ensemble
 from tfhash.evaluation import encode_heads
 
-from common import RESULTS, spread_method, write_results
+from common import RESULTS, row_method, write_results
 
 
 def rerun_maps(members, split, config):
@@ -59,7 +59,7 @@ def reruns_held(rows, run, method):
     """
     held = {}
     for row in rows:
-        if row["run"] == run and spread_method(row) == method:
+        if row["run"] == run and row_method(row) == method:
             label = row["phase2"]
             count = int(label.split()[1]) if label.startswith("rerun ") else 0
             held[row["seed"]] = max(held.get(row["seed"], 0), count)

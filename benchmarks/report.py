@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, adopted_members, row_encoding, spread_method  # noqa: E402  (also puts tfhash on the path)
+from common import RESULTS, adopted_members, row_encoding, row_method  # noqa: E402  (also puts tfhash on the path)
 
 HERE = Path(__file__).parent
 # The paper's abstract gives only these headline figures (Hamming-ranking mAP, 12 bits).
@@ -48,11 +48,13 @@ UNUSED = {"backbone_stem": "conv", "ema_momentum": None, "sam_radius": None, "so
 
 OVERVIEW_MIN_SEEDS = 3
 # tfhash's own hash functions: the paper's loss, and codes graded from the classifier with no
-# phase 2 (reproduce.py --methods graded, graded-arranged, graded-asymmetric); every other
-# method is a peer loss
+# phase 2 (reproduce.py --methods graded, graded-arranged, graded-asymmetric,
+# fitted-asymmetric); every other method is a peer loss
 OURS = {"exponentiated": "exponentiated loss", "graded": "graded class codes",
         "graded-arranged": "graded class codes, arranged codebook",
         "graded-asymmetric": "graded class codes, arranged codebook, queries on their class's "
+                             "codeword",
+        "fitted-asymmetric": "fitted class codes, arranged codebook, queries on their class's "
                              "codeword"}
 
 
@@ -200,7 +202,9 @@ def overview_section(docs):
              "classifier mixes up on the training images get the nearer codewords; "
              "'queries on their class's codeword': asymmetric codes, the database graded "
              "and each query coded as its likeliest class's codeword, "
-             "`tfhash.model.build_query_hasher`); 'asymmetric' codes of a learned loss: "
+             "`tfhash.model.build_query_hasher`; 'fitted class codes': each image where its "
+             "Hamming distances to all the codewords best explain its class probabilities, "
+             "`tfhash.layers.FittedClassCodes`); 'asymmetric' codes of a learned loss: "
              "the database coded as it is, each query as the class centre of the training "
              "images' codes nearest its own (`tfhash.model.build_query_hasher` with "
              "`tfhash.model.training_centres`), "
@@ -496,12 +500,12 @@ def spread_bits(rows):
 
 
 def spread_summary_lines(rows):
-    """Per run and method (`spread_method`), mean mAP over the rows of every seed: of the
+    """Per run and method (`row_method`), mean mAP over the rows of every seed: of the
     results file's phase 2, of the reruns, and of all of them (pooled, so a seed with more
     reruns weighs more)."""
     groups = defaultdict(list)
     for r in rows:
-        groups[r["run"], spread_method(r)].append(r)
+        groups[r["run"], row_method(r)].append(r)
     bits = spread_bits(rows)
     lines = ["Mean over every seed's rows of the results file's phase 2 / the reruns / all "
              "of them (plain codes):\n",
@@ -525,7 +529,7 @@ def spread_seed_lines(rows):
     mean on the same run and seed."""
     groups = defaultdict(list)
     for r in rows:
-        groups[r["run"], spread_method(r), r["seed"]].append(r)
+        groups[r["run"], row_method(r), r["seed"]].append(r)
     bits = spread_bits(rows)
     means = {key: {b: np.mean([r[f"map_{b}"] for r in group]) for b in bits}
              for key, group in groups.items()}
@@ -547,7 +551,7 @@ def spread_seed_lines(rows):
 
 
 def phase2_spread_section(doc):
-    rows = [{"run": r["run"], "method": spread_method(r), **r} for r in doc["rows"]]
+    rows = [{"run": r["run"], "method": row_method(r), **r} for r in doc["rows"]]
     # reruns added later (--more) are listed beside the earlier ones of their seed
     first = {key: i for i, key in enumerate(dict.fromkeys((r["run"], r["method"])
                                                           for r in rows))}
@@ -558,7 +562,7 @@ def phase2_spread_section(doc):
 
 def classifier_bound_section(doc):
     # rows written before the encoding and method fields are of plain exponentiated codes
-    rows = [{**r, "encoding": row_encoding(r), "method": spread_method(r)}
+    rows = [{**r, "encoding": row_encoding(r), "method": row_method(r)}
             for r in doc["rows"]]
     return generic_section({**doc, "rows": rows})
 

@@ -19,7 +19,10 @@ round's (`tfhash.model.build_graded_hasher`);
 ``graded-arranged`` the same with the codewords arranged by how much the classifier mixes
 up the classes on the training images (`tfhash.model.training_similarity`);
 ``graded-asymmetric`` codes the database as ``graded-arranged`` does and each query as its
-likeliest class's codeword (`tfhash.model.build_query_hasher`). ``--ensemble-with RUN ...``
+likeliest class's codeword (`tfhash.model.build_query_hasher`); ``fitted-asymmetric`` codes
+each database image where its Hamming distances to all the arranged codewords best explain
+its class probabilities (`tfhash.layers.FittedClassCodes`, ``--fit-temperature``) and each
+query as ``graded-asymmetric`` does. ``--ensemble-with RUN ...``
 averages into each seed's classifier the cached classifiers (every member) of other runs,
 whatever their phase-1 recipe (another width, say), loaded and not trained: a mixed
 ensemble, for graded methods only. ``--asymmetric`` adds
@@ -47,6 +50,7 @@ from classifier_bound import cached_records, last_classifier_files, mixed_in
 
 from tfhash import data, model
 from tfhash.backbones import STEMS
+from tfhash.cli import positive_float
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
@@ -66,7 +70,10 @@ from common import (
 GRADED = "graded"  # codes from the classifier's probabilities: a row with no phase 2
 ARRANGED = "graded-arranged"  # the same, codewords arranged by the training images
 ASYMMETRIC = "graded-asymmetric"  # database as ARRANGED, queries on their class's codeword
-GRADED_METHODS = (GRADED, ARRANGED, ASYMMETRIC)
+FITTED = "fitted-asymmetric"  # database fitted to all the probabilities, queries as ASYMMETRIC
+GRADED_METHODS = (GRADED, ARRANGED, ASYMMETRIC, FITTED)
+# FittedClassCodes' default temperature (fit_temperature.py); rows of FITTED record theirs
+FIT_TEMPERATURE = 1.5
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
@@ -161,6 +168,8 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
                             "pretrain_epochs": base.pretrain_epochs if use_pretrain else 0,
                             "hash_epochs": base.hash_epochs if phase2_split else 0,
                             "n_train_phase2": len(phase2_split.train) if phase2_split else 0,
+                            **({"fit_temperature": args.fit_temperature}
+                               if method == FITTED else {}),
                             **(extra if use_pretrain else {})})
                 rows.append(row)
                 print(row, flush=True)
@@ -194,23 +203,31 @@ def graded_codes(classifier, args, methods, split):
     probabilities over the views before the codes are placed. Except for ``graded`` each
     encoding's codewords are arranged by that encoding's probabilities on the labelled
     training images; ``graded-arranged`` and ``graded-asymmetric`` share those database
-    codes (coded once), and ``graded-asymmetric`` codes the queries with
-    `tfhash.model.build_query_hashers`."""
+    codes (coded once), ``fitted-asymmetric`` fits its own to them (``--fit-temperature``),
+    and both asymmetric methods code the queries with `tfhash.model.build_query_hashers`."""
     codes = {method: {} for method in methods}
     for encoding, viewed in encoding_views(args, classifier).items():
         if GRADED in methods:
             plain = model.build_graded_hashers(viewed, args.bits)
             codes[GRADED][encoding] = (split_codes(plain, split, "query"),
                                        split_codes(plain, split, "database"))
+        if not {ARRANGED, ASYMMETRIC, FITTED} & set(methods):
+            continue
+        similarity = model.training_similarity(viewed, split.train)
         if {ARRANGED, ASYMMETRIC} & set(methods):
-            arranged = model.build_graded_hashers(
-                viewed, args.bits, model.training_similarity(viewed, split.train))
+            arranged = model.build_graded_hashers(viewed, args.bits, similarity)
             database = split_codes(arranged, split, "database")
             if ARRANGED in methods:
                 codes[ARRANGED][encoding] = (split_codes(arranged, split, "query"), database)
             if ASYMMETRIC in methods:
                 queries = model.build_query_hashers(arranged)
                 codes[ASYMMETRIC][encoding] = (split_codes(queries, split, "query"), database)
+        if FITTED in methods:
+            fitted = model.build_graded_hashers(viewed, args.bits, similarity,
+                                                temperature=args.fit_temperature)
+            codes[FITTED][encoding] = (split_codes(model.build_query_hashers(fitted), split,
+                                                   "query"),
+                                       split_codes(fitted, split, "database"))
     return codes
 
 
@@ -490,7 +507,12 @@ def main():
                              f"(tfhash.model.build_graded_hasher), no phase 2; {ARRANGED}: "
                              "the same with codewords arranged by the training images; "
                              f"{ASYMMETRIC}: the database coded as {ARRANGED}, each query "
-                             "as its likeliest class's codeword")
+                             f"as its likeliest class's codeword; {FITTED}: the database "
+                             "fitted to all the class probabilities "
+                             f"(tfhash.layers.FittedClassCodes), queries as {ASYMMETRIC}")
+    parser.add_argument("--fit-temperature", type=positive_float, default=FIT_TEMPERATURE,
+                        help=f"the temperature of --methods {FITTED} (bits of distance per "
+                             f"e-fold of probability; default {FIT_TEMPERATURE})")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")

@@ -49,6 +49,7 @@ from reproduce import (  # noqa: E402
     recipe_record,
 )
 from test_asymmetric_learned_codes import centres_reference, nearest_reference  # noqa: E402
+from test_fitted_codes import fitted_reference  # noqa: E402
 from test_graded_codes import graded_reference  # noqa: E402
 from test_view_averaged import shifted  # noqa: E402
 
@@ -754,17 +755,38 @@ def tiny_classifier(folder, stem="pretrained", width=4):
     return classifier
 
 
-def tiny_asymmetric_map(*classifiers):
+def tiny_asymmetric_map(*classifiers, database_codes=graded_reference):
     """Reference for a `run_tiny` graded-asymmetric row at 12 bits from ``classifiers``'
-    class probabilities averaged (numpy): the database coded graded on the codebook arranged
-    by the training probabilities and each query as its likeliest class's codeword."""
+    class probabilities averaged (numpy): the database coded graded (or by
+    ``database_codes(probabilities, codebook)``) on the codebook arranged by the training
+    probabilities and each query as its likeliest class's codeword."""
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
     train, query, database = (np.mean([c.predict(part.images, verbose=0) for c in classifiers],
                                       axis=0)
                               for part in (split.train, split.query, split.database))
     book = arrange_codebook(class_codebook(10, 12), class_similarity(train, split.train.labels))
     return mean_average_precision(book[query.argmax(1)], split.query.labels,
-                                  graded_reference(database, book), split.database.labels)
+                                  database_codes(database, book), split.database.labels)
+
+
+def test_fitted_asymmetric_rows_code_the_database_to_explain_its_probabilities(
+        tmp_path, monkeypatch):
+    """reproduce.py --methods fitted-asymmetric end to end on the bundled digits, beside
+    graded-asymmetric on the same classifier: the row's mAP is that of the least
+    cross-entropy codes over all 12-bit codes (brute force), and it records its
+    temperature."""
+    work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric",
+                    "fitted-asymmetric", "--no-ablation", "--fit-temperature", "2")
+    rows = {r["method"]: r for r in json.loads(
+        (tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]}
+    classifier = tiny_classifier(work / "mnist-5k-cnnh" / "seed0")
+    expected = tiny_asymmetric_map(classifier, database_codes=lambda probs, book:
+                                   fitted_reference(probs, book, 2.0))
+    assert rows["fitted-asymmetric"]["map"] == pytest.approx(expected, abs=1e-6)
+    assert rows["fitted-asymmetric"]["fit_temperature"] == 2.0
+    assert "fit_temperature" not in rows["graded-asymmetric"]
+    assert rows["graded-asymmetric"]["map"] == pytest.approx(tiny_asymmetric_map(classifier),
+                                                             abs=1e-6)
 
 
 def test_an_ensemble_teaches_member_0_which_alone_starts_phase_2_and_the_graded_rows(
@@ -1170,3 +1192,64 @@ def test_every_phase2_variant_is_a_valid_change_of_the_recipe():
     assert (base.seed, base.shared_heads, base.bits) == (4, True, (12, 24, 32, 48))
     for overrides in phase2_variants.VARIANTS.values():
         dataclasses.replace(base, **overrides)
+
+
+def test_a_recipe_written_before_some_fields_reads_back_with_their_defaults():
+    """An old results file's recipe lacks the fields added since: `stored_config` gives them
+    the defaults they had, keeps every stored value, and `last_classifier_files` then finds
+    the one phase-1 classifier such a run cached."""
+    old = {"config": {"backbone_width": 24, "weight_decay": 1.0, "pretrain_epochs": 300}}
+    recipe = common.stored_config(old)
+    assert {k: recipe[k] for k in old["config"]} == old["config"]
+    defaults = TrainConfig()
+    assert (recipe["ensemble_size"], recipe["mix"], recipe["backbone_stem"]) == (
+        defaults.ensemble_size, defaults.mix, defaults.backbone_stem)
+    assert set(recipe) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert classifier_bound.last_classifier_files("s", recipe) == [
+        Path("s") / "pretrained.weights.h5"]
+
+
+def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
+    """fit_temperature.py end to end on the bundled digits, on a tiny run's recipe: each
+    row's val_map is the mean of the held-out queries against the unseen images and back,
+    with graded or brute-force fitted database codes on the arranged codebook; a second
+    seed adds its rows."""
+    import fit_temperature
+
+    run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric", "--no-ablation")
+    work = tmp_path / "fit"
+
+    def run(seed):
+        monkeypatch.setattr(sys, "argv", [
+            "fit_temperature.py", "--recipe-from", str(tmp_path / "mnist-5k-cnnh.json"),
+            "--dataset", "mnist-5k", "--bits", "12", "--temperatures", "1", "2.5",
+            "--seed", str(seed), "--work-dir", str(work), "--verbose", "0"])
+        fit_temperature.main()
+        return json.loads((tmp_path / "fit_temperature-mnist-5k-cnnh.json").read_text())
+
+    doc = run(0)
+    classifier = tiny_classifier(work / "mnist-5k-cnnh-seed0")
+    split, unseen = phase2_variants.validation_split(data.load_dataset("mnist-5k"), 0, 0.2)
+    train, queries, held_out = ((classifier.predict(part.images, verbose=0), part.labels)
+                                for part in (split.train, split.query, unseen))
+    book = arrange_codebook(class_codebook(10, 12), class_similarity(*train))
+
+    def both_ways(codes_of):
+        return np.mean([mean_average_precision(book[q[0].argmax(1)], q[1], codes_of(d[0]),
+                                               d[1])
+                        for q, d in ((queries, held_out), (held_out, queries))])
+
+    expected = {None: both_ways(lambda p: graded_reference(p, book)),
+                **{t: both_ways(lambda p, t=t: fitted_reference(p, book, t)) for t in (1, 2.5)}}
+    assert [(r["method"], r["temperature"]) for r in doc["rows"]] == [
+        ("graded-asymmetric", None), ("fitted-asymmetric", 1.0), ("fitted-asymmetric", 2.5)]
+    for r in doc["rows"]:
+        assert r["val_map"] == pytest.approx(expected[r["temperature"]], abs=1e-5)
+    assert doc["best_temperature"] == max((1.0, 2.5), key=lambda t: expected[t])
+    assert doc["seeds"]["0"]["map_query_class"] == pytest.approx(np.mean([
+        query_class_map_reference(*q, *d) for q, d in ((queries, held_out),
+                                                       (held_out, queries))]), abs=1e-5)
+    assert (doc["n_queries"], doc["n_unseen"]) == (len(split.query), len(unseen))
+    again = run(1)
+    assert sorted({r["seed"] for r in again["rows"]}) == [0, 1] and len(again["rows"]) == 6
+    assert set(again["seeds"]) == {"0", "1"}

@@ -341,35 +341,48 @@ def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys
     assert sorted(map(bytes, books["arranged"])) == sorted(map(bytes, plain))
 
 
+@pytest.mark.parametrize("fit_temperature", [None, 2.0])
 def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_use(
-        tmp_path, image_folder, capsys):
+        tmp_path, image_folder, capsys, fit_temperature):
+    """Graded codes, or with --fit-temperature fitted ones (checked against a brute-force
+    search over every 12-bit code)."""
     import keras
+    from test_fitted_codes import fitted_reference
 
     from tfhash.artifacts import load_encoder
     from tfhash.data import load_dataset, make_split
-    from tfhash.layers import GradedClassCodes
+    from tfhash.layers import FittedClassCodes, GradedClassCodes
     from tfhash.metrics import mean_average_precision
     from tfhash.model import encode
 
     out = tmp_path / "run"
+    fit = [] if fit_temperature is None else ["--fit-temperature", str(fit_temperature)]
     code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1",
-                     "--graded", "--asymmetric", "--out", str(out)])
+                     "--graded", "--asymmetric", *fit, "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
     assert run["asymmetric"] is True and run["arranged_codebook"] is True
+    assert run["fit_temperature"] == fit_temperature
     assert (out / "pr_curve.png").is_file() and not (out / "map_vs_bits.png").exists()
     database, db_meta = load_encoder(out / "model-12.keras")
     query, q_meta = load_encoder(out / "query-12.keras")
     assert q_meta["database_fingerprint"] == db_meta["fingerprint"]
     assert q_meta["database_encoder"] == "model-12.keras"
     # the query codes are the database encoder's codewords of each image's likeliest class
-    (layer,) = [lay for lay in database.layers if isinstance(lay, GradedClassCodes)]
+    kind = GradedClassCodes if fit_temperature is None else FittedClassCodes
+    (layer,) = [lay for lay in database.layers if isinstance(lay, kind)]
     probabilities = keras.Model(database.inputs, layer.input)  # the classifier's output
     split = make_split(load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
     q_probs = probabilities.predict(split.query.images, verbose=0)
     np.testing.assert_array_equal(encode(query, split.query.images, verbose=0),
                                   layer.codebook[q_probs.argmax(1)])
     db_codes = encode(database, split.database.images, verbose=0)
+    if fit_temperature is not None:  # codes of equal loss may differ: compare distances
+        db_probs = probabilities.predict(split.database.images, verbose=0)
+        expected_codes = fitted_reference(db_probs, layer.codebook, fit_temperature)
+        np.testing.assert_array_equal(
+            (db_codes[:, None] != layer.codebook[None]).sum(-1),
+            (expected_codes[:, None] != layer.codebook[None]).sum(-1))
     expected = mean_average_precision(layer.codebook[q_probs.argmax(1)], split.query.labels,
                                       db_codes, split.database.labels)
     assert run["rows"][0]["map"] == pytest.approx(expected, abs=1e-6)
@@ -448,6 +461,17 @@ def test_no_arrange_needs_graded(tmp_path, capsys):
     code, err = run_main(capsys, "train", "--dataset", "mnist-5k", "--no-arrange",
                          "--out", str(tmp_path))
     assert_one_line_error(code, err, "--no-arrange", "--graded")
+
+
+@pytest.mark.parametrize("options, names", [
+    (["--fit-temperature", "1.5"], ("--fit-temperature", "--graded")),
+    (["--graded", "--fit-temperature", "0"], ("--fit-temperature", "> 0")),
+    (["--graded", "--fit-temperature", "warm"], ("--fit-temperature", "expected a number")),
+])
+def test_fit_temperature_is_checked(tmp_path, capsys, options, names):
+    code, err = run_main(capsys, "train", "--dataset", "mnist-5k", *options,
+                         "--out", str(tmp_path))
+    assert_one_line_error(code, err, *names)
 
 
 def test_train_graded_needs_pretraining(tmp_path, capsys):

@@ -195,15 +195,21 @@ def assert_reloads_and_serves_the_same_codes(encoder, digits, tmp_path):
     np.testing.assert_allclose(onnx_relaxed, relaxed, atol=1e-4)
 
 
+def peaked_classifier():
+    """A tiny untrained classifier whose logits are scaled up: sure and unsure images."""
+    tf.keras.utils.set_random_seed(6)
+    classifier = model.build_classifier(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
+    kernel, bias = classifier.get_layer("classes").get_weights()
+    classifier.get_layer("classes").set_weights([kernel * 100, bias])
+    return classifier
+
+
 def test_a_graded_hasher_exports_with_the_same_codes(digits, tmp_path):
     import onnxruntime as ort
 
     from tfhash.codebooks import class_codebook
 
-    tf.keras.utils.set_random_seed(6)
-    classifier = model.build_classifier(model.get_backbone("mnist_cnn", (28, 28, 1), width=4), 10)
-    kernel, bias = classifier.get_layer("classes").get_weights()
-    classifier.get_layer("classes").set_weights([kernel * 100, bias])  # sure and unsure images
+    classifier = peaked_classifier()
     hasher = model.build_graded_hasher(classifier, 12)
     codes = hasher.predict(digits, verbose=0)
     probs = classifier.predict(digits, verbose=0)
@@ -218,6 +224,20 @@ def test_a_graded_hasher_exports_with_the_same_codes(digits, tmp_path):
     onnx_codes, onnx_packed = session.run(["codes", "packed"], {"images": digits})
     np.testing.assert_array_equal(onnx_codes, codes)
     np.testing.assert_array_equal(onnx_packed, packbits_reference(codes))
+
+
+@pytest.mark.parametrize("bits", [12, 24])
+def test_a_fitted_hasher_exports_with_the_same_codes(digits, tmp_path, bits):
+    """FittedClassCodes in one block (12 bits) and in two searched in turn (24)."""
+    from tfhash.codebooks import class_codebook
+
+    classifier = peaked_classifier()
+    hasher = model.build_graded_hasher(classifier, bits, temperature=1.5)
+    codes = hasher.predict(digits, verbose=0)
+    probs = classifier.predict(digits, verbose=0)
+    moved = (codes != class_codebook(10, bits)[probs.argmax(1)]).sum(1)
+    assert moved.min() == 0 and moved.max() > 0  # codes on and off their class's codeword
+    assert_serves_the_same_codes(hasher, digits, codes, tmp_path)
 
 
 def assert_serves_the_same_codes(query, digits, codes, tmp_path):

@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "HashingHead": "tfhash.layers",
     "GradedClassCodes": "tfhash.layers",
+    "FittedClassCodes": "tfhash.layers",
     "PredictedClassCodes": "tfhash.layers",
     "NearestCodeword": "tfhash.layers",
     "ExponentiatedHashingLoss": "tfhash.losses",

@@ -50,6 +50,17 @@ positive_int = int_in_range(1)
 non_negative_int = int_in_range(0)
 
 
+def positive_float(value):
+    """An argparse type: a finite number > 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
+    return number
+
+
 def output_dir(value):
     """An argparse type: a folder to write into, new or existing, but not a file (found
     before any training, not when the first model is saved)."""
@@ -236,7 +247,8 @@ def read_hparams(path):
 
 
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
-                   average=None, graded=False, arrange=True, asymmetric=False):
+                   average=None, graded=False, arrange=True, asymmetric=False,
+                   fit_temperature=None):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
     With ``average="flip"`` (``"shift"``, ``"flip+shift"``) the saved encoders are
@@ -244,7 +256,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     ``None``: the trained hashers as they are. With
     ``graded``, phase 1 only (`tfhash.model.fit_graded`): the encoders are graded class codes
     of the classifier, view-averaged before the codes are placed when ``average`` is set,
-    their codewords arranged by the training images unless ``arrange`` is off; with
+    their codewords arranged by the training images unless ``arrange`` is off, fitted class
+    codes of that temperature with ``fit_temperature``; with
     ``asymmetric``, queries get their own encoders (``query-<bits>.keras``,
     `tfhash.model.build_query_hasher`: each query on its likeliest class's codeword for
     graded codes, else on the class centre of the training images' codes nearest its own),
@@ -275,7 +288,8 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     work_dir = work_dir or out / "work"
     if graded:  # the probabilities are averaged, then the codes placed
         result = fit_graded(split, config, dataset.num_classes, work_dir=work_dir,
-                            strategy=strategy, average=average, arrange=arrange)
+                            strategy=strategy, average=average, arrange=arrange,
+                            temperature=fit_temperature)
         hashers = result.hashers
         queries = build_query_hashers(hashers) if asymmetric else {}
     else:
@@ -287,6 +301,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     views = (average or "").split("+")
     flags = {"flip_averaged": "flip" in views, "shift_averaged": "shift" in views,
              "graded": bool(graded), "arranged_codebook": bool(graded and arrange),
+             "fit_temperature": fit_temperature if graded else None,
              "asymmetric": bool(queries)}
     for bits, hasher in hashers.items():
         print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
@@ -379,6 +394,11 @@ def configure_train(parser):
     parser.add_argument("--no-arrange", dest="arrange", action="store_false",
                         help="with --graded: keep the codebook's own order instead of giving "
                              "the classes the classifier mixes up the nearer codewords")
+    parser.add_argument("--fit-temperature", type=positive_float, default=None,
+                        help="with --graded: fitted class codes of this temperature, each "
+                             "image where its distances to all the codewords best explain "
+                             "its class probabilities (tfhash.layers.FittedClassCodes; "
+                             "benchmarks/fit_temperature.py picks one on held-out images)")
     parser.add_argument("--asymmetric", action="store_true",
                         help="also save query encoders (query-<bits>.keras) that code each "
                              "query as a class's codeword: with --graded its likeliest "
@@ -392,6 +412,8 @@ def configure_train(parser):
 
         if not args.arrange and not args.graded:
             raise TfhashError("--no-arrange orders the codewords of --graded codes; add --graded")
+        if args.fit_temperature is not None and not args.graded:
+            raise TfhashError("--fit-temperature fits --graded codes; add --graded")
         config = train_config(args)
         if args.graded and (not config.pretrain or config.pretrain_epochs == 0):
             raise TfhashError("--graded codes the phase-1 classifier: it needs pre-training "
@@ -400,7 +422,7 @@ def configure_train(parser):
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
                        average=view_average(args), graded=args.graded, arrange=args.arrange,
-                       asymmetric=args.asymmetric)
+                       asymmetric=args.asymmetric, fit_temperature=args.fit_temperature)
 
     return run
 

@@ -1,5 +1,6 @@
-"""Hashing layers: the hashing head, class-graded codes (database and query sides), queries
-snapped to the nearest class centre, the fixed views of test-time averaging."""
+"""Hashing layers: the hashing head, class-graded and class-fitted codes (database side),
+queries on their class's codeword or snapped to the nearest class centre, the fixed views of
+test-time averaging."""
 
 import keras
 import numpy as np
@@ -7,7 +8,7 @@ from keras import ops
 
 from tfhash.codebooks import min_distance
 from tfhash.codes import check_bits
-from tfhash.errors import check, check_int
+from tfhash.errors import check, check_int, check_number
 
 OUTPUT_MODES = ("relaxed", "binary")
 
@@ -236,6 +237,91 @@ class GradedClassCodes(_ClassCodes):
         # the first `shift` bits where the two codewords differ take the runner-up's value
         moved = ops.logical_and(differ > 0, ops.cumsum(differ, axis=-1) <= shift[:, None])
         return ops.where(moved, second, first)
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class FittedClassCodes(_ClassCodes):
+    """Maps class probabilities to the binary code whose Hamming distances to the class
+    codewords best explain them.
+
+    Reading a code ``z`` as the class probabilities ``softmax(-d(z, c_k) / temperature)``
+    over the codewords ``c_k``, the layer picks the ``z`` whose reading is nearest the
+    classifier's probabilities ``p`` (least cross-entropy ``-sum_k p_k log softmax_k``). A
+    sure image sits on its class's codeword; an unsure one moves towards every class in
+    proportion to how likely it is, so its distance to each codeword falls as that class's
+    probability rises: Hamming ranking from any class's codeword
+    (`PredictedClassCodes` queries) follows the classifier's probability of that class,
+    for the images given to other classes too. The search is exact over every code of up to
+    12 bits; longer codes are split into blocks of at most 12 bits, each searched exactly
+    with the others held, block after block, twice, starting from the likeliest class's
+    codeword. Outputs are float +-1 (signs already taken).
+
+    Args:
+        codebook: +-1 codewords, one row per class, shape ``(num_classes, bits)``, e.g.
+            from `tfhash.codebooks.class_codebook`.
+        temperature: bits of distance per e-fold of probability, > 0: small values keep
+            images on their class's codeword, large ones spread them out.
+        **kwargs: Base layer arguments (``name``, ``dtype``, ...).
+
+    Example:
+
+    >>> layer = FittedClassCodes([[-1, -1, -1, -1], [1, 1, 1, 1]], temperature=1.0)
+    >>> keras.ops.convert_to_numpy(layer(np.array([[0.99, 0.01], [0.6, 0.4]])))
+    array([[-1., -1., -1., -1.],
+           [-1., -1.,  1.,  1.]], dtype=float32)
+    """
+
+    BLOCK_BITS = 12  # exact search over 2**12 codes per block
+    PASSES = 2  # sweeps over the blocks when there are several
+    TIE = 1e-12  # losses this close count as equal
+
+    def __init__(self, codebook, temperature=1.0, **kwargs):
+        super().__init__(codebook, **kwargs)
+        self.temperature = check_number(temperature, "temperature", 0, low_open=True)
+        n_blocks = -(-self.bits // self.BLOCK_BITS)
+        edges = np.linspace(0, self.bits, n_blocks + 1).round().astype(int)
+        self._blocks = []  # (start, stop, the block's codes, their distances to the book)
+        for start, stop in zip(edges[:-1], edges[1:]):
+            width = stop - start
+            words = 1 - 2 * ((np.arange(2 ** width)[:, None] >> np.arange(width)) & 1)
+            distances = (width - words @ self.codebook[:, start:stop].T.astype(int)) // 2
+            # per code: its distances over T, and exp(-distance / T), (classes, codes)
+            self._blocks.append((start, stop, words.astype("float32"),
+                                 (distances / self.temperature).T.astype("float64"),
+                                 np.exp(-distances / self.temperature).T.astype("float64")))
+
+    def call(self, inputs):
+        probabilities, book = self._probabilities(inputs)
+        _, likeliest = ops.top_k(probabilities, 1)
+        codes = ops.take(book, likeliest[:, 0], axis=0)
+        # float64: once a class dominates, codes differ in the loss by exp(-distance / T)
+        weights = ops.cast(probabilities, "float64")
+        passes = 1 if len(self._blocks) == 1 else self.PASSES
+        for _ in range(passes):
+            for start, stop, words, scaled, decay in self._blocks:
+                # distances from the rest of the code, the block left out: (batch, classes),
+                # less their least (a constant of the loss)
+                rest = (ops.sum(ops.abs(codes[:, None, :] - book[None]), axis=-1)
+                        - ops.sum(ops.abs(codes[:, None, start:stop]
+                                          - book[None, :, start:stop]), axis=-1)) / 2
+                rest = ops.cast(rest - ops.min(rest, axis=-1, keepdims=True), "float64")
+                # the cross-entropy with logits -(rest + distance) / T, less a constant of
+                # the image: sum_k p_k d_k / T + log sum_k exp(-rest_k / T) exp(-d_k / T)
+                loss = (ops.matmul(weights, scaled)
+                        + ops.log(ops.matmul(ops.exp(-rest / self.temperature), decay)))
+                # the first code of least loss; losses within TIE of it count as equal (the
+                # same distances, or classes of equal probability swapped), so rounding that
+                # differs elsewhere (an export) picks the same code. top_k, not argmin: it
+                # exports to ONNX
+                least = ops.min(loss, axis=-1, keepdims=True)
+                tied = ops.cast(loss <= least + self.TIE, "float32")
+                _, best = ops.top_k(tied, 1)
+                chosen = ops.take(words, best[:, 0], axis=0)
+                codes = ops.concatenate([codes[:, :start], chosen, codes[:, stop:]], axis=-1)
+        return codes
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
 
 
 @keras.saving.register_keras_serializable(package="tfhash")

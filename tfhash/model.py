@@ -723,7 +723,7 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
 
 
 def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
-               strategy=None, average=None, arrange=True):
+               strategy=None, average=None, arrange=True, temperature=None):
     """Runs phase 1 only and codes each length in ``config.bits`` with graded class codes
     (`build_graded_hasher` on the phase-1 classifier, the members' average for an
     ensemble): no hashing phase, so ``config``'s phase-2 settings are not used. Arguments
@@ -734,8 +734,10 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
     classifier stays the plain one. With ``arrange`` (the default) the codewords are
     arranged so the classes the classifier mixes up on the training images get near
     codewords (`tfhash.codebooks.class_similarity`, `tfhash.codebooks.arrange_codebook`):
-    an image coded as the wrong class then lands nearer its own. `build_query_hashers` of
-    the returned hashers gives the query encoders of asymmetric codes.
+    an image coded as the wrong class then lands nearer its own. With ``temperature`` the
+    codes are `tfhash.layers.FittedClassCodes` of that temperature instead of
+    `tfhash.layers.GradedClassCodes`. `build_query_hashers` of the returned hashers gives
+    the query encoders of asymmetric codes.
 
     Example:
 
@@ -749,7 +751,9 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
           f"pretrain_epochs={config.pretrain_epochs}")
     check(isinstance(arrange, bool), f"fit_graded: `arrange` must be True or False, "
           f"got {arrange!r}")
-    fit = functools.partial(_fit_graded, average=check_average(average), arrange=arrange)
+    check_number(temperature, "temperature", 0, low_open=True, optional=True)
+    fit = functools.partial(_fit_graded, average=check_average(average), arrange=arrange,
+                            temperature=temperature)
     return _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy)
 
 
@@ -790,14 +794,16 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
     return TrainResult(hashers, classifier, histories, wall)
 
 
-def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, average, arrange):
+def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, average, arrange,
+                temperature):
     _, classifier, histories, wall = _pretrain_members(
         split, config, num_classes, work_dir, callbacks, verbose)
     if config.precision != "float32":  # encoders compute in float32, as train_hashers' do
         classifier = as_float32(classifier)
     viewed = view_averaged(classifier, average)
     similarity = training_similarity(viewed, split.train) if arrange else None
-    hashers = build_graded_hashers(viewed, config.bits, similarity=similarity)
+    hashers = build_graded_hashers(viewed, config.bits, similarity=similarity,
+                                   temperature=temperature)
     return TrainResult(hashers, classifier, histories, wall)
 
 

@@ -25,6 +25,7 @@ from tfhash.backbones import combine
 from tfhash.codebooks import arrange_codebook, class_codebook
 from tfhash.errors import check
 from tfhash.layers import (
+    FittedClassCodes,
     GradedClassCodes,
     HashingHead,
     NearestCodeword,
@@ -62,11 +63,12 @@ def build_hasher(backbone, bits, **head_kwargs):
     return keras.Model(inputs, codes, name=f"hasher_{bits}")
 
 
-def build_graded_hasher(classifier, bits, seed=0, similarity=None):
-    """A classifier + `GradedClassCodes`: binary codes of ``bits`` bits straight from the
-    class probabilities, with no hashing phase (each class gets a codeword of
-    `tfhash.codebooks.class_codebook`; unsure images sit between their two likeliest
-    classes' codewords).
+def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=None):
+    """A classifier + `GradedClassCodes` (or `FittedClassCodes`): binary codes of ``bits``
+    bits straight from the class probabilities, with no hashing phase (each class gets a
+    codeword of `tfhash.codebooks.class_codebook`; unsure images sit between their two
+    likeliest classes' codewords, or with ``temperature`` wherever their distances to all
+    the codewords best explain their probabilities).
 
     Args:
         classifier: a ``keras.Model`` from images to class probabilities ``(batch, C)``,
@@ -79,6 +81,8 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None):
             training images): the codewords are then `tfhash.codebooks.arrange_codebook`d
             so classes the classifier mixes up get near codewords. ``None``: the
             codebook's own order.
+        temperature: ``None`` for `GradedClassCodes`; a number > 0 for `FittedClassCodes`
+            of that temperature (bits of distance per e-fold of probability).
 
     Returns:
         A ``keras.Model`` from images to float +-1 codes ``(batch, bits)``.
@@ -86,6 +90,7 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None):
     Example:
 
     >>> hasher = build_graded_hasher(classifier, 12)
+    >>> fitted = build_graded_hasher(classifier, 12, temperature=1.5)
     >>> hasher.output_shape
     (None, 12)
     """
@@ -98,11 +103,15 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None):
     book = class_codebook(classifier.output_shape[-1], bits, seed)
     if similarity is not None:
         book = arrange_codebook(book, similarity)
-    codes = GradedClassCodes(book, name=f"codes_{bits}", dtype="float32")(classifier.outputs[0])
-    return keras.Model(classifier.inputs, codes, name=f"graded_hasher_{bits}")
+    if temperature is None:
+        layer = GradedClassCodes(book, name=f"codes_{bits}", dtype="float32")
+    else:
+        layer = FittedClassCodes(book, temperature, name=f"codes_{bits}", dtype="float32")
+    return keras.Model(classifier.inputs, layer(classifier.outputs[0]),
+                       name=f"graded_hasher_{bits}")
 
 
-def build_graded_hashers(classifier, bits_list, similarity=None):
+def build_graded_hashers(classifier, bits_list, similarity=None, temperature=None):
     """`build_graded_hasher` for every length in ``bits_list``: ``{bits: hasher}``, the
     hashers sharing the classifier's input (so `tfhash.model.encode_heads` runs the
     classifier once for all of them). The codebooks are the default ones (the same for
@@ -113,7 +122,8 @@ def build_graded_hashers(classifier, bits_list, similarity=None):
     check(isinstance(bits_list, (list, tuple)) and bits_list,
           f"build_graded_hashers: `bits_list` must be a non-empty list or tuple of code "
           f"lengths, got {bits_list!r}")
-    return {bits: build_graded_hasher(classifier, bits, similarity=similarity)
+    return {bits: build_graded_hasher(classifier, bits, similarity=similarity,
+                                      temperature=temperature)
             for bits in bits_list}
 
 
@@ -122,17 +132,18 @@ def build_query_hasher(hasher, centres=None):
     class's codeword instead of its own code.
 
     The database keeps ``hasher``'s codes, so a database already coded with it is searched
-    as it is: only the queries' encoder changes. A graded hasher (`build_graded_hasher`)
-    codes each query as its likeliest class's codeword (`PredictedClassCodes`, same
-    classifier and codebook): Hamming ranking lists the images the classifier gives to the
-    query's class first, the sure ones before the unsure. Any other hasher (a learned one,
-    from `tfhash.model.fit_two_phase`) needs ``centres``, one codeword per class, and codes
-    each query as the centre nearest its own code (`NearestCodeword`): the database images
-    nearest that class's centre rank first.
+    as it is: only the queries' encoder changes. A graded hasher (`build_graded_hasher`,
+    fitted or not) codes each query as its likeliest class's codeword
+    (`PredictedClassCodes`, same classifier and codebook): Hamming ranking lists the images
+    the classifier gives to the query's class first, the sure ones before the unsure. Any
+    other hasher (a learned one, from `tfhash.model.fit_two_phase`) needs ``centres``, one
+    codeword per class, and codes each query as the centre nearest its own code
+    (`NearestCodeword`): the database images nearest that class's centre rank first.
 
     Args:
         hasher: a hashing model from images to codes, saved and reloaded or not: a graded
-            hasher (its last layer a `GradedClassCodes`), or any other with ``centres``.
+            hasher (its last layer a `GradedClassCodes` or `FittedClassCodes`), or any
+            other with ``centres``.
         centres: +-1 class centres ``(num_classes, bits)`` for a hasher that is not graded,
             e.g. `tfhash.codebooks.class_centres` of its codes of the training images
             (`tfhash.model.training_centres`); ``None`` for a graded hasher, whose codebook
@@ -152,9 +163,9 @@ def build_query_hasher(hasher, centres=None):
     check(isinstance(hasher, keras.Model),
           f"build_query_hasher: `hasher` must be a keras.Model, got {type(hasher).__name__}")
     last = hasher.layers[-1]
-    if isinstance(last, GradedClassCodes):
+    if isinstance(last, (GradedClassCodes, FittedClassCodes)):
         check(centres is None, "build_query_hasher: `centres` must be None for a graded "
-              "hasher (its GradedClassCodes codebook is the queries' codebook)")
+              f"hasher (its {type(last).__name__} codebook is the queries' codebook)")
         codes = PredictedClassCodes(last.codebook, name=f"query_{last.name}",
                                     dtype="float32")(last.input)
     else:
