@@ -1,12 +1,12 @@
 """The temperature of fitted class codes, chosen on held-out training images only.
 
 `tfhash.layers.FittedClassCodes` places each database image where its Hamming distances to
-the class codewords, read as probabilities ``softmax(-distance / temperature)``, best explain
-the classifier's. This script picks that temperature without the protocol's queries: for
-one seed it takes the recipe of a results file (``--recipe-from``), holds out 30% of the
-cnnh training images (10% validation queries, 20% an unseen validation database,
-`phase2_variants.validation_split`), trains phase 1 on the other 70% (cached under
-``--work-dir``), and scores asymmetric codes (each query on its likeliest class's
+the class codewords, read as probabilities ``softmax(-distance / (temperature * bits))``,
+best explain the classifier's. This script picks that temperature without the protocol's
+queries: for one seed it takes the recipe of a results file (``--recipe-from``), holds out
+30% of the cnnh training images (10% validation queries, 20% an unseen validation
+database, `phase2_variants.validation_split`), trains phase 1 on the other 70% (cached
+under ``--work-dir``), and scores asymmetric codes (each query on its likeliest class's
 codeword, the codewords arranged by the training images) of every length in ``--bits``:
 graded-asymmetric (`tfhash.layers.GradedClassCodes`) and fitted-asymmetric at each
 ``--temperatures``. Each row's ``val_map`` is the mean of two mAPs: the queries against the
@@ -14,7 +14,8 @@ unseen database, and the unseen images as queries against the validation queries
 database. ``map_query_class`` is the classifier's own order, which such codes approach:
 each query's predicted class, the database sorted by its probability of it. Rows of other
 seeds already in ``results/fit_temperature-<recipe><tag>.json`` are kept, and
-``best_temperature`` is the one of highest ``val_map`` averaged over all its rows.
+``best_temperature`` is the one of highest ``val_map`` averaged over all its rows (every
+length: the temperature is a share of the code length, so one serves them all).
 
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/fit_temperature.py \\
         --recipe-from benchmarks/results/cifar10-cnnh-w24-p300-mixup-wd1-graded.json \\
@@ -39,7 +40,7 @@ from tfhash.metrics import mean_average_precision
 import common
 
 UNSEEN_FRACTION = 0.2  # of the cnnh training images: the unseen validation database
-TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+TEMPERATURES = (0.0625, 0.083, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3)
 
 
 def both_ways(score, first, second):

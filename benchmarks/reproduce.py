@@ -73,7 +73,7 @@ ASYMMETRIC = "graded-asymmetric"  # database as ARRANGED, queries on their class
 FITTED = "fitted-asymmetric"  # database fitted to all the probabilities, queries as ASYMMETRIC
 GRADED_METHODS = (GRADED, ARRANGED, ASYMMETRIC, FITTED)
 # FittedClassCodes' default temperature (fit_temperature.py); rows of FITTED record theirs
-FIT_TEMPERATURE = 1.5
+FIT_TEMPERATURE = 0.15
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
@@ -511,8 +511,9 @@ def main():
                              "fitted to all the class probabilities "
                              f"(tfhash.layers.FittedClassCodes), queries as {ASYMMETRIC}")
     parser.add_argument("--fit-temperature", type=positive_float, default=FIT_TEMPERATURE,
-                        help=f"the temperature of --methods {FITTED} (bits of distance per "
-                             f"e-fold of probability; default {FIT_TEMPERATURE})")
+                        help=f"the temperature of --methods {FITTED} (the share of the "
+                             f"code length per e-fold of probability; default "
+                             f"{FIT_TEMPERATURE})")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")

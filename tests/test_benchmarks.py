@@ -776,14 +776,14 @@ def test_fitted_asymmetric_rows_code_the_database_to_explain_its_probabilities(
     cross-entropy codes over all 12-bit codes (brute force), and it records its
     temperature."""
     work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric",
-                    "fitted-asymmetric", "--no-ablation", "--fit-temperature", "2")
+                    "fitted-asymmetric", "--no-ablation", "--fit-temperature", "0.15")
     rows = {r["method"]: r for r in json.loads(
         (tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]}
     classifier = tiny_classifier(work / "mnist-5k-cnnh" / "seed0")
     expected = tiny_asymmetric_map(classifier, database_codes=lambda probs, book:
-                                   fitted_reference(probs, book, 2.0))
+                                   fitted_reference(probs, book, 0.15))
     assert rows["fitted-asymmetric"]["map"] == pytest.approx(expected, abs=1e-6)
-    assert rows["fitted-asymmetric"]["fit_temperature"] == 2.0
+    assert rows["fitted-asymmetric"]["fit_temperature"] == 0.15
     assert "fit_temperature" not in rows["graded-asymmetric"]
     assert rows["graded-asymmetric"]["map"] == pytest.approx(tiny_asymmetric_map(classifier),
                                                              abs=1e-6)
@@ -1222,7 +1222,7 @@ def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
     def run(seed):
         monkeypatch.setattr(sys, "argv", [
             "fit_temperature.py", "--recipe-from", str(tmp_path / "mnist-5k-cnnh.json"),
-            "--dataset", "mnist-5k", "--bits", "12", "--temperatures", "1", "2.5",
+            "--dataset", "mnist-5k", "--bits", "12", "--temperatures", "0.1", "0.2",
             "--seed", str(seed), "--work-dir", str(work), "--verbose", "0"])
         fit_temperature.main()
         return json.loads((tmp_path / "fit_temperature-mnist-5k-cnnh.json").read_text())
@@ -1240,12 +1240,12 @@ def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
                         for q, d in ((queries, held_out), (held_out, queries))])
 
     expected = {None: both_ways(lambda p: graded_reference(p, book)),
-                **{t: both_ways(lambda p, t=t: fitted_reference(p, book, t)) for t in (1, 2.5)}}
+                **{t: both_ways(lambda p, t=t: fitted_reference(p, book, t)) for t in (0.1, 0.2)}}
     assert [(r["method"], r["temperature"]) for r in doc["rows"]] == [
-        ("graded-asymmetric", None), ("fitted-asymmetric", 1.0), ("fitted-asymmetric", 2.5)]
+        ("graded-asymmetric", None), ("fitted-asymmetric", 0.1), ("fitted-asymmetric", 0.2)]
     for r in doc["rows"]:
         assert r["val_map"] == pytest.approx(expected[r["temperature"]], abs=1e-5)
-    assert doc["best_temperature"] == max((1.0, 2.5), key=lambda t: expected[t])
+    assert doc["best_temperature"] == max((0.1, 0.2), key=lambda t: expected[t])
     assert doc["seeds"]["0"]["map_query_class"] == pytest.approx(np.mean([
         query_class_map_reference(*q, *d) for q, d in ((queries, held_out),
                                                        (held_out, queries))]), abs=1e-5)
@@ -1253,3 +1253,17 @@ def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
     again = run(1)
     assert sorted({r["seed"] for r in again["rows"]}) == [0, 1] and len(again["rows"]) == 6
     assert set(again["seeds"]) == {"0", "1"}
+
+
+def test_the_fit_temperature_section_names_each_seeds_held_out_classifier():
+    doc = {"benchmark": "fit_temperature-r", "created": "2026-12-07T00:00:00+00:00",
+           "machine": {"cpus": 2}, "versions": {}, "best_temperature": 0.15,
+           "seeds": {"0": {"wall_s_pretrain": 3060.0, "query_accuracy": 0.804,
+                           "unseen_accuracy": 0.814, "map_query_class": 0.744145}},
+           "rows": [{"seed": 0, "bits": 12, "method": "fitted-asymmetric",
+                     "temperature": 0.15, "val_map": 0.7248}]}
+    text = report.fit_temperature_section(doc)
+    assert "best_temperature=0.15" in text and "| 0 | 12 | fitted-asymmetric | 0.15 |" in text
+    assert ("Seed 0: the held-out classifier labels 0.804 of the validation queries and 0.814 "
+            "of the unseen images right; its own query-class order scores 0.7441 (phase 1 "
+            "3060 s).") in text

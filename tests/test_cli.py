@@ -341,7 +341,7 @@ def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys
     assert sorted(map(bytes, books["arranged"])) == sorted(map(bytes, plain))
 
 
-@pytest.mark.parametrize("fit_temperature", [None, 2.0])
+@pytest.mark.parametrize("fit_temperature", [None, 0.15])
 def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_use(
         tmp_path, image_folder, capsys, fit_temperature):
     """Graded codes, or with --fit-temperature fitted ones (checked against a brute-force
@@ -464,7 +464,7 @@ def test_no_arrange_needs_graded(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("options, names", [
-    (["--fit-temperature", "1.5"], ("--fit-temperature", "--graded")),
+    (["--fit-temperature", "0.125"], ("--fit-temperature", "--graded")),
     (["--graded", "--fit-temperature", "0"], ("--fit-temperature", "> 0")),
     (["--graded", "--fit-temperature", "warm"], ("--fit-temperature", "expected a number")),
 ])

@@ -232,7 +232,7 @@ def test_a_fitted_hasher_exports_with_the_same_codes(digits, tmp_path, bits):
     from tfhash.codebooks import class_codebook
 
     classifier = peaked_classifier()
-    hasher = model.build_graded_hasher(classifier, bits, temperature=1.5)
+    hasher = model.build_graded_hasher(classifier, bits, temperature=0.125)
     codes = hasher.predict(digits, verbose=0)
     probs = classifier.predict(digits, verbose=0)
     moved = (codes != class_codebook(10, bits)[probs.argmax(1)]).sum(1)

@@ -14,8 +14,8 @@ from tfhash.layers import FittedClassCodes, GradedClassCodes, PredictedClassCode
 
 
 def cross_entropy(p, code, book, temperature):
-    """-sum_k p_k log softmax_k(-d(code, c_k) / temperature), one image."""
-    logits = -(code != book).sum(1) / temperature
+    """-sum_k p_k log softmax_k(-d(code, c_k) / (temperature * bits)), one image."""
+    logits = -(code != book).sum(1) / (temperature * book.shape[1])
     return -(p * logits).sum() + np.log(np.exp(logits).sum())
 
 
@@ -23,7 +23,7 @@ def fitted_reference(probs, book, temperature):
     """The least cross-entropy code of every image among all codes of the codebook's length
     (numpy, float64; the first such code in `itertools.product` order)."""
     words = np.array(list(itertools.product((-1, 1), repeat=book.shape[1])))
-    logits = -(words[:, None, :] != book[None]).sum(-1) / temperature  # (words, classes)
+    logits = -(words[:, None, :] != book[None]).sum(-1) / (temperature * book.shape[1])
     lse = np.log(np.exp(logits).sum(1))
     loss = -np.asarray(probs, np.float64) @ logits.T + lse
     return words[loss.argmin(1)].astype(np.float32)
@@ -40,7 +40,8 @@ def random_probs(n, classes, seed):
                            for a in (0.1, 1.0)]).astype(np.float32)
 
 
-@pytest.mark.parametrize("classes, bits, temperature", [(10, 12, 1.5), (5, 8, 0.7), (3, 6, 4.0)])
+@pytest.mark.parametrize("classes, bits, temperature", [(10, 12, 0.125), (5, 8, 0.09),
+                                                         (3, 6, 0.6)])
 def test_codes_up_to_12_bits_are_the_best_of_every_code(classes, bits, temperature):
     book = class_codebook(classes, bits)
     probs = random_probs(60, classes, seed=bits)
@@ -73,33 +74,33 @@ def block_search_reference(p, book, temperature, block_bits=12, passes=2):
 def test_longer_codes_are_searched_block_by_block(bits):
     book = class_codebook(10, bits)
     probs = random_probs(6, 10, seed=bits)
-    codes = fitted(probs, book, 2.0)
+    codes = fitted(probs, book, 0.08)
     for p, code in zip(probs, codes):
-        reference = block_search_reference(p, book, 2.0)
-        assert cross_entropy(p, code, book, 2.0) == pytest.approx(
-            cross_entropy(p, reference, book, 2.0), abs=1e-4)
+        reference = block_search_reference(p, book, 0.08)
+        assert cross_entropy(p, code, book, 0.08) == pytest.approx(
+            cross_entropy(p, reference, book, 0.08), abs=1e-4)
         # never worse than the likeliest class's codeword it starts from
-        assert cross_entropy(p, code, book, 2.0) <= cross_entropy(
-            p, book[np.argmax(p)], book, 2.0) + 1e-6
+        assert cross_entropy(p, code, book, 0.08) <= cross_entropy(
+            p, book[np.argmax(p)], book, 0.08) + 1e-6
 
 
 @pytest.mark.parametrize("bits", [12, 48])
 def test_sure_images_sit_on_their_class_codeword(bits):
     book = class_codebook(10, bits)
-    np.testing.assert_array_equal(fitted(np.eye(10, dtype=np.float32), book, 1.0), book)
+    np.testing.assert_array_equal(fitted(np.eye(10, dtype=np.float32), book, 0.1), book)
 
 
 def test_an_image_nears_a_class_as_its_probability_of_it_rises():
     """Two classes on complementary 12-bit codewords: r bits towards the second class read
-    as its probability q_r = sigmoid((2r - 12) / T), and the loss is a logistic loss, convex
-    in r; so the code takes the r whose q_r explains the probability best, switching from
-    r to r + 1 where both explain it equally, as worked out here by hand."""
+    as its probability q_r = sigmoid((2r - 12) / T) (T = 12 times the temperature), and the
+    loss is a logistic loss, convex in r; so the code takes the r whose q_r explains the
+    probability best, switching from r to r + 1 where both explain it equally, as worked
+    out here by hand."""
     book = np.array([[1] * 12, [-1] * 12])
-    temperature = 1.5
     share = np.linspace(0.0, 0.5, 41, dtype=np.float32)
-    codes = fitted(np.stack([1 - share, share], 1), book, temperature)
+    codes = fitted(np.stack([1 - share, share], 1), book, 0.125)
     towards = (codes == book[1]).sum(1)
-    q = 1 / (1 + np.exp(-(2 * np.arange(7) - 12) / temperature))
+    q = 1 / (1 + np.exp(-(2 * np.arange(7) - 12) / 1.5))
     # p log(q_r+1 / q_r) + (1 - p) log((1 - q_r+1) / (1 - q_r)) = 0, solved for p
     up, down = np.log(q[1:] / q[:-1]), np.log((1 - q[:-1]) / (1 - q[1:]))
     switch = down / (up + down)
@@ -118,7 +119,7 @@ def test_unsure_images_rank_by_their_probability_of_the_querys_class():
     probs[:, 0] = [0.3, 0.2, 0.12, 0.06, 0.01]
     probs[:, 2] = 0.43 - probs[:, 0]  # the runner-up from the second image on
     query = keras.ops.convert_to_numpy(PredictedClassCodes(book)(np.eye(10)[[0]]))[0]
-    distances = (fitted(probs, book, 1.5) != query).sum(1)
+    distances = (fitted(probs, book, 0.125) != query).sum(1)
     assert (np.diff(distances) >= 0).all() and distances[0] < distances[1] < distances[-1]
     graded = keras.ops.convert_to_numpy(GradedClassCodes(book)(probs))
     assert len(set((graded[1:] != query).sum(1))) == 1  # class 0 is not their runner-up
@@ -126,10 +127,10 @@ def test_unsure_images_rank_by_their_probability_of_the_querys_class():
 
 def test_config_round_trip_and_saved_model(tmp_path):
     book = class_codebook(10, 24)
-    layer = FittedClassCodes(book, temperature=2.5, name="codes")
+    layer = FittedClassCodes(book, temperature=0.1, name="codes")
     clone = FittedClassCodes.from_config(layer.get_config())
     probs = random_probs(20, 10, seed=3)
-    assert clone.temperature == 2.5
+    assert clone.temperature == 0.1
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(clone(probs)),
                                   keras.ops.convert_to_numpy(layer(probs)))
     inputs = keras.Input((10,))
@@ -153,12 +154,12 @@ def test_a_fitted_hasher_has_asymmetric_queries_on_its_codebook():
     keras.utils.set_random_seed(2)
     backbone = model.get_backbone("mnist_cnn", (28, 28, 1), width=4)
     classifier = model.build_classifier(backbone, 10)
-    hasher = model.build_graded_hasher(classifier, 12, temperature=1.5)
+    hasher = model.build_graded_hasher(classifier, 12, temperature=0.125)
     assert isinstance(hasher.layers[-1], FittedClassCodes)
     images = np.random.default_rng(0).random((8, 28, 28, 1)).astype(np.float32)
     probs = classifier.predict(images, verbose=0)
     np.testing.assert_array_equal(hasher.predict(images, verbose=0),
-                                  fitted(probs, class_codebook(10, 12), 1.5))
+                                  fitted(probs, class_codebook(10, 12), 0.125))
     query = model.build_query_hasher(hasher)
     np.testing.assert_array_equal(query.predict(images, verbose=0),
                                   class_codebook(10, 12)[probs.argmax(1)])

@@ -397,8 +397,9 @@ def configure_train(parser):
     parser.add_argument("--fit-temperature", type=positive_float, default=None,
                         help="with --graded: fitted class codes of this temperature, each "
                              "image where its distances to all the codewords best explain "
-                             "its class probabilities (tfhash.layers.FittedClassCodes; "
-                             "benchmarks/fit_temperature.py picks one on held-out images)")
+                             "its class probabilities (tfhash.layers.FittedClassCodes; a "
+                             "share of the code length: 0.15 did best on held-out CIFAR-10 "
+                             "training images, benchmarks/fit_temperature.py)")
     parser.add_argument("--asymmetric", action="store_true",
                         help="also save query encoders (query-<bits>.keras) that code each "
                              "query as a class's codeword: with --graded its likeliest "

@@ -244,9 +244,11 @@ class FittedClassCodes(_ClassCodes):
     """Maps class probabilities to the binary code whose Hamming distances to the class
     codewords best explain them.
 
-    Reading a code ``z`` as the class probabilities ``softmax(-d(z, c_k) / temperature)``
-    over the codewords ``c_k``, the layer picks the ``z`` whose reading is nearest the
-    classifier's probabilities ``p`` (least cross-entropy ``-sum_k p_k log softmax_k``). A
+    Reading a code ``z`` of ``bits`` bits as the class probabilities
+    ``softmax(-d(z, c_k) / (temperature * bits))`` over the codewords ``c_k`` (Hamming
+    distances as a share of the code length, so one temperature serves every length), the
+    layer picks the ``z`` whose reading is nearest the classifier's probabilities ``p``
+    (least cross-entropy ``-sum_k p_k log softmax_k``). A
     sure image sits on its class's codeword; an unsure one moves towards every class in
     proportion to how likely it is, so its distance to each codeword falls as that class's
     probability rises: Hamming ranking from any class's codeword
@@ -259,13 +261,13 @@ class FittedClassCodes(_ClassCodes):
     Args:
         codebook: +-1 codewords, one row per class, shape ``(num_classes, bits)``, e.g.
             from `tfhash.codebooks.class_codebook`.
-        temperature: bits of distance per e-fold of probability, > 0: small values keep
-            images on their class's codeword, large ones spread them out.
+        temperature: the share of the code length per e-fold of probability, > 0: small
+            values keep images on their class's codeword, large ones spread them out.
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
 
     Example:
 
-    >>> layer = FittedClassCodes([[-1, -1, -1, -1], [1, 1, 1, 1]], temperature=1.0)
+    >>> layer = FittedClassCodes([[-1, -1, -1, -1], [1, 1, 1, 1]], temperature=0.25)
     >>> keras.ops.convert_to_numpy(layer(np.array([[0.99, 0.01], [0.6, 0.4]])))
     array([[-1., -1., -1., -1.],
            [-1., -1.,  1.,  1.]], dtype=float32)
@@ -275,9 +277,10 @@ class FittedClassCodes(_ClassCodes):
     PASSES = 2  # sweeps over the blocks when there are several
     TIE = 1e-12  # losses this close count as equal
 
-    def __init__(self, codebook, temperature=1.0, **kwargs):
+    def __init__(self, codebook, temperature=0.15, **kwargs):
         super().__init__(codebook, **kwargs)
         self.temperature = check_number(temperature, "temperature", 0, low_open=True)
+        scale = self.temperature * self.bits  # bits of distance per e-fold
         n_blocks = -(-self.bits // self.BLOCK_BITS)
         edges = np.linspace(0, self.bits, n_blocks + 1).round().astype(int)
         self._blocks = []  # (start, stop, the block's codes, their distances to the book)
@@ -285,16 +288,17 @@ class FittedClassCodes(_ClassCodes):
             width = stop - start
             words = 1 - 2 * ((np.arange(2 ** width)[:, None] >> np.arange(width)) & 1)
             distances = (width - words @ self.codebook[:, start:stop].T.astype(int)) // 2
-            # per code: its distances over T, and exp(-distance / T), (classes, codes)
+            # per code: its distances over the scale, and exp(-that), (classes, codes)
             self._blocks.append((start, stop, words.astype("float32"),
-                                 (distances / self.temperature).T.astype("float64"),
-                                 np.exp(-distances / self.temperature).T.astype("float64")))
+                                 (distances / scale).T.astype("float64"),
+                                 np.exp(-distances / scale).T.astype("float64")))
+        self._scale = scale
 
     def call(self, inputs):
         probabilities, book = self._probabilities(inputs)
         _, likeliest = ops.top_k(probabilities, 1)
         codes = ops.take(book, likeliest[:, 0], axis=0)
-        # float64: once a class dominates, codes differ in the loss by exp(-distance / T)
+        # float64: once a class dominates, codes differ in the loss by exp(-distance / scale)
         weights = ops.cast(probabilities, "float64")
         passes = 1 if len(self._blocks) == 1 else self.PASSES
         for _ in range(passes):
@@ -305,10 +309,10 @@ class FittedClassCodes(_ClassCodes):
                         - ops.sum(ops.abs(codes[:, None, start:stop]
                                           - book[None, :, start:stop]), axis=-1)) / 2
                 rest = ops.cast(rest - ops.min(rest, axis=-1, keepdims=True), "float64")
-                # the cross-entropy with logits -(rest + distance) / T, less a constant of
-                # the image: sum_k p_k d_k / T + log sum_k exp(-rest_k / T) exp(-d_k / T)
+                # the cross-entropy with logits -(rest + d) / s (s: the scale), less a
+                # constant of the image: sum_k p_k d_k / s + log sum_k e^(-rest_k / s) e^(-d_k / s)
                 loss = (ops.matmul(weights, scaled)
-                        + ops.log(ops.matmul(ops.exp(-rest / self.temperature), decay)))
+                        + ops.log(ops.matmul(ops.exp(-rest / self._scale), decay)))
                 # the first code of least loss; losses within TIE of it count as equal (the
                 # same distances, or classes of equal probability swapped), so rounding that
                 # differs elsewhere (an export) picks the same code. top_k, not argmin: it

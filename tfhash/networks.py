@@ -82,7 +82,7 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=N
             so classes the classifier mixes up get near codewords. ``None``: the
             codebook's own order.
         temperature: ``None`` for `GradedClassCodes`; a number > 0 for `FittedClassCodes`
-            of that temperature (bits of distance per e-fold of probability).
+            of that temperature (the share of the code length per e-fold of probability).
 
     Returns:
         A ``keras.Model`` from images to float +-1 codes ``(batch, bits)``.
@@ -90,7 +90,7 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=N
     Example:
 
     >>> hasher = build_graded_hasher(classifier, 12)
-    >>> fitted = build_graded_hasher(classifier, 12, temperature=1.5)
+    >>> fitted = build_graded_hasher(classifier, 12, temperature=0.125)
     >>> hasher.output_shape
     (None, 12)
     """
