@@ -248,15 +248,15 @@ class FittedClassCodes(_ClassCodes):
     ``softmax(-d(z, c_k) / (temperature * bits))`` over the codewords ``c_k`` (Hamming
     distances as a share of the code length, so one temperature serves every length), the
     layer picks the ``z`` whose reading is nearest the classifier's probabilities ``p``
-    (least cross-entropy ``-sum_k p_k log softmax_k``). A
-    sure image sits on its class's codeword; an unsure one moves towards every class in
-    proportion to how likely it is, so its distance to each codeword falls as that class's
-    probability rises: Hamming ranking from any class's codeword
-    (`PredictedClassCodes` queries) follows the classifier's probability of that class,
-    for the images given to other classes too. The search is exact over every code of up to
-    12 bits; longer codes are split into blocks of at most 12 bits, each searched exactly
-    with the others held, block after block, twice, starting from the likeliest class's
-    codeword. Outputs are float +-1 (signs already taken).
+    (least cross-entropy ``-sum_k p_k log softmax_k``). A sure image sits on its class's
+    codeword; an unsure one moves towards every class by how likely it is, so its distance
+    to each codeword falls as that class's probability rises: Hamming ranking from any
+    class's codeword (`PredictedClassCodes` queries) follows the classifier's probability
+    of that class, for the images given to other classes too (`GradedClassCodes` moves
+    towards the runner-up alone). The search is exact over every code of up to 12 bits;
+    longer codes are split into blocks of at most 12 bits, each searched exactly with the
+    others held, block after block, twice, starting from the likeliest class's codeword.
+    Outputs are float +-1 (signs already taken).
 
     Args:
         codebook: +-1 codewords, one row per class, shape ``(num_classes, bits)``, e.g.
