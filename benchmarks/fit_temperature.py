@@ -32,7 +32,7 @@ from classifier_bound import probability_map
 from phase2_variants import pretrained_backbone, recipe_config, validation_split
 
 from tfhash import data, model
-from tfhash.cli import positive_float
+from tfhash.cli import bits_arg, positive_float
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity
 from tfhash.layers import FittedClassCodes, GradedClassCodes
 from tfhash.metrics import mean_average_precision
@@ -106,7 +106,7 @@ def main():
     parser.add_argument("--recipe-from", required=True, help="a reproduce.py results file")
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
+    parser.add_argument("--bits", type=bits_arg, nargs="+", default=[12, 24, 32, 48])
     parser.add_argument("--temperatures", type=positive_float, nargs="+",
                         default=list(TEMPERATURES))
     parser.add_argument("--flip-average", action="store_true",
@@ -115,6 +115,12 @@ def main():
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
+    name = f"fit_temperature-{Path(args.recipe_from).stem}{args.tag}"
+    path = common.RESULTS / f"{name}.json"  # looked up when run, as write_results does
+    earlier = json.loads(path.read_text()) if path.exists() else {"rows": [], "seeds": {}}
+    if path.exists() and earlier["flip_averaged"] != args.flip_average:  # before training
+        raise SystemExit(f"--flip-average: {path} holds rows with flip_averaged="
+                         f"{earlier['flip_averaged']}; give this run its own --tag")
     config = recipe_config(args.recipe_from, args.seed)
     dataset = data.load_dataset(args.dataset)
     split, unseen = validation_split(dataset, args.seed, UNSEEN_FRACTION)
@@ -125,9 +131,6 @@ def main():
         classifier = model.flip_averaged(classifier)
     train, queries, held_out = ((classifier.predict(part.images, batch_size=256, verbose=0),
                                  part.labels) for part in (split.train, split.query, unseen))
-    name = f"fit_temperature-{Path(args.recipe_from).stem}{args.tag}"
-    path = common.RESULTS / f"{name}.json"  # looked up when run, as write_results does
-    earlier = json.loads(path.read_text()) if path.exists() else {"rows": [], "seeds": {}}
     rows = [r for r in earlier["rows"] if r["seed"] != args.seed]
     rows += temperature_rows(train, queries, held_out, args.bits, args.temperatures, args.seed)
     seeds = {**earlier["seeds"], str(args.seed): {

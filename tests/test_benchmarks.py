@@ -1253,6 +1253,9 @@ def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
     again = run(1)
     assert sorted({r["seed"] for r in again["rows"]}) == [0, 1] and len(again["rows"]) == 6
     assert set(again["seeds"]) == {"0", "1"}
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--flip-average"])
+    with pytest.raises(SystemExit, match="--flip-average: .* flip_averaged=False; give this"):
+        fit_temperature.main()  # rows of plain probabilities are not mixed with flipped ones
 
 
 def test_the_fit_temperature_section_names_each_seeds_held_out_classifier():
