@@ -52,6 +52,7 @@ from tfhash import data, model
 from tfhash.backbones import STEMS
 from tfhash.cli import positive_float
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
+from tfhash.layers import FittedClassCodes
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 
@@ -72,8 +73,6 @@ ARRANGED = "graded-arranged"  # the same, codewords arranged by the training ima
 ASYMMETRIC = "graded-asymmetric"  # database as ARRANGED, queries on their class's codeword
 FITTED = "fitted-asymmetric"  # database fitted to all the probabilities, queries as ASYMMETRIC
 GRADED_METHODS = (GRADED, ARRANGED, ASYMMETRIC, FITTED)
-# FittedClassCodes' default temperature (fit_temperature.py); rows of FITTED record theirs
-FIT_TEMPERATURE = 0.15
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
@@ -510,10 +509,12 @@ def main():
                              f"as its likeliest class's codeword; {FITTED}: the database "
                              "fitted to all the class probabilities "
                              f"(tfhash.layers.FittedClassCodes), queries as {ASYMMETRIC}")
-    parser.add_argument("--fit-temperature", type=positive_float, default=FIT_TEMPERATURE,
+    parser.add_argument("--fit-temperature", type=positive_float,
+                        default=FittedClassCodes.DEFAULT_TEMPERATURE,
                         help=f"the temperature of --methods {FITTED} (the share of the "
                              f"code length per e-fold of probability; default "
-                             f"{FIT_TEMPERATURE})")
+                             f"{FittedClassCodes.DEFAULT_TEMPERATURE}; each row records its "
+                             "own)")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hash-epochs", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="default: the recipe's")

@@ -13,9 +13,16 @@ from tfhash.errors import TfhashError
 from tfhash.layers import FittedClassCodes, GradedClassCodes, PredictedClassCodes
 
 
+def reading(codes, book, temperature):
+    """The logits a code is read as: -d(code, c_k) / (temperature * bits), per codeword
+    (the last axis), for one code or an array of them."""
+    codes = np.asarray(codes)
+    return -(codes[..., None, :] != book).sum(-1) / (temperature * book.shape[1])
+
+
 def cross_entropy(p, code, book, temperature):
-    """-sum_k p_k log softmax_k(-d(code, c_k) / (temperature * bits)), one image."""
-    logits = -(code != book).sum(1) / (temperature * book.shape[1])
+    """-sum_k p_k log softmax_k(reading), one image."""
+    logits = reading(code, book, temperature)
     return -(p * logits).sum() + np.log(np.exp(logits).sum())
 
 
@@ -23,7 +30,7 @@ def fitted_reference(probs, book, temperature):
     """The least cross-entropy code of every image among all codes of the codebook's length
     (numpy, float64; the first such code in `itertools.product` order)."""
     words = np.array(list(itertools.product((-1, 1), repeat=book.shape[1])))
-    logits = -(words[:, None, :] != book[None]).sum(-1) / (temperature * book.shape[1])
+    logits = reading(words, book, temperature)  # (words, classes)
     lse = np.log(np.exp(logits).sum(1))
     loss = -np.asarray(probs, np.float64) @ logits.T + lse
     return words[loss.argmin(1)].astype(np.float32)
