@@ -51,6 +51,7 @@ from classifier_bound import cached_records, last_classifier_files, mixed_in
 from tfhash import data, model
 from tfhash.backbones import STEMS
 from tfhash.cli import positive_float
+from tfhash.codes import binarize
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.layers import FittedClassCodes
 from tfhash.pipeline import AUGMENTATIONS, MIXES
@@ -202,31 +203,61 @@ def graded_codes(classifier, args, methods, split):
     probabilities over the views before the codes are placed. Except for ``graded`` each
     encoding's codewords are arranged by that encoding's probabilities on the labelled
     training images; ``graded-arranged`` and ``graded-asymmetric`` share those database
-    codes (coded once), ``fitted-asymmetric`` fits its own to them (``--fit-temperature``),
-    and both asymmetric methods code the queries with `tfhash.model.build_query_hashers`."""
+    codes, ``fitted-asymmetric`` fits its own to them (``--fit-temperature``), and both
+    asymmetric methods code the queries with `tfhash.model.build_query_hashers`. Every
+    hasher of an encoding is the same classifier under a code layer, so the queries and
+    the database each take one pass of it (`class_probabilities`), which all the code
+    layers then code."""
     codes = {method: {} for method in methods}
     for encoding, viewed in encoding_views(args, classifier).items():
+        queries, database = {}, {}  # {(method, bits): hasher}
         if GRADED in methods:
             plain = model.build_graded_hashers(viewed, args.bits)
-            codes[GRADED][encoding] = (split_codes(plain, split, "query"),
-                                       split_codes(plain, split, "database"))
-        if not {ARRANGED, ASYMMETRIC, FITTED} & set(methods):
-            continue
-        similarity = model.training_similarity(viewed, split.train)
+            queries.update({(GRADED, b): h for b, h in plain.items()})
+            database.update({(GRADED, b): h for b, h in plain.items()})
+        if {ARRANGED, ASYMMETRIC, FITTED} & set(methods):
+            similarity = model.training_similarity(viewed, split.train)
         if {ARRANGED, ASYMMETRIC} & set(methods):
             arranged = model.build_graded_hashers(viewed, args.bits, similarity)
-            database = split_codes(arranged, split, "database")
+            database.update({(ARRANGED, b): h for b, h in arranged.items()})
             if ARRANGED in methods:
-                codes[ARRANGED][encoding] = (split_codes(arranged, split, "query"), database)
+                queries.update({(ARRANGED, b): h for b, h in arranged.items()})
             if ASYMMETRIC in methods:
-                queries = model.build_query_hashers(arranged)
-                codes[ASYMMETRIC][encoding] = (split_codes(queries, split, "query"), database)
+                queries.update({(ASYMMETRIC, b): h
+                                for b, h in model.build_query_hashers(arranged).items()})
         if FITTED in methods:
             fitted = model.build_graded_hashers(viewed, args.bits, similarity,
                                                 temperature=args.fit_temperature)
-            codes[FITTED][encoding] = (split_codes(model.build_query_hashers(fitted), split,
-                                                   "query"),
-                                       split_codes(fitted, split, "database"))
+            database.update({(FITTED, b): h for b, h in fitted.items()})
+            queries.update({(FITTED, b): h
+                            for b, h in model.build_query_hashers(fitted).items()})
+        query_codes = layer_codes(queries, class_probabilities(viewed, split.query.images))
+        database_codes = layer_codes(database,
+                                     class_probabilities(viewed, split.database.images))
+        for method in methods:
+            shared = ARRANGED if method == ASYMMETRIC else method  # its database codes
+            codes[method][encoding] = tuple(
+                {bits: c for (m, bits), c in part.items() if m == key}
+                for part, key in ((query_codes, method), (database_codes, shared)))
+    return codes
+
+
+def class_probabilities(classifier, images):
+    """``classifier``'s class probabilities of ``images``: the one pass over an image set
+    that all of `graded_codes`' code layers share."""
+    return classifier.predict(images, batch_size=256, verbose=0)
+
+
+def layer_codes(hashers, probabilities, batch_size=4096):
+    """``{key: codes}`` of graded hashers (`tfhash.model.build_graded_hasher` or its
+    `build_query_hasher`: a classifier under one code layer), their code layers applied to
+    the classifier's ``probabilities``, ``batch_size`` rows at a time."""
+    codes = {}
+    for key, hasher in hashers.items():
+        layer = hasher.layers[-1]
+        codes[key] = binarize(np.concatenate([
+            keras.ops.convert_to_numpy(layer(probabilities[i:i + batch_size]))
+            for i in range(0, len(probabilities), batch_size)]))
     return codes
 
 

@@ -651,19 +651,25 @@ def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
                        shallow=False)
 
 
+def count_passes(monkeypatch):
+    """Records the number of images of each pass of a classifier over an image set in
+    reproduce.py's graded rows (`reproduce.class_probabilities`)."""
+    coded = []
+    probabilities = reproduce.class_probabilities
+    monkeypatch.setattr(reproduce, "class_probabilities", lambda classifier, images: coded.append(
+        len(images)) or probabilities(classifier, images))
+    return coded
+
+
 def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     """reproduce.py --methods graded end to end on the bundled digits: one row per encoding,
     no phase 2 recorded, mAP equal to the codes the rule gives the cached classifier."""
-    coded = []
-    encode_heads = reproduce.encode_heads
-    monkeypatch.setattr(reproduce, "encode_heads", lambda hashers, images: coded.append(
-        len(images)) or encode_heads(hashers, images))
+    coded = count_passes(monkeypatch)
     work = run_tiny(tmp_path, monkeypatch, "--methods", "graded", "graded-arranged",
                     "graded-asymmetric", "--no-ablation", "--shift-average")
-    # per encoding the queries are coded three ways and the database two: graded-arranged
-    # and graded-asymmetric share the arranged database codes
+    # per encoding one pass over the queries and one over the database, for every method
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
-    assert sorted(coded) == sorted([len(split.query)] * 6 + [len(split.database)] * 4)
+    assert sorted(coded) == sorted([len(split.query), len(split.database)] * 2)
     doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
     rows = {(r["method"], r["encoding"]): r for r in doc["rows"]}
     assert set(rows) == {(m, e) for m in ("graded", "graded-arranged", "graded-asymmetric")
@@ -775,8 +781,11 @@ def test_fitted_asymmetric_rows_code_the_database_to_explain_its_probabilities(
     graded-asymmetric on the same classifier: the row's mAP is that of the least
     cross-entropy codes over all 12-bit codes (brute force), and it records its
     temperature."""
+    coded = count_passes(monkeypatch)
     work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric",
                     "fitted-asymmetric", "--no-ablation", "--fit-temperature", "0.15")
+    # the graded and the fitted codes come from one pass of the classifier per image set
+    assert len(coded) == 2
     rows = {r["method"]: r for r in json.loads(
         (tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]}
     classifier = tiny_classifier(work / "mnist-5k-cnnh" / "seed0")
