@@ -35,15 +35,12 @@ Every code search is exact over all ``2**12`` codes. Rows of other seeds already
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from classifier_bound import probability_map
-from fit_temperature import UNSEEN_FRACTION, both_ways, query_class_map
-from phase2_variants import pretrained_backbone, recipe_config, validation_split
+from fit_temperature import both_ways, earlier_results, held_out_probabilities, query_class_map
 
-from tfhash import data, model
 from tfhash.cli import positive_float
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity
 from tfhash.layers import FittedClassCodes
@@ -215,30 +212,17 @@ def main():
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     name = f"code_design-{Path(args.recipe_from).stem}{args.tag}"
-    path = common.RESULTS / f"{name}.json"
-    earlier = json.loads(path.read_text()) if path.exists() else {"rows": [], "seeds": {}}
-    if path.exists() and earlier["flip_averaged"] != args.flip_average:  # before training
-        raise SystemExit(f"--flip-average: {path} holds rows with flip_averaged="
-                         f"{earlier['flip_averaged']}; give this run its own --tag")
-    config = recipe_config(args.recipe_from, args.seed)
-    dataset = data.load_dataset(args.dataset)
-    split, unseen = validation_split(dataset, args.seed, UNSEEN_FRACTION)
-    work_dir = Path(args.work_dir) / f"{Path(args.recipe_from).stem}-seed{args.seed}"
-    _, classifier, pretrain_s = pretrained_backbone(split, config, dataset.num_classes,
-                                                    work_dir, args.verbose)
-    if args.flip_average:
-        classifier = model.flip_averaged(classifier)
-    train, queries, held_out = ((classifier.predict(part.images, batch_size=256,
-                                                    verbose=0).astype(np.float64),
-                                 part.labels) for part in (split.train, split.query, unseen))
+    earlier = earlier_results(name, args.flip_average)
+    parts, pretrain_s = held_out_probabilities(args)
+    train, queries, held_out = ((probs.astype(np.float64), labels) for probs, labels in parts)
     rows = [r for r in earlier["rows"] if r["seed"] != args.seed]
     rows += design_rows(train, queries, held_out, args.temperature, args.seed)
     seeds = {**earlier["seeds"], str(args.seed): {
         "wall_s_pretrain": round(pretrain_s, 1),
         "query_accuracy": round(float((queries[0].argmax(1) == queries[1]).mean()), 4)}}
     common.write_results(name, rows, recipe_from=Path(args.recipe_from).name, bits=BITS,
-                         flip_averaged=args.flip_average, n_train=len(split.train),
-                         n_queries=len(split.query), n_unseen=len(unseen), seeds=seeds)
+                         flip_averaged=args.flip_average, n_train=len(train[1]),
+                         n_queries=len(queries[1]), n_unseen=len(held_out[1]), seeds=seeds)
 
 
 if __name__ == "__main__":

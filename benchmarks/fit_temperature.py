@@ -101,6 +101,37 @@ def best_temperature(rows):
     return max(by_temperature, key=lambda t: np.mean(by_temperature[t]))
 
 
+def earlier_results(name, flip_average):
+    """The rows and seeds of ``results/<name>.json`` so far (none for a new file); one whose
+    rows were scored with the other ``flip_average`` is refused, before any training."""
+    path = common.RESULTS / f"{name}.json"  # looked up when run, as write_results does
+    if not path.exists():
+        return {"rows": [], "seeds": {}}
+    earlier = json.loads(path.read_text())
+    if earlier["flip_averaged"] != flip_average:
+        raise SystemExit(f"--flip-average: {path} holds rows with flip_averaged="
+                         f"{earlier['flip_averaged']}; give this run its own --tag")
+    return earlier
+
+
+def held_out_probabilities(args):
+    """``args.seed``'s held-out split of the recipe's training images (`validation_split`)
+    and its classifier, phase 1 on the rest, cached under ``args.work_dir`` and
+    flip-averaged with ``args.flip_average``: ``((train, queries, unseen), phase-1
+    seconds)``, each part ``(class probabilities, labels)``."""
+    config = recipe_config(args.recipe_from, args.seed)
+    dataset = data.load_dataset(args.dataset)
+    split, unseen = validation_split(dataset, args.seed, UNSEEN_FRACTION)
+    work_dir = Path(args.work_dir) / f"{Path(args.recipe_from).stem}-seed{args.seed}"
+    _, classifier, pretrain_s = pretrained_backbone(split, config, dataset.num_classes,
+                                                    work_dir, args.verbose)
+    if args.flip_average:
+        classifier = model.flip_averaged(classifier)
+    parts = tuple((classifier.predict(part.images, batch_size=256, verbose=0), part.labels)
+                  for part in (split.train, split.query, unseen))
+    return parts, pretrain_s
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe-from", required=True, help="a reproduce.py results file")
@@ -116,21 +147,8 @@ def main():
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     name = f"fit_temperature-{Path(args.recipe_from).stem}{args.tag}"
-    path = common.RESULTS / f"{name}.json"  # looked up when run, as write_results does
-    earlier = json.loads(path.read_text()) if path.exists() else {"rows": [], "seeds": {}}
-    if path.exists() and earlier["flip_averaged"] != args.flip_average:  # before training
-        raise SystemExit(f"--flip-average: {path} holds rows with flip_averaged="
-                         f"{earlier['flip_averaged']}; give this run its own --tag")
-    config = recipe_config(args.recipe_from, args.seed)
-    dataset = data.load_dataset(args.dataset)
-    split, unseen = validation_split(dataset, args.seed, UNSEEN_FRACTION)
-    work_dir = Path(args.work_dir) / f"{Path(args.recipe_from).stem}-seed{args.seed}"
-    _, classifier, pretrain_s = pretrained_backbone(split, config, dataset.num_classes,
-                                                    work_dir, args.verbose)
-    if args.flip_average:
-        classifier = model.flip_averaged(classifier)
-    train, queries, held_out = ((classifier.predict(part.images, batch_size=256, verbose=0),
-                                 part.labels) for part in (split.train, split.query, unseen))
+    earlier = earlier_results(name, args.flip_average)
+    (train, queries, held_out), pretrain_s = held_out_probabilities(args)
     rows = [r for r in earlier["rows"] if r["seed"] != args.seed]
     rows += temperature_rows(train, queries, held_out, args.bits, args.temperatures, args.seed)
     seeds = {**earlier["seeds"], str(args.seed): {
@@ -139,8 +157,8 @@ def main():
         "unseen_accuracy": round(float((held_out[0].argmax(1) == held_out[1]).mean()), 4),
         "map_query_class": round(both_ways(query_class_map, queries, held_out)[0], 6)}}
     common.write_results(name, rows, recipe_from=Path(args.recipe_from).name,
-                         flip_averaged=args.flip_average, n_train=len(split.train),
-                         n_queries=len(split.query), n_unseen=len(unseen), seeds=seeds,
+                         flip_averaged=args.flip_average, n_train=len(train[1]),
+                         n_queries=len(queries[1]), n_unseen=len(held_out[1]), seeds=seeds,
                          best_temperature=best_temperature(rows))
 
 
