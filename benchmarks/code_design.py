@@ -23,9 +23,10 @@ likeliest class's codeword, the codewords arranged by the training images):
   energy ``(d / (T * bits)) ** gamma`` (``gamma = 1`` is `FittedClassCodes`).
 * ``brier``: the code whose reading ``softmax(-d / s)`` has the least squared error to
   the probabilities.
-* ``codebook``: fitted codes on random codebooks of a given minimum distance, arranged
-  the same way, instead of `tfhash.codebooks.class_codebook`'s (the same draws on every
-  seed, so a draw's rows of two seeds are of one codebook).
+* ``codebook``: fitted codes on other codebooks, arranged the same way, instead of
+  `tfhash.codebooks.class_codebook`'s: `capped_codebook` (pairs 6 to 8 apart), and random
+  ones of a given minimum distance (the same draws on every seed, so a draw's rows of two
+  seeds are of one codebook).
 
 Every code search is exact over all ``2**12`` codes. Rows of other seeds already in
 ``results/code_design-<recipe><tag>.json`` are kept.
@@ -44,6 +45,7 @@ from fit_temperature import both_ways, earlier_results, held_out_probabilities, 
 
 from tfhash.cli import positive_float
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity
+from tfhash.errors import check
 from tfhash.layers import FittedClassCodes
 from tfhash.metrics import mean_average_precision
 
@@ -166,6 +168,22 @@ def random_codebook(num_classes, min_distance, rng, bits=BITS):
                     return words[chosen].astype(np.int8)
 
 
+def capped_codebook(num_classes, min_distance, max_distance, bits=BITS):
+    """``num_classes`` codewords picked one at a time from the first word, each the word
+    of largest total distance to those picked among the words ``min_distance`` to
+    ``max_distance`` from every one of them (the first such word on ties): no word's
+    complement, and fewer pairs at the minimum distance than `class_codebook`'s."""
+    words = all_codes(bits)
+    chosen = [0]
+    while len(chosen) < num_classes:
+        distances = code_distances(words, words[chosen])
+        allowed = (distances.min(1) >= min_distance) & (distances.max(1) <= max_distance)
+        check(allowed.any(), f"no word of {bits} bits is {min_distance} to {max_distance} "
+              f"from all of {len(chosen)} codewords")
+        chosen.append(int(np.argmax(np.where(allowed, distances.sum(1), -1))))
+    return words[chosen].astype(np.int8)
+
+
 def design_rows(train, queries, unseen, temperature, seed):
     """The rows of one seed from ``(probabilities, labels)`` of the training images (which
     arrange the codewords), the validation queries and the unseen database."""
@@ -184,6 +202,10 @@ def design_rows(train, queries, unseen, temperature, seed):
                for g in GAMMAS for t in POWER_TEMPERATURES]
     scores += [("brier", f"s={s}", coded_map(book, brier_coder(book, s)))
                for s in BRIER_SCALES]
+    capped = arrange_codebook(capped_codebook(len(book), 6, 8), similarity)
+    scores += [("codebook", f"min distance 6, max 8, T={t}",
+                coded_map(capped, cross_entropy_coder(capped, power_energies(t, 1.0))))
+               for t in CODEBOOK_TEMPERATURES]
     rng = np.random.default_rng(CODEBOOK_SEED)  # the same draws on every seed
     for distance in MIN_DISTANCES:
         for draw in range(CODEBOOK_DRAWS):
