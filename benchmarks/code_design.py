@@ -41,7 +41,13 @@ from pathlib import Path
 
 import numpy as np
 from classifier_bound import probability_map
-from fit_temperature import both_ways, earlier_results, held_out_probabilities, query_class_map
+from fit_temperature import (
+    both_ways,
+    coded_map,
+    earlier_results,
+    held_out_probabilities,
+    query_class_map,
+)
 
 from tfhash.cli import positive_float
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity
@@ -105,18 +111,9 @@ def power_energies(temperature, gamma, bits=BITS):
     return (np.arange(bits + 1) / (temperature * bits)) ** gamma
 
 
-def coded_map(book, coder):
-    """A ``score`` for `fit_temperature.both_ways`: queries on their likeliest class's
-    codeword, the database coded by ``coder`` (probabilities to codes)."""
-    def score(queries, database):
-        return mean_average_precision(book[queries[0].argmax(1)], queries[1],
-                                      coder(database[0]), database[1])
-    return score
-
-
 def ties_by_probability_map(book, coder):
-    """A ``score``: as `coded_map`, but images at equal distance from the query's codeword
-    are ranked by their probability of the query's class (larger first)."""
+    """A ``score``: as `fit_temperature.coded_map`, but images at equal distance from the
+    query's codeword are ranked by their probability of the query's class (larger first)."""
     def score(queries, database):
         distances = code_distances(coder(database[0]), book)
         # the probability (< 1 apart) orders the images within a distance only

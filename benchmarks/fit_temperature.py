@@ -58,17 +58,18 @@ def query_class_map(queries, database):
     return probability_map(one_hot, queries[1], *database)
 
 
-def asymmetric_map(layer):
-    """A ``score`` for `both_ways`: queries on their likeliest class's codeword, the
-    database coded by ``layer`` (class probabilities to codes)."""
-    book = layer.codebook
-
+def coded_map(book, coder):
+    """A ``score`` for `both_ways`: queries on their likeliest class's codeword of
+    ``book``, the database coded by ``coder`` (class probabilities to +-1 codes)."""
     def score(queries, database):
-        codes = keras.ops.convert_to_numpy(layer(database[0]))
-        return mean_average_precision(book[queries[0].argmax(1)], queries[1], codes,
-                                      database[1])
-
+        return mean_average_precision(book[queries[0].argmax(1)], queries[1],
+                                      coder(database[0]), database[1])
     return score
+
+
+def layer_coder(layer):
+    """A ``coder`` for `coded_map` from a class-codes layer."""
+    return lambda probabilities: keras.ops.convert_to_numpy(layer(probabilities))
 
 
 def temperature_rows(train, queries, unseen, bits_list, temperatures, seed):
@@ -82,7 +83,8 @@ def temperature_rows(train, queries, unseen, bits_list, temperatures, seed):
         layers = [("graded-asymmetric", None, GradedClassCodes(book))] + [
             ("fitted-asymmetric", t, FittedClassCodes(book, t)) for t in temperatures]
         for method, temperature, layer in layers:
-            mean, there, back = both_ways(asymmetric_map(layer), queries, unseen)
+            mean, there, back = both_ways(coded_map(book, layer_coder(layer)), queries,
+                                          unseen)
             rows.append({"seed": seed, "bits": bits, "method": method,
                          "temperature": temperature, "val_map": round(mean, 6),
                          "map_queries_on_unseen": round(there, 6),
