@@ -51,6 +51,7 @@ from fit_temperature import (
 
 from tfhash.cli import positive_float
 from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity
+from tfhash.codes import hamming, pack
 from tfhash.errors import check
 from tfhash.layers import FittedClassCodes
 from tfhash.metrics import mean_average_precision
@@ -74,8 +75,9 @@ def all_codes(bits=BITS):
 
 
 def code_distances(codes, book):
-    """Hamming distances ``(codes, classes)`` of +-1 ``codes`` to the codewords."""
-    return (book.shape[1] - codes @ np.asarray(book, int).T) // 2
+    """Hamming distances ``(codes, classes)`` of +-1 ``codes`` to the codewords
+    (`tfhash.codes.hamming`)."""
+    return hamming(pack(codes), pack(book))
 
 
 def least_loss_codes(probabilities, weights, offsets, codes, block=1024):
@@ -159,7 +161,7 @@ def random_codebook(num_classes, min_distance, rng, bits=BITS):
     while True:
         chosen = []
         for i in rng.permutation(len(words)):
-            if all((words[i] != words[j]).sum() >= min_distance for j in chosen):
+            if not chosen or code_distances(words[i:i + 1], words[chosen]).min() >= min_distance:
                 chosen.append(i)
                 if len(chosen) == num_classes:
                     return words[chosen].astype(np.int8)
