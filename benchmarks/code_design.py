@@ -24,9 +24,9 @@ likeliest class's codeword, the codewords arranged by the training images):
 * ``brier``: the code whose reading ``softmax(-d / s)`` has the least squared error to
   the probabilities.
 * ``codebook``: fitted codes on other codebooks, arranged the same way, instead of
-  `tfhash.codebooks.class_codebook`'s: `capped_codebook` (pairs 6 to 8 apart), and random
-  ones of a given minimum distance (the same draws on every seed, so a draw's rows of two
-  seeds are of one codebook).
+  `tfhash.codebooks.class_codebook`'s: `tfhash.codebooks.capped_codebook` (pairs 6 to 8
+  apart), and random ones of a given minimum distance (the same draws on every seed, so a
+  draw's rows of two seeds are of one codebook).
 
 Every code search is exact over all ``2**12`` codes. Rows of other seeds already in
 ``results/code_design-<recipe><tag>.json`` are kept.
@@ -50,9 +50,13 @@ from fit_temperature import (
 )
 
 from tfhash.cli import positive_float
-from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity
-from tfhash.codes import hamming, pack
-from tfhash.errors import check
+from tfhash.codebooks import (
+    arrange_codebook,
+    capped_codebook,
+    class_codebook,
+    class_similarity,
+)
+from tfhash.codes import every_code, hamming, pack
 from tfhash.layers import FittedClassCodes
 from tfhash.metrics import mean_average_precision
 
@@ -67,11 +71,6 @@ MIN_DISTANCES = (6, 5, 4)
 CODEBOOK_DRAWS = 3
 CODEBOOK_SEED = 0  # of the random codebooks: a draw is the same codebook on every seed
 CODEBOOK_TEMPERATURES = (0.125, 0.15, 0.2)
-
-
-def all_codes(bits=BITS):
-    """Every +-1 code of ``bits`` bits, ``(2**bits, bits)`` int."""
-    return 1 - 2 * ((np.arange(2 ** bits)[:, None] >> np.arange(bits)) & 1)
 
 
 def code_distances(codes, book):
@@ -92,7 +91,7 @@ def least_loss_codes(probabilities, weights, offsets, codes, block=1024):
 def cross_entropy_coder(book, energies):
     """Least cross-entropy codes when distance ``d`` reads as ``softmax(-energies[d])``
     over the codewords: ``sum_k p_k E_k + log sum_k exp(-E_k)``."""
-    codes = all_codes(book.shape[1])
+    codes = every_code(book.shape[1])
     energy = energies[code_distances(codes, book)]
     offsets = np.log(np.exp(-energy).sum(axis=1))
     return lambda probabilities: least_loss_codes(probabilities, energy, offsets, codes)
@@ -101,7 +100,7 @@ def cross_entropy_coder(book, energies):
 def brier_coder(book, scale):
     """Codes whose reading ``softmax(-d / scale)`` has the least squared error to the
     probabilities: ``sum_k r_k^2 - 2 p_k r_k`` (the ``p^2`` term is the image's own)."""
-    codes = all_codes(book.shape[1])
+    codes = every_code(book.shape[1])
     reading = np.exp(-code_distances(codes, book) / scale)
     reading /= reading.sum(axis=1, keepdims=True)
     return lambda probabilities: least_loss_codes(probabilities, -2 * reading,
@@ -157,30 +156,14 @@ def cut_levels(cuts=LINEAR_CUTS):
 def random_codebook(num_classes, min_distance, rng, bits=BITS):
     """``num_classes`` codewords drawn one at a time, in random order, from the words at
     least ``min_distance`` from every one drawn so far (drawn again on a dead end)."""
-    words = all_codes(bits)
+    words = every_code(bits)
     while True:
         chosen = []
         for i in rng.permutation(len(words)):
             if not chosen or code_distances(words[i:i + 1], words[chosen]).min() >= min_distance:
                 chosen.append(i)
                 if len(chosen) == num_classes:
-                    return words[chosen].astype(np.int8)
-
-
-def capped_codebook(num_classes, min_distance, max_distance, bits=BITS):
-    """``num_classes`` codewords picked one at a time from the first word, each the word
-    of largest total distance to those picked among the words ``min_distance`` to
-    ``max_distance`` from every one of them (the first such word on ties): no word's
-    complement, and fewer pairs at the minimum distance than `class_codebook`'s."""
-    words = all_codes(bits)
-    chosen = [0]
-    while len(chosen) < num_classes:
-        distances = code_distances(words, words[chosen])
-        allowed = (distances.min(1) >= min_distance) & (distances.max(1) <= max_distance)
-        check(allowed.any(), f"no word of {bits} bits is {min_distance} to {max_distance} "
-              f"from all of {len(chosen)} codewords")
-        chosen.append(int(np.argmax(np.where(allowed, distances.sum(1), -1))))
-    return words[chosen].astype(np.int8)
+                    return words[chosen]
 
 
 def design_rows(train, queries, unseen, temperature, seed):
@@ -201,7 +184,7 @@ def design_rows(train, queries, unseen, temperature, seed):
                for g in GAMMAS for t in POWER_TEMPERATURES]
     scores += [("brier", f"s={s}", coded_map(book, brier_coder(book, s)))
                for s in BRIER_SCALES]
-    capped = arrange_codebook(capped_codebook(len(book), 6, 8), similarity)
+    capped = arrange_codebook(capped_codebook(len(book), BITS, 6, 8), similarity)
     scores += [("codebook", f"min distance 6, max 8, T={t}",
                 coded_map(capped, cross_entropy_coder(capped, power_energies(t, 1.0))))
                for t in CODEBOOK_TEMPERATURES]

@@ -49,13 +49,15 @@ UNUSED = {"backbone_stem": "conv", "ema_momentum": None, "sam_radius": None, "so
 OVERVIEW_MIN_SEEDS = 3
 # tfhash's own hash functions: the paper's loss, and codes graded from the classifier with no
 # phase 2 (reproduce.py --methods graded, graded-arranged, graded-asymmetric,
-# fitted-asymmetric); every other method is a peer loss
+# fitted-asymmetric, fitted-capped-asymmetric); every other method is a peer loss
 OURS = {"exponentiated": "exponentiated loss", "graded": "graded class codes",
         "graded-arranged": "graded class codes, arranged codebook",
         "graded-asymmetric": "graded class codes, arranged codebook, queries on their class's "
                              "codeword",
         "fitted-asymmetric": "fitted class codes, arranged codebook, queries on their class's "
-                             "codeword"}
+                             "codeword",
+        "fitted-capped-asymmetric": "fitted class codes, arranged capped codebook, queries on "
+                                    "their class's codeword"}
 
 
 class OverviewRow(NamedTuple):
@@ -204,7 +206,9 @@ def overview_section(docs):
              "and each query coded as its likeliest class's codeword, "
              "`tfhash.model.build_query_hasher`; 'fitted class codes': each image where its "
              "Hamming distances to all the codewords best explain its class probabilities, "
-             "`tfhash.layers.FittedClassCodes`); 'asymmetric' codes of a learned loss: "
+             "`tfhash.layers.FittedClassCodes`; 'capped codebook': codewords nearly equally "
+             "apart (at 12 bits all 6 to 8), `tfhash.codebooks.capped_codebook`); "
+             "'asymmetric' codes of a learned loss: "
              "the database coded as it is, each query as the class centre of the training "
              "images' codes nearest its own (`tfhash.model.build_query_hasher` with "
              "`tfhash.model.training_centres`), "

@@ -22,7 +22,9 @@ up the classes on the training images (`tfhash.model.training_similarity`);
 likeliest class's codeword (`tfhash.model.build_query_hasher`); ``fitted-asymmetric`` codes
 each database image where its Hamming distances to all the arranged codewords best explain
 its class probabilities (`tfhash.layers.FittedClassCodes`, ``--fit-temperature``) and each
-query as ``graded-asymmetric`` does. ``--ensemble-with RUN ...``
+query as ``graded-asymmetric`` does; ``fitted-capped-asymmetric`` the same on nearly
+equidistant codewords (`tfhash.codebooks.capped_codebook`) instead of
+`tfhash.codebooks.class_codebook`'s. ``--ensemble-with RUN ...``
 averages into each seed's classifier the cached classifiers (every member) of other runs,
 whatever their phase-1 recipe (another width, say), loaded and not trained: a mixed
 ensemble, for graded methods only. ``--asymmetric`` adds
@@ -73,7 +75,8 @@ GRADED = "graded"  # codes from the classifier's probabilities: a row with no ph
 ARRANGED = "graded-arranged"  # the same, codewords arranged by the training images
 ASYMMETRIC = "graded-asymmetric"  # database as ARRANGED, queries on their class's codeword
 FITTED = "fitted-asymmetric"  # database fitted to all the probabilities, queries as ASYMMETRIC
-GRADED_METHODS = (GRADED, ARRANGED, ASYMMETRIC, FITTED)
+CAPPED = "fitted-capped-asymmetric"  # as FITTED, on tfhash.codebooks.capped_codebook's words
+GRADED_METHODS = (GRADED, ARRANGED, ASYMMETRIC, FITTED, CAPPED)
 RECIPES = {
     "mnist": {"pretrain_epochs": 40, "hash_epochs": 10, "margin": 1.0, "negative_margin": 0.0},
     "cifar10": {"pretrain_epochs": 30, "hash_epochs": 8, "backbone_width": 32, "margin": 0.5,
@@ -169,7 +172,7 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
                             "hash_epochs": base.hash_epochs if phase2_split else 0,
                             "n_train_phase2": len(phase2_split.train) if phase2_split else 0,
                             **({"fit_temperature": args.fit_temperature}
-                               if method == FITTED else {}),
+                               if method in (FITTED, CAPPED) else {}),
                             **(extra if use_pretrain else {})})
                 rows.append(row)
                 print(row, flush=True)
@@ -203,7 +206,8 @@ def graded_codes(classifier, args, methods, split):
     probabilities over the views before the codes are placed. Except for ``graded`` each
     encoding's codewords are arranged by that encoding's probabilities on the labelled
     training images; ``graded-arranged`` and ``graded-asymmetric`` share those database
-    codes, ``fitted-asymmetric`` fits its own to them (``--fit-temperature``), and both
+    codes, ``fitted-asymmetric`` fits its own to them (``--fit-temperature``; and
+    ``fitted-capped-asymmetric`` to `tfhash.codebooks.capped_codebook`'s words), and the
     asymmetric methods code the queries with `tfhash.model.build_query_hashers`. Every
     hasher of an encoding is the same classifier under a code layer, so the queries and
     the database each take one pass of it (`class_probabilities`), which all the code
@@ -215,7 +219,7 @@ def graded_codes(classifier, args, methods, split):
             plain = model.build_graded_hashers(viewed, args.bits)
             queries.update({(GRADED, b): h for b, h in plain.items()})
             database.update({(GRADED, b): h for b, h in plain.items()})
-        if {ARRANGED, ASYMMETRIC, FITTED} & set(methods):
+        if {ARRANGED, ASYMMETRIC, FITTED, CAPPED} & set(methods):
             similarity = model.training_similarity(viewed, split.train)
         if {ARRANGED, ASYMMETRIC} & set(methods):
             arranged = model.build_graded_hashers(viewed, args.bits, similarity)
@@ -225,12 +229,14 @@ def graded_codes(classifier, args, methods, split):
             if ASYMMETRIC in methods:
                 queries.update({(ASYMMETRIC, b): h
                                 for b, h in model.build_query_hashers(arranged).items()})
-        if FITTED in methods:
-            fitted = model.build_graded_hashers(viewed, args.bits, similarity,
-                                                temperature=args.fit_temperature)
-            database.update({(FITTED, b): h for b, h in fitted.items()})
-            queries.update({(FITTED, b): h
-                            for b, h in model.build_query_hashers(fitted).items()})
+        for method, codebook in ((FITTED, "max-min"), (CAPPED, "capped")):
+            if method in methods:
+                fitted = model.build_graded_hashers(viewed, args.bits, similarity,
+                                                    temperature=args.fit_temperature,
+                                                    codebook=codebook)
+                database.update({(method, b): h for b, h in fitted.items()})
+                queries.update({(method, b): h
+                                for b, h in model.build_query_hashers(fitted).items()})
         query_codes = layer_codes(queries, class_probabilities(viewed, split.query.images))
         database_codes = layer_codes(database,
                                      class_probabilities(viewed, split.database.images))
@@ -539,11 +545,13 @@ def main():
                              f"{ASYMMETRIC}: the database coded as {ARRANGED}, each query "
                              f"as its likeliest class's codeword; {FITTED}: the database "
                              "fitted to all the class probabilities "
-                             f"(tfhash.layers.FittedClassCodes), queries as {ASYMMETRIC}")
+                             f"(tfhash.layers.FittedClassCodes), queries as {ASYMMETRIC}; "
+                             f"{CAPPED}: the same on nearly equidistant codewords "
+                             "(tfhash.codebooks.capped_codebook)")
     parser.add_argument("--fit-temperature", type=positive_float,
                         default=FittedClassCodes.DEFAULT_TEMPERATURE,
-                        help=f"the temperature of --methods {FITTED} (the share of the "
-                             f"code length per e-fold of probability; default "
+                        help=f"the temperature of --methods {FITTED} and {CAPPED} (the "
+                             f"share of the code length per e-fold of probability; default "
                              f"{FittedClassCodes.DEFAULT_TEMPERATURE}; each row records its "
                              "own)")
     parser.add_argument("--pretrain-epochs", type=int, default=None)

@@ -54,7 +54,12 @@ from test_graded_codes import graded_reference  # noqa: E402
 from test_view_averaged import shifted  # noqa: E402
 
 from tfhash import data, self_training  # noqa: E402
-from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity  # noqa: E402
+from tfhash.codebooks import (  # noqa: E402
+    arrange_codebook,
+    capped_codebook,
+    class_codebook,
+    class_similarity,
+)
 from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E402
 from tfhash.model import TrainConfig, build_classifier, get_backbone  # noqa: E402
 
@@ -761,38 +766,43 @@ def tiny_classifier(folder, stem="pretrained", width=4):
     return classifier
 
 
-def tiny_asymmetric_map(*classifiers, database_codes=graded_reference):
+def tiny_asymmetric_map(*classifiers, database_codes=graded_reference,
+                        codebook=class_codebook):
     """Reference for a `run_tiny` graded-asymmetric row at 12 bits from ``classifiers``'
     class probabilities averaged (numpy): the database coded graded (or by
-    ``database_codes(probabilities, codebook)``) on the codebook arranged by the training
-    probabilities and each query as its likeliest class's codeword."""
+    ``database_codes(probabilities, codebook)``) on the codebook (``codebook(10, 12)``)
+    arranged by the training probabilities and each query as its likeliest class's
+    codeword."""
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
     train, query, database = (np.mean([c.predict(part.images, verbose=0) for c in classifiers],
                                       axis=0)
                               for part in (split.train, split.query, split.database))
-    book = arrange_codebook(class_codebook(10, 12), class_similarity(train, split.train.labels))
+    book = arrange_codebook(codebook(10, 12), class_similarity(train, split.train.labels))
     return mean_average_precision(book[query.argmax(1)], split.query.labels,
                                   database_codes(database, book), split.database.labels)
 
 
 def test_fitted_asymmetric_rows_code_the_database_to_explain_its_probabilities(
         tmp_path, monkeypatch):
-    """reproduce.py --methods fitted-asymmetric end to end on the bundled digits, beside
-    graded-asymmetric on the same classifier: the row's mAP is that of the least
-    cross-entropy codes over all 12-bit codes (brute force), and it records its
-    temperature."""
+    """reproduce.py --methods fitted-asymmetric and fitted-capped-asymmetric end to end on
+    the bundled digits, beside graded-asymmetric on the same classifier: each fitted row's
+    mAP is that of the least cross-entropy codes over all 12-bit codes (brute force) on
+    its codebook, and it records its temperature."""
     coded = count_passes(monkeypatch)
     work = run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric",
-                    "fitted-asymmetric", "--no-ablation", "--fit-temperature", "0.15")
+                    "fitted-asymmetric", "fitted-capped-asymmetric", "--no-ablation",
+                    "--fit-temperature", "0.15")
     # the graded and the fitted codes come from one pass of the classifier per image set
     assert len(coded) == 2
     rows = {r["method"]: r for r in json.loads(
         (tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]}
     classifier = tiny_classifier(work / "mnist-5k-cnnh" / "seed0")
-    expected = tiny_asymmetric_map(classifier, database_codes=lambda probs, book:
-                                   fitted_reference(probs, book, 0.15))
-    assert rows["fitted-asymmetric"]["map"] == pytest.approx(expected, abs=1e-6)
-    assert rows["fitted-asymmetric"]["fit_temperature"] == 0.15
+    for method, codebook in (("fitted-asymmetric", class_codebook),
+                             ("fitted-capped-asymmetric", capped_codebook)):
+        expected = tiny_asymmetric_map(classifier, codebook=codebook, database_codes=lambda
+                                       probs, book: fitted_reference(probs, book, 0.15))
+        assert rows[method]["map"] == pytest.approx(expected, abs=1e-6)
+        assert rows[method]["fit_temperature"] == 0.15
     assert "fit_temperature" not in rows["graded-asymmetric"]
     assert rows["graded-asymmetric"]["map"] == pytest.approx(tiny_asymmetric_map(classifier),
                                                              abs=1e-6)

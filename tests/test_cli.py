@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfhash import cli
+from tfhash.codebooks import capped_codebook, class_codebook
 
 # the digits with a narrow backbone: the CLI's training tests check what it writes, not
 # how well it learns (tests/test_training.py does that)
@@ -341,11 +342,13 @@ def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys
     assert sorted(map(bytes, books["arranged"])) == sorted(map(bytes, plain))
 
 
-@pytest.mark.parametrize("fit_temperature", [None, 0.15])
+@pytest.mark.parametrize("fit_temperature, codebook", [(None, None), (0.15, None),
+                                                       (0.15, "capped")])
 def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_use(
-        tmp_path, image_folder, capsys, fit_temperature):
+        tmp_path, image_folder, capsys, fit_temperature, codebook):
     """Graded codes, or with --fit-temperature fitted ones (checked against a brute-force
-    search over every 12-bit code)."""
+    search over every 12-bit code), on the default codebook or with --codebook capped
+    `capped_codebook`'s words."""
     import keras
     from test_fitted_codes import fitted_reference
 
@@ -357,12 +360,14 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
 
     out = tmp_path / "run"
     fit = [] if fit_temperature is None else ["--fit-temperature", str(fit_temperature)]
+    fit += [] if codebook is None else ["--codebook", codebook]
     code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1",
                      "--graded", "--asymmetric", *fit, "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
     assert run["asymmetric"] is True and run["arranged_codebook"] is True
     assert run["fit_temperature"] == fit_temperature
+    assert run["codebook"] == (codebook or "max-min")
     assert (out / "pr_curve.png").is_file() and not (out / "map_vs_bits.png").exists()
     database, db_meta = load_encoder(out / "model-12.keras")
     query, q_meta = load_encoder(out / "query-12.keras")
@@ -371,6 +376,8 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
     # the query codes are the database encoder's codewords of each image's likeliest class
     kind = GradedClassCodes if fit_temperature is None else FittedClassCodes
     (layer,) = [lay for lay in database.layers if isinstance(lay, kind)]
+    words = (capped_codebook if codebook else class_codebook)(10, 12)  # arranged: reordered
+    assert sorted(map(bytes, layer.codebook)) == sorted(map(bytes, words))
     probabilities = keras.Model(database.inputs, layer.input)  # the classifier's output
     split = make_split(load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
     q_probs = probabilities.predict(split.query.images, verbose=0)
@@ -469,6 +476,16 @@ def test_no_arrange_needs_graded(tmp_path, capsys):
     (["--graded", "--fit-temperature", "warm"], ("--fit-temperature", "expected a number")),
 ])
 def test_fit_temperature_is_checked(tmp_path, capsys, options, names):
+    code, err = run_main(capsys, "train", "--dataset", "mnist-5k", *options,
+                         "--out", str(tmp_path))
+    assert_one_line_error(code, err, *names)
+
+
+@pytest.mark.parametrize("options, names", [
+    (["--codebook", "capped"], ("--codebook", "--graded")),
+    (["--graded", "--codebook", "equidistant"], ("--codebook", "invalid choice")),
+])
+def test_codebook_is_checked(tmp_path, capsys, options, names):
     code, err = run_main(capsys, "train", "--dataset", "mnist-5k", *options,
                          "--out", str(tmp_path))
     assert_one_line_error(code, err, *names)

@@ -113,25 +113,6 @@ def test_cut_and_log_levels_follow_their_definitions():
                                   [[0, 9], [0, 3], [1, 1]])
 
 
-def test_the_capped_codebook_follows_its_rule_word_by_word():
-    """Each codeword after the first is, among the words 6 to 8 from all before it, one of
-    largest total distance to them (a loop over every word); no complementary pair."""
-    book = code_design.capped_codebook(10, 6, 8)
-    np.testing.assert_array_equal(book[0], code_design.all_codes()[0])
-    for k in range(1, 10):
-        best = -1
-        for word in WORDS:
-            d = (word != book[:k]).sum(1)
-            if d.min() >= 6 and d.max() <= 8:
-                best = max(best, d.sum())
-        assert (book[k] != book[:k]).sum() == best
-    pairs = profiles(book, book)[np.triu_indices(10, 1)]
-    assert pairs.min() == 6 and pairs.max() == 8
-    assert sorted(np.unique(pairs, return_counts=True)[1].tolist()) == [13, 32]
-    with pytest.raises(Exception, match="no word of 12 bits is 7 to 7"):
-        code_design.capped_codebook(10, 7, 7)
-
-
 @pytest.mark.parametrize("distance", [4, 6])
 def test_random_codebooks_keep_their_minimum_distance(distance):
     book = code_design.random_codebook(10, distance, np.random.default_rng(7))

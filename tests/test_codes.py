@@ -52,3 +52,16 @@ def test_hamming_matches_bruteforce(bits):
 def test_bad_input_is_named(call, match):
     with pytest.raises(TfhashError, match=match):
         call()
+
+
+@pytest.mark.parametrize("bits", [1, 3, 12])
+def test_every_code_counts_up_with_bit_zero_first(bits):
+    expected = [[-1 if (i >> k) & 1 else 1 for k in range(bits)] for i in range(2 ** bits)]
+    np.testing.assert_array_equal(codes.every_code(bits), expected)
+    assert codes.every_code(bits).dtype == np.int8
+
+
+@pytest.mark.parametrize("bits", [0, 21, 2.0])
+def test_every_code_rejects_bad_lengths(bits):
+    with pytest.raises(TfhashError, match="`bits`"):
+        codes.every_code(bits)

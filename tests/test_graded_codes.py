@@ -7,9 +7,21 @@ import numpy as np
 import pytest
 
 from tfhash import data, model
-from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity, min_distance
+from tfhash.codebooks import (
+    arrange_codebook,
+    capped_codebook,
+    class_codebook,
+    class_similarity,
+    min_distance,
+    named_codebook,
+)
 from tfhash.errors import TfhashError
-from tfhash.layers import GradedClassCodes, NearestCodeword, PredictedClassCodes
+from tfhash.layers import (
+    FittedClassCodes,
+    GradedClassCodes,
+    NearestCodeword,
+    PredictedClassCodes,
+)
 
 
 def brute_min_distance(book):
@@ -61,6 +73,55 @@ def test_long_codebooks_depend_on_the_seed_and_short_ones_do_not():
 def test_codebook_rejects_bad_arguments(args, match):
     with pytest.raises(TfhashError, match=match):
         class_codebook(*args)
+
+
+def test_capped_codebook_follows_its_rule_word_by_word():
+    """Each codeword after class_codebook's first is, among the words 6 to 8 from all
+    before it, one of largest total distance to them (a loop over every word); the default
+    cap is 8, the least that completes; no complementary pair, fewer pairs at 6 than
+    class_codebook's 36."""
+    book = capped_codebook(10, 12)
+    assert book.shape == (10, 12) and book.dtype == np.int8
+    np.testing.assert_array_equal(book[0], class_codebook(10, 12)[0])
+    words = np.array(list(itertools.product((-1, 1), repeat=12)))
+    for k in range(1, 10):
+        d = (words[:, None, :] != book[None, :k]).sum(-1)
+        allowed = (d.min(1) >= 6) & (d.max(1) <= 8)
+        assert (book[k] != book[:k]).sum() == d[allowed].sum(1).max()
+    pairs = [int((a != b).sum()) for a, b in itertools.combinations(book, 2)]
+    assert {d: pairs.count(d) for d in set(pairs)} == {6: 32, 8: 13}
+    np.testing.assert_array_equal(capped_codebook(10, 12, 6, 8), book)
+    with pytest.raises(TfhashError, match="6 to 7 bits apart.*`max_distance`"):
+        capped_codebook(10, 12, max_distance=7)
+
+
+@pytest.mark.parametrize("bits", [24, 48])
+def test_long_capped_codebooks_keep_every_pair_in_the_least_cap_that_completes(bits):
+    floor = min_distance(class_codebook(10, bits, seed=3))
+    book = capped_codebook(10, bits, seed=3)
+    pairs = [int((a != b).sum()) for a, b in itertools.combinations(book, 2)]
+    assert min(pairs) >= floor and len({row.tobytes() for row in book}) == 10
+    with pytest.raises(TfhashError, match="max_distance"):
+        capped_codebook(10, bits, floor, max(pairs) - 1, seed=3)
+    assert not np.array_equal(book, capped_codebook(10, bits, seed=4))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"min_distance": 13}, "min_distance"), ({"min_distance": 6, "max_distance": 5},
+                                             "max_distance"),
+    ({"min_distance": 7}, "lower `min_distance`"), ({"num_classes": 1}, "num_classes"),
+])
+def test_capped_codebook_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(TfhashError, match=match):
+        capped_codebook(**{"num_classes": 10, "bits": 12, **kwargs})
+
+
+def test_codebooks_by_name():
+    np.testing.assert_array_equal(named_codebook("capped", 10, 12), capped_codebook(10, 12))
+    np.testing.assert_array_equal(named_codebook("max-min", 10, 48, seed=2),
+                                  class_codebook(10, 48, seed=2))
+    with pytest.raises(TfhashError, match="`codebook` must be one of"):
+        named_codebook("spread", 10, 12)
 
 
 def random_probabilities(rng, n, classes):
@@ -251,6 +312,18 @@ def test_graded_hasher_with_a_similarity_codes_with_the_arranged_codebook(classi
     assert not np.array_equal(expected, class_codebook(10, 24))
 
 
+def test_graded_hasher_takes_its_codebook_rule_by_name(classifier):
+    similarity = np.zeros((10, 10))
+    similarity[2, 7] = similarity[7, 2] = 1.0
+    hashers = model.build_graded_hashers(classifier, (12,), similarity=similarity,
+                                         temperature=0.15, codebook="capped")
+    (layer,) = [lay for lay in hashers[12].layers if isinstance(lay, FittedClassCodes)]
+    np.testing.assert_array_equal(layer.codebook,
+                                  arrange_codebook(capped_codebook(10, 12), similarity))
+    with pytest.raises(TfhashError, match="`codebook` must be one of"):
+        model.build_graded_hasher(classifier, 12, codebook="capped-8")
+
+
 @pytest.fixture(scope="module")
 def tiny_split():
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
@@ -296,6 +369,8 @@ def test_fit_graded_refuses_an_unknown_average_or_arrange_before_training(tiny_s
         model.fit_graded(tiny_split, config, average="mirror")
     with pytest.raises(TfhashError, match="`arrange` must be True or False"):
         model.fit_graded(tiny_split, config, arrange="yes")
+    with pytest.raises(TfhashError, match="`codebook` must be one of"):
+        model.fit_graded(tiny_split, config, codebook="greedy")
 
 
 def test_fit_graded_in_mixed_precision_returns_float32_encoders(tiny_split):

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from tfhash.codebooks import CODEBOOKS
 from tfhash.codes import MAX_BITS
 from tfhash.data import PROTOCOLS
 from tfhash.errors import TfhashError
@@ -248,21 +249,21 @@ def read_hparams(path):
 
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
                    average=None, graded=False, arrange=True, asymmetric=False,
-                   fit_temperature=None):
+                   fit_temperature=None, codebook="max-min"):
     """Trains, saves encoders, evaluates; writes run.json, PR-curve and grid PNGs.
 
     With ``average="flip"`` (``"shift"``, ``"flip+shift"``) the saved encoders are
     `tfhash.model.flip_averaged` (`shift_averaged`, `flip_and_shift_averaged`) ones;
-    ``None``: the trained hashers as they are. With
-    ``graded``, phase 1 only (`tfhash.model.fit_graded`): the encoders are graded class codes
-    of the classifier, view-averaged before the codes are placed when ``average`` is set,
-    their codewords arranged by the training images unless ``arrange`` is off, fitted class
-    codes of that temperature with ``fit_temperature``; with
-    ``asymmetric``, queries get their own encoders (``query-<bits>.keras``,
-    `tfhash.model.build_query_hasher`: each query on its likeliest class's codeword for
-    graded codes, else on the class centre of the training images' codes nearest its own),
-    and each row adds ``map_symmetric``, the mAP with the database encoder coding the queries
-    too.
+    ``None``: the trained hashers as they are. With ``graded``, phase 1 only
+    (`tfhash.model.fit_graded`): the encoders are graded class codes of the classifier,
+    view-averaged before the codes are placed when ``average`` is set, their codewords (by
+    the ``codebook`` rule, `tfhash.codebooks.CODEBOOKS`) arranged by the training images
+    unless ``arrange`` is off, fitted class codes of that temperature with
+    ``fit_temperature``; with ``asymmetric``, queries get their own encoders
+    (``query-<bits>.keras``, `tfhash.model.build_query_hasher`: each query on its likeliest
+    class's codeword for graded codes, else on the class centre of the training images'
+    codes nearest its own), and each row adds ``map_symmetric``, the mAP with the database
+    encoder coding the queries too.
 
     In a multi-worker run only the chief saves and evaluates; every worker prints the
     fingerprint of its trained encoders (equal on all workers).
@@ -289,7 +290,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     if graded:  # the probabilities are averaged, then the codes placed
         result = fit_graded(split, config, dataset.num_classes, work_dir=work_dir,
                             strategy=strategy, average=average, arrange=arrange,
-                            temperature=fit_temperature)
+                            temperature=fit_temperature, codebook=codebook)
         hashers = result.hashers
         queries = build_query_hashers(hashers) if asymmetric else {}
     else:
@@ -302,6 +303,7 @@ def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strate
     flags = {"flip_averaged": "flip" in views, "shift_averaged": "shift" in views,
              "graded": bool(graded), "arranged_codebook": bool(graded and arrange),
              "fit_temperature": fit_temperature if graded else None,
+             "codebook": codebook if graded else None,
              "asymmetric": bool(queries)}
     for bits, hasher in hashers.items():
         print(f"encoder {bits} bits fingerprint {fingerprint(hasher)}", flush=True)
@@ -400,6 +402,10 @@ def configure_train(parser):
                              "its class probabilities (tfhash.layers.FittedClassCodes; a "
                              "share of the code length: 0.15 did best on held-out CIFAR-10 "
                              "training images, benchmarks/fit_temperature.py)")
+    parser.add_argument("--codebook", choices=sorted(CODEBOOKS), default=None,
+                        help="with --graded: the class codewords, as far apart as can be "
+                             "(max-min, the default) or all nearly equally apart (capped: "
+                             "better for 12-bit fitted codes; tfhash.codebooks)")
     parser.add_argument("--asymmetric", action="store_true",
                         help="also save query encoders (query-<bits>.keras) that code each "
                              "query as a class's codeword: with --graded its likeliest "
@@ -415,6 +421,8 @@ def configure_train(parser):
             raise TfhashError("--no-arrange orders the codewords of --graded codes; add --graded")
         if args.fit_temperature is not None and not args.graded:
             raise TfhashError("--fit-temperature fits --graded codes; add --graded")
+        if args.codebook is not None and not args.graded:
+            raise TfhashError("--codebook picks the codewords of --graded codes; add --graded")
         config = train_config(args)
         if args.graded and (not config.pretrain or config.pretrain_epochs == 0):
             raise TfhashError("--graded codes the phase-1 classifier: it needs pre-training "
@@ -423,7 +431,8 @@ def configure_train(parser):
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
                        average=view_average(args), graded=args.graded, arrange=args.arrange,
-                       asymmetric=args.asymmetric, fit_temperature=args.fit_temperature)
+                       asymmetric=args.asymmetric, fit_temperature=args.fit_temperature,
+                       codebook=args.codebook or "max-min")
 
     return run
 

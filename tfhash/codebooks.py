@@ -5,6 +5,9 @@ distance) from the nearest codeword already picked. For codes of up to
 `EXHAUSTIVE_MAX_BITS` bits every word is a candidate, so the search is deterministic (for
 12 bits and 10 classes it reaches minimum distance 6, the most any 10 words of 12 bits
 can have); longer codes draw `POOL_SIZE` random candidates from ``seed``.
+`capped_codebook` keeps every pair between two distances and spreads the words by their
+total distance instead: nearly equidistant codewords, which short fitted codes
+(`tfhash.layers.FittedClassCodes`) rank better with.
 
 The pairwise distances of such a codebook are not all equal. `arrange_codebook` hands
 the nearer pairs of codewords to the classes a classifier confuses most
@@ -21,8 +24,8 @@ Example:
 
 import numpy as np
 
-from tfhash.codes import check_bits, hamming, pack
-from tfhash.errors import check, check_int, is_integer
+from tfhash.codes import check_bits, every_code, hamming, pack
+from tfhash.errors import TfhashError, check, check_int, is_integer
 
 EXHAUSTIVE_MAX_BITS = 16
 POOL_SIZE = 8192
@@ -43,17 +46,8 @@ def class_codebook(num_classes, bits, seed=0):
     >>> min_distance(class_codebook(10, 32))
     15
     """
-    bits = check_bits(bits)
-    check(is_integer(num_classes)
-          and 2 <= num_classes <= min(2 ** min(bits, 62), POOL_SIZE),
-          f"`num_classes` must be an integer from 2 to min(2**bits, {POOL_SIZE}), "
-          f"got {num_classes!r} for {bits} bits")
-    seed = check_int(seed, "seed")
-    if bits <= EXHAUSTIVE_MAX_BITS:
-        words = np.arange(2 ** bits)[:, None] >> np.arange(bits - 1, -1, -1) & 1
-    else:
-        words = np.random.default_rng(seed).integers(0, 2, (POOL_SIZE, bits))
-    pool = (2 * words - 1).astype(np.int8)
+    bits, seed = _check_book(num_classes, bits, seed)
+    pool = _candidates(bits, seed)
     packed = pack(pool)
     chosen = [0]
     nearest = hamming(packed, packed[:1])[:, 0]
@@ -64,13 +58,120 @@ def class_codebook(num_classes, bits, seed=0):
     return pool[chosen]
 
 
+def capped_codebook(num_classes, bits, min_distance=None, max_distance=None, seed=0):
+    """``num_classes`` codewords of ``bits`` bits, int8 +-1 of shape ``(num_classes, bits)``,
+    every pair ``min_distance`` to ``max_distance`` apart, chosen greedily for the largest
+    total pairwise Hamming distance.
+
+    `class_codebook` maximizes the smallest distance alone: its second word is the first's
+    complement, and many pairs sit at the minimum. Codes placed between codewords
+    (`tfhash.layers.FittedClassCodes`) rank better when the codewords are nearly
+    equidistant: here each word after the first (the same candidates as
+    `class_codebook`'s, in the same order) is the candidate of largest total distance to
+    those already picked among the candidates ``min_distance`` to ``max_distance`` from
+    every one of them (the first such on ties). For 10 classes of 12 bits (6 to 8 apart) it
+    leaves 32 pairs at distance 6 where `class_codebook` leaves 36, and none at 12.
+
+    Args:
+        num_classes: number of codewords, an integer >= 2 and at most ``2**bits``.
+        bits: code length, 1 to 1024.
+        min_distance: least distance of any pair; default `class_codebook`'s minimum
+            distance for the same arguments.
+        max_distance: largest distance of any pair, >= ``min_distance``; default the
+            smallest for which the search finds all the codewords (8 for 10 classes of 12
+            bits).
+        seed: seed of the random candidates drawn for codes longer than
+            `EXHAUSTIVE_MAX_BITS` bits (shorter codes do not depend on it).
+
+    Example:
+
+    >>> book = capped_codebook(10, 12)
+    >>> distances = hamming(pack(book), pack(book))[~np.eye(10, dtype=bool)]
+    >>> int(distances.min()), int(distances.max())
+    (6, 8)
+    """
+    bits, seed = _check_book(num_classes, bits, seed)
+    if min_distance is None:
+        min_distance = _smallest_distance(pack(class_codebook(num_classes, bits, seed)))
+    least = check_int(min_distance, "min_distance", 0, bits)
+    pool = _candidates(bits, seed)
+    if max_distance is not None:
+        most = check_int(max_distance, "max_distance", least, bits)
+        chosen = _capped_search(pack(pool), num_classes, least, most)
+        check(chosen is not None, f"capped_codebook: no {num_classes} candidate words of "
+              f"{bits} bits are all {least} to {most} bits apart by this search; widen "
+              "`max_distance` or lower `min_distance`")
+        return pool[chosen]
+    for most in range(least, bits + 1):
+        chosen = _capped_search(pack(pool), num_classes, least, most)
+        if chosen is not None:
+            return pool[chosen]
+    raise TfhashError(f"capped_codebook: no {num_classes} candidate words of {bits} bits are "
+                      f"all at least {least} bits apart by this search; lower `min_distance`")
+
+
+def _capped_search(packed, num_classes, least, most):
+    """`capped_codebook`'s greedy search over ``packed`` candidates: the indices of the
+    words picked, or ``None`` where no candidate is left before ``num_classes``."""
+    distances = np.zeros((len(packed), 0), dtype=np.int32)  # (candidates, chosen)
+    chosen = [0]
+    while len(chosen) < num_classes:
+        distances = np.hstack([distances, hamming(packed, packed[chosen[-1:]])])
+        allowed = (distances.min(axis=1) >= least) & (distances.max(axis=1) <= most)
+        if not allowed.any():
+            return None
+        chosen.append(int(np.argmax(np.where(allowed, distances.sum(axis=1), -1))))
+    return chosen
+
+
+CODEBOOKS = {"max-min": class_codebook, "capped": capped_codebook}  # by name, for builders
+
+
+def named_codebook(name, num_classes, bits, seed=0):
+    """The default codebook of the rule ``name`` (a key of `CODEBOOKS`: ``"max-min"`` for
+    `class_codebook`, ``"capped"`` for `capped_codebook`).
+
+    Example:
+
+    >>> named_codebook("capped", 10, 12).shape
+    (10, 12)
+    """
+    check(name in CODEBOOKS, f"`codebook` must be one of {sorted(CODEBOOKS)}, got {name!r}")
+    return CODEBOOKS[name](num_classes, bits, seed=seed)
+
+
+def _check_book(num_classes, bits, seed):
+    """``(bits, seed)`` checked for a codebook of ``num_classes`` words."""
+    bits = check_bits(bits)
+    check(is_integer(num_classes)
+          and 2 <= num_classes <= min(2 ** min(bits, 62), POOL_SIZE),
+          f"`num_classes` must be an integer from 2 to min(2**bits, {POOL_SIZE}), "
+          f"got {num_classes!r} for {bits} bits")
+    return bits, check_int(seed, "seed")
+
+
+def _candidates(bits, seed):
+    """The words a codebook is picked from, int8 +-1: every word of up to
+    `EXHAUSTIVE_MAX_BITS` bits in counting order (high bit first, 0 as -1: saved codebooks
+    depend on this order), else `POOL_SIZE` words drawn from ``seed``."""
+    if bits <= EXHAUSTIVE_MAX_BITS:
+        return -every_code(bits)[:, ::-1]
+    words = np.random.default_rng(seed).integers(0, 2, (POOL_SIZE, bits))
+    return (2 * words - 1).astype(np.int8)
+
+
 def min_distance(codebook):
     """The smallest Hamming distance between two rows of a +-1 ``codebook``."""
     codebook = np.asarray(codebook)
     check(codebook.ndim == 2 and len(codebook) >= 2,
           f"`codebook` must be a 2-D array with at least 2 rows, got shape {codebook.shape}")
-    distances = hamming(pack(codebook), pack(codebook))
-    return int(distances[~np.eye(len(codebook), dtype=bool)].min())
+    return _smallest_distance(pack(codebook))
+
+
+def _smallest_distance(packed):
+    """The smallest Hamming distance between two rows of ``packed`` codes."""
+    distances = hamming(packed, packed)
+    return int(distances[~np.eye(len(packed), dtype=bool)].min())
 
 
 def class_similarity(probabilities, labels):

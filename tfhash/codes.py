@@ -29,6 +29,22 @@ def check_bits(bits, name="bits"):
     return check_int(bits, name, 1, MAX_BITS)
 
 
+def every_code(bits):
+    """Every +-1 code of ``bits`` bits (1 to 20), int8 ``(2**bits, bits)``: row ``i`` has
+    ``-1`` where bit ``k`` of the integer ``i`` is set (bit 0 first), so row 0 is all +1.
+
+    Example:
+
+    >>> every_code(2)
+    array([[ 1,  1],
+           [-1,  1],
+           [ 1, -1],
+           [-1, -1]], dtype=int8)
+    """
+    bits = check_int(bits, "bits", 1, 20)
+    return (1 - 2 * ((np.arange(2 ** bits)[:, None] >> np.arange(bits)) & 1)).astype(np.int8)
+
+
 def binarize(u):
     """Maps relaxed codes (any real array, shape ``(n, bits)``) to int8 +-1, sign(0) = +1."""
     u = np.asarray(u)

@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from tfhash.codebooks import min_distance
-from tfhash.codes import check_bits
+from tfhash.codes import check_bits, every_code
 from tfhash.errors import check, check_int, check_number
 
 OUTPUT_MODES = ("relaxed", "binary")
@@ -287,7 +287,7 @@ class FittedClassCodes(_ClassCodes):
         self._blocks = []  # (start, stop, the block's codes, their distances to the book)
         for start, stop in zip(edges[:-1], edges[1:]):
             width = stop - start
-            words = 1 - 2 * ((np.arange(2 ** width)[:, None] >> np.arange(width)) & 1)
+            words = every_code(width)
             distances = (width - words @ self.codebook[:, start:stop].T.astype(int)) // 2
             # per code: its distances over the scale, and exp(-that), (classes, codes)
             self._blocks.append((start, stop, words.astype("float32"),

@@ -26,7 +26,13 @@ import tensorflow as tf
 from tfhash import hardware
 from tfhash.backbones import BACKBONES, STEMS, ensemble, get_backbone
 from tfhash.callbacks import RetrievalMAP, WeightAveraging
-from tfhash.codebooks import arrange_codebook, class_centres, class_codebook, class_similarity
+from tfhash.codebooks import (
+    CODEBOOKS,
+    arrange_codebook,
+    class_centres,
+    class_codebook,
+    class_similarity,
+)
 from tfhash.codes import binarize, check_bits
 from tfhash.data import Split, class_count
 from tfhash.distribute import writable_dir
@@ -723,7 +729,8 @@ def fit_two_phase(split, config, num_classes=None, work_dir=None, callbacks=(), 
 
 
 def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), verbose="auto",
-               strategy=None, average=None, arrange=True, temperature=None):
+               strategy=None, average=None, arrange=True, temperature=None,
+               codebook="max-min"):
     """Runs phase 1 only and codes each length in ``config.bits`` with graded class codes
     (`build_graded_hasher` on the phase-1 classifier, the members' average for an
     ensemble): no hashing phase, so ``config``'s phase-2 settings are not used. Arguments
@@ -736,8 +743,9 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
     codewords (`tfhash.codebooks.class_similarity`, `tfhash.codebooks.arrange_codebook`):
     an image coded as the wrong class then lands nearer its own. With ``temperature`` the
     codes are `tfhash.layers.FittedClassCodes` of that temperature instead of
-    `tfhash.layers.GradedClassCodes`. `build_query_hashers` of the returned hashers gives
-    the query encoders of asymmetric codes.
+    `tfhash.layers.GradedClassCodes`; ``codebook`` names the codewords' rule
+    (`build_graded_hasher`). `build_query_hashers` of the returned hashers gives the query
+    encoders of asymmetric codes.
 
     Example:
 
@@ -752,8 +760,10 @@ def fit_graded(split, config, num_classes=None, work_dir=None, callbacks=(), ver
     check(isinstance(arrange, bool), f"fit_graded: `arrange` must be True or False, "
           f"got {arrange!r}")
     check_number(temperature, "temperature", 0, low_open=True, optional=True)
+    check(codebook in CODEBOOKS, f"fit_graded: `codebook` must be one of {sorted(CODEBOOKS)}, "
+          f"got {codebook!r}")
     fit = functools.partial(_fit_graded, average=check_average(average), arrange=arrange,
-                            temperature=temperature)
+                            temperature=temperature, codebook=codebook)
     return _in_scope(fit, split, config, num_classes, work_dir, callbacks, verbose, strategy)
 
 
@@ -795,7 +805,7 @@ def _fit_two_phase(split, config, num_classes, work_dir, callbacks, verbose):
 
 
 def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, average, arrange,
-                temperature):
+                temperature, codebook):
     _, classifier, histories, wall = _pretrain_members(
         split, config, num_classes, work_dir, callbacks, verbose)
     if config.precision != "float32":  # encoders compute in float32, as train_hashers' do
@@ -803,7 +813,7 @@ def _fit_graded(split, config, num_classes, work_dir, callbacks, verbose, averag
     viewed = view_averaged(classifier, average)
     similarity = training_similarity(viewed, split.train) if arrange else None
     hashers = build_graded_hashers(viewed, config.bits, similarity=similarity,
-                                   temperature=temperature)
+                                   temperature=temperature, codebook=codebook)
     return TrainResult(hashers, classifier, histories, wall)
 
 

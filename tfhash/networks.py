@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from tfhash.backbones import combine
-from tfhash.codebooks import arrange_codebook, class_codebook
+from tfhash.codebooks import arrange_codebook, named_codebook
 from tfhash.errors import check
 from tfhash.layers import (
     FittedClassCodes,
@@ -63,10 +63,11 @@ def build_hasher(backbone, bits, **head_kwargs):
     return keras.Model(inputs, codes, name=f"hasher_{bits}")
 
 
-def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=None):
+def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=None,
+                        codebook="max-min"):
     """A classifier + `GradedClassCodes` (or `FittedClassCodes`): binary codes of ``bits``
     bits straight from the class probabilities, with no hashing phase (each class gets a
-    codeword of `tfhash.codebooks.class_codebook`; unsure images sit between their two
+    codeword of the ``codebook`` rule's codebook; unsure images sit between their two
     likeliest classes' codewords, or with ``temperature`` wherever their distances to all
     the codewords best explain their probabilities).
 
@@ -83,6 +84,10 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=N
             codebook's own order.
         temperature: ``None`` for `GradedClassCodes`; a number > 0 for `FittedClassCodes`
             of that temperature (the share of the code length per e-fold of probability).
+        codebook: the codewords' rule, a name of `tfhash.codebooks.CODEBOOKS`:
+            ``"max-min"`` (`tfhash.codebooks.class_codebook`, the largest minimum
+            distance) or ``"capped"`` (`tfhash.codebooks.capped_codebook`, nearly
+            equidistant: better for 12-bit fitted codes).
 
     Returns:
         A ``keras.Model`` from images to float +-1 codes ``(batch, bits)``.
@@ -90,7 +95,7 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=N
     Example:
 
     >>> hasher = build_graded_hasher(classifier, 12)
-    >>> fitted = build_graded_hasher(classifier, 12, temperature=0.125)
+    >>> fitted = build_graded_hasher(classifier, 12, temperature=0.15, codebook="capped")
     >>> hasher.output_shape
     (None, 12)
     """
@@ -100,7 +105,7 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=N
           f"(batch, classes), got {type(classifier).__name__}"
           + (f" with output shape {classifier.output_shape}"
              if isinstance(classifier, keras.Model) else ""))
-    book = class_codebook(classifier.output_shape[-1], bits, seed)
+    book = named_codebook(codebook, classifier.output_shape[-1], bits, seed)
     if similarity is not None:
         book = arrange_codebook(book, similarity)
     if temperature is None:
@@ -111,11 +116,13 @@ def build_graded_hasher(classifier, bits, seed=0, similarity=None, temperature=N
                        name=f"graded_hasher_{bits}")
 
 
-def build_graded_hashers(classifier, bits_list, similarity=None, temperature=None):
+def build_graded_hashers(classifier, bits_list, similarity=None, temperature=None,
+                         codebook="max-min"):
     """`build_graded_hasher` for every length in ``bits_list``: ``{bits: hasher}``, the
     hashers sharing the classifier's input (so `tfhash.model.encode_heads` runs the
-    classifier once for all of them). The codebooks are the default ones (the same for
-    every classifier of the same classes), arranged by ``similarity`` when it is given.
+    classifier once for all of them). The codebooks are ``codebook``'s default ones (the
+    same for every classifier of the same classes), arranged by ``similarity`` when it is
+    given.
 
     >>> hashers = build_graded_hashers(classifier, (12, 48))
     """
@@ -123,7 +130,7 @@ def build_graded_hashers(classifier, bits_list, similarity=None, temperature=Non
           f"build_graded_hashers: `bits_list` must be a non-empty list or tuple of code "
           f"lengths, got {bits_list!r}")
     return {bits: build_graded_hasher(classifier, bits, similarity=similarity,
-                                      temperature=temperature)
+                                      temperature=temperature, codebook=codebook)
             for bits in bits_list}
 
 
