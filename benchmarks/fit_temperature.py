@@ -14,8 +14,10 @@ unseen database, and the unseen images as queries against the validation queries
 database. ``map_query_class`` is the classifier's own order, which such codes approach:
 each query's predicted class, the database sorted by its probability of it. Rows of other
 seeds already in ``results/fit_temperature-<recipe><tag>.json`` are kept, and
-``best_temperature`` is the one of highest ``val_map`` averaged over all its rows (every
-length: the temperature is a share of the code length, so one serves them all).
+``best_temperature`` is the one of highest ``val_map`` averaged over all its
+fitted-asymmetric rows (every length: the temperature is a share of the code length, so one
+serves them all). ``--codebooks max-min capped`` adds fitted-capped-asymmetric rows: the
+same on `tfhash.codebooks.capped_codebook`'s words.
 
     TFHASH_DATA_DIR=../shared/datasets python benchmarks/fit_temperature.py \\
         --recipe-from benchmarks/results/cifar10-cnnh-w24-p300-mixup-wd1-graded.json \\
@@ -33,7 +35,7 @@ from phase2_variants import pretrained_backbone, recipe_config, validation_split
 
 from tfhash import data, model
 from tfhash.cli import bits_arg, positive_float
-from tfhash.codebooks import arrange_codebook, class_codebook, class_similarity
+from tfhash.codebooks import CODEBOOKS, arrange_codebook, class_similarity, named_codebook
 from tfhash.layers import FittedClassCodes, GradedClassCodes
 from tfhash.metrics import mean_average_precision
 
@@ -72,17 +74,28 @@ def layer_coder(layer):
     return lambda probabilities: keras.ops.convert_to_numpy(layer(probabilities))
 
 
-def temperature_rows(train, queries, unseen, bits_list, temperatures, seed):
+FITTED_METHODS = {"max-min": "fitted-asymmetric", "capped": "fitted-capped-asymmetric"}
+
+
+def temperature_rows(train, queries, unseen, bits_list, temperatures, seed,
+                     codebooks=("max-min",)):
     """The rows of one seed: for each length, graded-asymmetric and fitted-asymmetric at
-    each temperature, from ``(probabilities, labels)`` of the training images (which
-    arrange the codewords), the validation queries and the unseen database."""
+    each temperature (and fitted-capped-asymmetric with ``"capped"`` in ``codebooks``:
+    on `tfhash.codebooks.capped_codebook`'s words), from ``(probabilities, labels)`` of the
+    training images (which arrange the codewords), the validation queries and the unseen
+    database."""
     rows = []
+    similarity = class_similarity(*train)
     for bits in bits_list:
-        book = arrange_codebook(class_codebook(len(train[0][0]), bits),
-                                class_similarity(*train))
-        layers = [("graded-asymmetric", None, GradedClassCodes(book))] + [
-            ("fitted-asymmetric", t, FittedClassCodes(book, t)) for t in temperatures]
+        layers = []
+        for codebook in codebooks:
+            book = arrange_codebook(named_codebook(codebook, len(similarity), bits), similarity)
+            if codebook == "max-min":
+                layers.append(("graded-asymmetric", None, GradedClassCodes(book)))
+            layers += [(FITTED_METHODS[codebook], t, FittedClassCodes(book, t))
+                       for t in temperatures]
         for method, temperature, layer in layers:
+            book = layer.codebook
             mean, there, back = both_ways(coded_map(book, layer_coder(layer)), queries,
                                           unseen)
             rows.append({"seed": seed, "bits": bits, "method": method,
@@ -142,6 +155,10 @@ def main():
     parser.add_argument("--bits", type=bits_arg, nargs="+", default=[12, 24, 32, 48])
     parser.add_argument("--temperatures", type=positive_float, nargs="+",
                         default=list(TEMPERATURES))
+    parser.add_argument("--codebooks", nargs="+", choices=sorted(CODEBOOKS),
+                        default=["max-min"],
+                        help="fitted codes on each of these codebooks (tfhash.codebooks; "
+                             "capped: rows named fitted-capped-asymmetric)")
     parser.add_argument("--flip-average", action="store_true",
                         help="score the flip-averaged classifier (tfhash.model.flip_averaged)")
     parser.add_argument("--work-dir", default="runs/fit_temperature")
@@ -152,7 +169,8 @@ def main():
     earlier = earlier_results(name, args.flip_average)
     (train, queries, held_out), pretrain_s = held_out_probabilities(args)
     rows = [r for r in earlier["rows"] if r["seed"] != args.seed]
-    rows += temperature_rows(train, queries, held_out, args.bits, args.temperatures, args.seed)
+    rows += temperature_rows(train, queries, held_out, args.bits, args.temperatures, args.seed,
+                             args.codebooks)
     seeds = {**earlier["seeds"], str(args.seed): {
         "wall_s_pretrain": round(pretrain_s, 1),
         "query_accuracy": round(float((queries[0].argmax(1) == queries[1]).mean()), 4),

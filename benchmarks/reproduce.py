@@ -98,14 +98,22 @@ def seed_config(args, seed):
 
 def cached_phase1(args, split, num_classes, config, folder):
     """Phase 1 of one backbone (an ensemble member's: ``config`` carries its seed), cached in
-    ``folder`` so an interrupted or repeated run reuses it. Returns ``(classifier, record)``."""
+    ``folder`` so a repeated run reuses it; backed up there every epoch
+    (`tfhash.model.pretrain`'s ``work_dir``), so a run killed part way resumes from its last
+    epoch, and then its record says ``resumed_from_backup`` (its ``wall_s`` counts the
+    resumed part only). Returns ``(classifier, record)``."""
     keras.utils.set_random_seed(config.seed)
     backbone = config.make_backbone(split.train.images.shape[1:])
-    return cached_training(
-        folder / "pretrained.weights.h5", folder / "pretrained.json",
-        train=lambda: (model.pretrain(backbone, split, num_classes, config,
-                                      verbose=args.verbose)[0], {}),
-        build=lambda: model.build_classifier(backbone, num_classes))
+
+    def train():
+        resumed = (folder / "backup" / "phase1").exists()
+        classifier = model.pretrain(backbone, split, num_classes, config, work_dir=folder,
+                                    verbose=args.verbose)[0]
+        return classifier, {"resumed_from_backup": True} if resumed else {}
+
+    return cached_training(folder / "pretrained.weights.h5", folder / "pretrained.json",
+                           train=train, build=lambda: model.build_classifier(backbone,
+                                                                             num_classes))
 
 
 def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):

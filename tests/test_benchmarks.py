@@ -635,6 +635,41 @@ def run_tiny(tmp_path, monkeypatch, *options):
     return work
 
 
+def test_a_run_killed_in_phase1_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """reproduce.py stopped by an error at the end of phase 1's second of three epochs,
+    then run again: the second run trains the last two epochs only (the first came back
+    from the backup), removes the backup, and its cached record says it resumed."""
+    import keras
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("killed")
+
+    pretrain, histories = reproduce.model.pretrain, []
+
+    def pretrain_and_record(*args, callbacks=(), **kwargs):
+        classifier, history = pretrain(*args, callbacks=(*callbacks, *extra), **kwargs)
+        histories.append(history)
+        return classifier, history
+
+    monkeypatch.setattr(reproduce.model, "pretrain", pretrain_and_record)
+    options = ("--methods", "graded", "--no-ablation", "--pretrain-epochs", "3")
+    extra = [Stop()]
+    with pytest.raises(RuntimeError, match="killed"):
+        run_tiny(tmp_path, monkeypatch, *options)
+    seed_dir = tmp_path / "runs" / "mnist-5k-cnnh" / "seed0"
+    assert (seed_dir / "backup" / "phase1").is_dir()
+    assert not (seed_dir / "pretrained.json").exists()
+    extra = []
+    run_tiny(tmp_path, monkeypatch, *options)
+    assert histories[-1].epoch == [1, 2]
+    assert not (seed_dir / "backup" / "phase1").exists()
+    assert json.loads((seed_dir / "pretrained.json").read_text())["resumed_from_backup"] is True
+    rows = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["graded"]
+
+
 def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
         tmp_path, monkeypatch):
     """reproduce.py end to end, twice, on the bundled digits: a run, then one that takes
@@ -649,6 +684,10 @@ def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
     scratch = [r for r in rows if not r["pretrain"]]
     assert len(pre) == len(scratch) == 1
     assert pre[0]["phase1_from"] == "mnist-5k-cnnh"
+    # trained in one go: no backup left, and the record does not say it resumed
+    record = json.loads((work / "mnist-5k-cnnh" / "seed0" / "pretrained.json").read_text())
+    assert set(record) == {"wall_s"}
+    assert not (work / "mnist-5k-cnnh" / "seed0" / "backup" / "phase1").exists()
     assert pre[0]["wall_s_pretrain"] == source[0]["wall_s_pretrain"]  # not trained again
     assert "phase1_from" not in scratch[0] and scratch[0]["wall_s_pretrain"] == 0.0
     weights = "seed0/pretrained.weights.h5"
@@ -1232,34 +1271,41 @@ def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
     """fit_temperature.py end to end on the bundled digits, on a tiny run's recipe: each
     row's val_map is the mean of the held-out queries against the unseen images and back,
     with graded or brute-force fitted database codes on the arranged codebook; a second
-    seed adds its rows."""
+    seed adds its rows, with --codebooks capped also fitted codes on the arranged capped
+    codebook."""
     import fit_temperature
 
     run_tiny(tmp_path, monkeypatch, "--methods", "graded-asymmetric", "--no-ablation")
     work = tmp_path / "fit"
 
-    def run(seed):
+    def run(seed, *options):
         monkeypatch.setattr(sys, "argv", [
             "fit_temperature.py", "--recipe-from", str(tmp_path / "mnist-5k-cnnh.json"),
             "--dataset", "mnist-5k", "--bits", "12", "--temperatures", "0.1", "0.2",
-            "--seed", str(seed), "--work-dir", str(work), "--verbose", "0"])
+            "--seed", str(seed), "--work-dir", str(work), "--verbose", "0", *options])
         fit_temperature.main()
         return json.loads((tmp_path / "fit_temperature-mnist-5k-cnnh.json").read_text())
 
+    def references(seed, codebook):
+        """The rows' val_map by method and temperature, from seed's cached classifier."""
+        classifier = tiny_classifier(work / f"mnist-5k-cnnh-seed{seed}")
+        split, unseen = phase2_variants.validation_split(data.load_dataset("mnist-5k"), seed,
+                                                         0.2)
+        train, queries, held_out = ((classifier.predict(part.images, verbose=0), part.labels)
+                                    for part in (split.train, split.query, unseen))
+        book = arrange_codebook(codebook(10, 12), class_similarity(*train))
+
+        def both_ways(codes_of):
+            return np.mean([mean_average_precision(book[q[0].argmax(1)], q[1],
+                                                   codes_of(d[0]), d[1])
+                            for q, d in ((queries, held_out), (held_out, queries))])
+
+        return ({None: both_ways(lambda p: graded_reference(p, book)),
+                 **{t: both_ways(lambda p, t=t: fitted_reference(p, book, t))
+                    for t in (0.1, 0.2)}}, split, queries, held_out, unseen)
+
     doc = run(0)
-    classifier = tiny_classifier(work / "mnist-5k-cnnh-seed0")
-    split, unseen = phase2_variants.validation_split(data.load_dataset("mnist-5k"), 0, 0.2)
-    train, queries, held_out = ((classifier.predict(part.images, verbose=0), part.labels)
-                                for part in (split.train, split.query, unseen))
-    book = arrange_codebook(class_codebook(10, 12), class_similarity(*train))
-
-    def both_ways(codes_of):
-        return np.mean([mean_average_precision(book[q[0].argmax(1)], q[1], codes_of(d[0]),
-                                               d[1])
-                        for q, d in ((queries, held_out), (held_out, queries))])
-
-    expected = {None: both_ways(lambda p: graded_reference(p, book)),
-                **{t: both_ways(lambda p, t=t: fitted_reference(p, book, t)) for t in (0.1, 0.2)}}
+    expected, split, queries, held_out, unseen = references(0, class_codebook)
     assert [(r["method"], r["temperature"]) for r in doc["rows"]] == [
         ("graded-asymmetric", None), ("fitted-asymmetric", 0.1), ("fitted-asymmetric", 0.2)]
     for r in doc["rows"]:
@@ -1269,9 +1315,14 @@ def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
         query_class_map_reference(*q, *d) for q, d in ((queries, held_out),
                                                        (held_out, queries))]), abs=1e-5)
     assert (doc["n_queries"], doc["n_unseen"]) == (len(split.query), len(unseen))
-    again = run(1)
-    assert sorted({r["seed"] for r in again["rows"]}) == [0, 1] and len(again["rows"]) == 6
+    again = run(1, "--codebooks", "max-min", "capped")
+    assert sorted({r["seed"] for r in again["rows"]}) == [0, 1] and len(again["rows"]) == 8
     assert set(again["seeds"]) == {"0", "1"}
+    capped = [r for r in again["rows"] if r["method"] == "fitted-capped-asymmetric"]
+    expected = references(1, capped_codebook)[0]
+    assert [r["temperature"] for r in capped] == [0.1, 0.2] and {r["seed"] for r in capped} == {1}
+    for r in capped:
+        assert r["val_map"] == pytest.approx(expected[r["temperature"]], abs=1e-5)
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--flip-average"])
     with pytest.raises(SystemExit, match="--flip-average: .* flip_averaged=False; give this"):
         fit_temperature.main()  # rows of plain probabilities are not mixed with flipped ones

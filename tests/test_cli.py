@@ -306,8 +306,8 @@ def test_train_graded_saves_shift_averaged_class_codes_with_no_hashing_phase(tmp
     from tfhash.layers import GradedClassCodes, Shift
     from tfhash.model import encode
 
-    code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1",
-                     "--graded", "--shift-average", "--out", str(tmp_path)])
+    code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1", "--graded",
+                     "--graded-codes", "runner-up", "--shift-average", "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["graded"] is True and run["shift_averaged"] is True
@@ -328,8 +328,8 @@ def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys
 
     books = {}
     for name, extra in (("arranged", []), ("own", ["--no-arrange"])):
-        code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs",
-                         "1", "--graded", *extra, "--out", str(tmp_path / name)])
+        code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1", "--graded",
+                         "--graded-codes", "runner-up", *extra, "--out", str(tmp_path / name)])
         assert code == 0, capsys.readouterr().err
         run = json.loads((tmp_path / name / "run.json").read_text())
         assert run["arranged_codebook"] is (name == "arranged")
@@ -342,13 +342,14 @@ def test_train_graded_arranges_the_codewords_unless_told_not_to(tmp_path, capsys
     assert sorted(map(bytes, books["arranged"])) == sorted(map(bytes, plain))
 
 
-@pytest.mark.parametrize("fit_temperature, codebook", [(None, None), (0.15, None),
-                                                       (0.15, "capped")])
+@pytest.mark.parametrize("options, fit_temperature, codebook", [
+    (["--graded-codes", "runner-up"], None, None), ([], 0.15, None),
+    (["--fit-temperature", "0.125", "--codebook", "capped"], 0.125, "capped")])
 def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_use(
-        tmp_path, image_folder, capsys, fit_temperature, codebook):
-    """Graded codes, or with --fit-temperature fitted ones (checked against a brute-force
-    search over every 12-bit code), on the default codebook or with --codebook capped
-    `capped_codebook`'s words."""
+        tmp_path, image_folder, capsys, options, fit_temperature, codebook):
+    """Runner-up graded codes, or by default fitted ones at the default temperature
+    (checked against a brute-force search over every 12-bit code), on the default codebook
+    or with --codebook capped `capped_codebook`'s words."""
     import keras
     from test_fitted_codes import fitted_reference
 
@@ -359,10 +360,8 @@ def test_train_graded_asymmetric_saves_query_encoders_that_evaluate_and_search_u
     from tfhash.model import encode
 
     out = tmp_path / "run"
-    fit = [] if fit_temperature is None else ["--fit-temperature", str(fit_temperature)]
-    fit += [] if codebook is None else ["--codebook", codebook]
     code = cli.main(["train", *TINY, "--bits", "12", "--pretrain-epochs", "1",
-                     "--graded", "--asymmetric", *fit, "--out", str(out)])
+                     "--graded", "--asymmetric", *options, "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
     assert run["asymmetric"] is True and run["arranged_codebook"] is True
@@ -474,6 +473,10 @@ def test_no_arrange_needs_graded(tmp_path, capsys):
     (["--fit-temperature", "0.125"], ("--fit-temperature", "--graded")),
     (["--graded", "--fit-temperature", "0"], ("--fit-temperature", "> 0")),
     (["--graded", "--fit-temperature", "warm"], ("--fit-temperature", "expected a number")),
+    (["--graded", "--graded-codes", "runner-up", "--fit-temperature", "0.15"],
+     ("--fit-temperature", "runner-up")),
+    (["--graded-codes", "fitted"], ("--graded-codes", "--graded")),
+    (["--graded", "--graded-codes", "nearest"], ("--graded-codes", "invalid choice")),
 ])
 def test_fit_temperature_is_checked(tmp_path, capsys, options, names):
     code, err = run_main(capsys, "train", "--dataset", "mnist-5k", *options,
@@ -516,6 +519,7 @@ def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again
     learned = json.loads((tmp_path / "run.json").read_text())
     graded = json.loads((tmp_path / "graded" / "run.json").read_text())
     assert graded["graded"] is True and learned["graded"] is False
+    assert graded["fit_temperature"] == 0.15  # fitted codes, at the default temperature
     assert (tmp_path / "graded" / "model-12.keras").is_file()
     assert graded["asymmetric"] is True and (tmp_path / "graded" / "query-12.keras").is_file()
     lengths = [row["bits"] for row in learned["rows"]]
@@ -535,7 +539,7 @@ def test_demo_also_codes_its_classifier_with_graded_codes_without_training_again
             name for name in listed if name.endswith(".png"))
         assert all(any(folder.glob(name)) for name in listed), listed
     for row in graded["rows"]:
-        assert (f"{row['map_symmetric']:.4f} graded class codes, {row['map']:.4f} with queries "
+        assert (f"{row['map_symmetric']:.4f} fitted class codes, {row['map']:.4f} with queries "
                 "on their class's codeword") in out
 
 

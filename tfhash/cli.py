@@ -247,6 +247,20 @@ def read_hparams(path):
     return values
 
 
+GRADED_CODES = ("fitted", "runner-up")  # `train --graded-codes`, the default first
+
+
+def graded_temperature(graded_codes=None, fit_temperature=None):
+    """The ``fit_temperature`` of `run_and_report` for ``train --graded-codes`` (``None``:
+    fitted, the default) and ``--fit-temperature`` (``None``: the default temperature):
+    ``None`` for runner-up codes (`tfhash.layers.GradedClassCodes`)."""
+    if graded_codes == "runner-up":
+        return None
+    from tfhash.layers import FittedClassCodes
+
+    return FittedClassCodes.DEFAULT_TEMPERATURE if fit_temperature is None else fit_temperature
+
+
 def run_and_report(dataset, split, config, out, work_dir=None, grid=True, strategy=None,
                    average=None, graded=False, arrange=True, asymmetric=False,
                    fit_temperature=None, codebook="max-min"):
@@ -391,17 +405,24 @@ def configure_train(parser):
                              "shifts' (five forward passes per image; digits, text)")
     parser.add_argument("--graded", action="store_true",
                         help="no hashing phase: code each image from the phase-1 classifier's "
-                             "class probabilities (graded class codes, "
-                             "tfhash.model.build_graded_hasher)")
+                             "class probabilities (class codes, "
+                             "tfhash.model.build_graded_hasher; see --graded-codes)")
+    parser.add_argument("--graded-codes", choices=GRADED_CODES, default=None,
+                        help="with --graded: fitted (the default), each image where its "
+                             "distances to all the codewords best explain its class "
+                             "probabilities (tfhash.layers.FittedClassCodes, "
+                             "--fit-temperature); runner-up, each image on its likeliest "
+                             "class's codeword or some bits towards its runner-up's "
+                             "(tfhash.layers.GradedClassCodes)")
     parser.add_argument("--no-arrange", dest="arrange", action="store_false",
                         help="with --graded: keep the codebook's own order instead of giving "
                              "the classes the classifier mixes up the nearer codewords")
     parser.add_argument("--fit-temperature", type=positive_float, default=None,
-                        help="with --graded: fitted class codes of this temperature, each "
-                             "image where its distances to all the codewords best explain "
-                             "its class probabilities (tfhash.layers.FittedClassCodes; a "
-                             "share of the code length: 0.15 did best on held-out CIFAR-10 "
-                             "training images, benchmarks/fit_temperature.py)")
+                        help="with --graded: the temperature of fitted class codes, a share "
+                             "of the code length per e-fold of probability (default "
+                             "tfhash.layers.FittedClassCodes.DEFAULT_TEMPERATURE, best on "
+                             "held-out CIFAR-10 training images: "
+                             "benchmarks/fit_temperature.py)")
     parser.add_argument("--codebook", choices=sorted(CODEBOOKS), default=None,
                         help="with --graded: the class codewords, as far apart as can be "
                              "(max-min, the default) or all nearly equally apart (capped: "
@@ -419,8 +440,13 @@ def configure_train(parser):
 
         if not args.arrange and not args.graded:
             raise TfhashError("--no-arrange orders the codewords of --graded codes; add --graded")
+        if args.graded_codes is not None and not args.graded:
+            raise TfhashError("--graded-codes places --graded codes; add --graded")
         if args.fit_temperature is not None and not args.graded:
             raise TfhashError("--fit-temperature fits --graded codes; add --graded")
+        if args.fit_temperature is not None and args.graded_codes == "runner-up":
+            raise TfhashError("--fit-temperature is the temperature of fitted codes; "
+                              "--graded-codes runner-up has none")
         if args.codebook is not None and not args.graded:
             raise TfhashError("--codebook picks the codewords of --graded codes; add --graded")
         config = train_config(args)
@@ -431,7 +457,9 @@ def configure_train(parser):
         dataset, split = load_split(args)
         run_and_report(dataset, split, config, args.out, strategy=strategy,
                        average=view_average(args), graded=args.graded, arrange=args.arrange,
-                       asymmetric=args.asymmetric, fit_temperature=args.fit_temperature,
+                       asymmetric=args.asymmetric,
+                       fit_temperature=graded_temperature(args.graded_codes,
+                                                          args.fit_temperature),
                        codebook=args.codebook or "max-min")
 
     return run
@@ -744,12 +772,13 @@ def configure_demo(parser):
         config = model.TrainConfig(bits=(12, 32), **model.DEMO_RECIPE)
         out = Path(args.out)
         learned = run_and_report(dataset, split, config, out)
-        print("graded class codes from the same phase-1 classifier (no hashing phase):")
+        print("fitted class codes from the same phase-1 classifier (no hashing phase):")
         graded = run_and_report(dataset, split, config, out / "graded", work_dir=out / "work",
-                                grid=False, graded=True, asymmetric=True)
+                                grid=False, graded=True, asymmetric=True,
+                                fit_temperature=graded_temperature())
         for mine, theirs in zip(learned, graded):
             print(f"{mine['bits']} bits: mAP {mine['map']:.4f} exponentiated loss, "
-                  f"{theirs['map_symmetric']:.4f} graded class codes, {theirs['map']:.4f} "
+                  f"{theirs['map_symmetric']:.4f} fitted class codes, {theirs['map']:.4f} "
                   "with queries on their class's codeword")
 
     return run
