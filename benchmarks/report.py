@@ -573,12 +573,35 @@ def classifier_bound_section(doc):
 
 def fit_temperature_section(doc):
     """`fit_temperature`'s rows, and per seed its held-out classifier: accuracy and its own
-    query-class order, which the codes approach."""
+    query-class order, which the codes approach; with capped-codebook rows, first the two
+    codebooks side by side at the best temperature (`codebook_summary`)."""
     lines = [f"Seed {seed}: the held-out classifier labels {facts['query_accuracy']:.3f} of "
              f"the validation queries and {facts['unseen_accuracy']:.3f} of the unseen "
              f"images right; its own query-class order scores {facts['map_query_class']:.4f} "
              f"(phase 1 {facts['wall_s_pretrain']:.0f} s)." for seed, facts in doc["seeds"].items()]
-    return generic_section(doc) + "\n" + "\n".join(lines) + "\n"
+    return generic_section(doc, codebook_summary(doc)) + "\n" + "\n".join(lines) + "\n"
+
+
+def codebook_summary(doc):
+    """Lines comparing fitted codes on `class_codebook`'s and `capped_codebook`'s words at
+    ``best_temperature``, mean ``val_map`` over the seeds by length (none without capped
+    rows)."""
+    temperature = doc["best_temperature"]
+    means = {}
+    for r in doc["rows"]:
+        if r["temperature"] == temperature:
+            means.setdefault((r["method"], r["bits"]), []).append(r["val_map"])
+    capped = sorted(bits for method, bits in means if method == "fitted-capped-asymmetric")
+    if not capped:
+        return []
+    lines = [f"Fitted codes at T = {temperature}, mean val_map over the seeds, by codebook:", "",
+             "| bits | max-min codebook | capped codebook | capped - max-min |",
+             "|---|---|---|---|"]
+    for bits in capped:
+        plain = np.mean(means["fitted-asymmetric", bits])
+        other = np.mean(means["fitted-capped-asymmetric", bits])
+        lines.append(f"| {bits} | {plain:.4f} | {other:.4f} | {other - plain:+.4f} |")
+    return lines + ["", "Every row:", ""]
 
 
 def code_design_section(doc):

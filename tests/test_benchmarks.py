@@ -1328,6 +1328,21 @@ def test_fit_temperature_scores_held_out_codes_both_ways(tmp_path, monkeypatch):
         fit_temperature.main()  # rows of plain probabilities are not mixed with flipped ones
 
 
+def test_the_fit_temperature_section_puts_the_codebooks_side_by_side():
+    rows = [{"seed": seed, "bits": bits, "method": method, "temperature": t, "val_map": v}
+            for seed, bits, method, t, v in [
+                (0, 12, "fitted-asymmetric", 0.15, 0.70), (2, 12, "fitted-asymmetric", 0.15, 0.72),
+                (0, 12, "fitted-capped-asymmetric", 0.15, 0.71),
+                (2, 12, "fitted-capped-asymmetric", 0.15, 0.74),
+                (0, 12, "fitted-capped-asymmetric", 0.2, 0.99),  # not the best temperature
+                (0, 12, "graded-asymmetric", None, 0.5)]]
+    doc = {"best_temperature": 0.15, "rows": rows}
+    assert report.codebook_summary(doc)[2:5] == [
+        "| bits | max-min codebook | capped codebook | capped - max-min |", "|---|---|---|---|",
+        "| 12 | 0.7100 | 0.7250 | +0.0150 |"]
+    assert report.codebook_summary({**doc, "rows": rows[:2]}) == []
+
+
 def test_the_fit_temperature_section_names_each_seeds_held_out_classifier():
     doc = {"benchmark": "fit_temperature-r", "created": "2026-12-07T00:00:00+00:00",
            "machine": {"cpus": 2}, "versions": {}, "best_temperature": 0.15,
