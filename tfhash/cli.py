@@ -18,6 +18,7 @@ from tfhash.errors import TfhashError
 from tfhash.quiet import drop_retracing_warnings, import_tensorflow
 
 COMMANDS = {}
+GRADED_CODES = ("fitted", "runner-up")  # `train --graded-codes`, the default first
 
 
 def command(name, help_text):
@@ -245,9 +246,6 @@ def read_hparams(path):
             f"--hparams file {path} must be an object with keys from {sorted(known)}"
         )
     return values
-
-
-GRADED_CODES = ("fitted", "runner-up")  # `train --graded-codes`, the default first
 
 
 def graded_temperature(graded_codes=None, fit_temperature=None):

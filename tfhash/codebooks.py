@@ -94,20 +94,18 @@ def capped_codebook(num_classes, bits, min_distance=None, max_distance=None, see
     if min_distance is None:
         min_distance = _smallest_distance(pack(class_codebook(num_classes, bits, seed)))
     least = check_int(min_distance, "min_distance", 0, bits)
+    caps = (range(least, bits + 1) if max_distance is None
+            else [check_int(max_distance, "max_distance", least, bits)])
     pool = _candidates(bits, seed)
-    if max_distance is not None:
-        most = check_int(max_distance, "max_distance", least, bits)
-        chosen = _capped_search(pack(pool), num_classes, least, most)
-        check(chosen is not None, f"capped_codebook: no {num_classes} candidate words of "
-              f"{bits} bits are all {least} to {most} bits apart by this search; widen "
-              "`max_distance` or lower `min_distance`")
-        return pool[chosen]
-    for most in range(least, bits + 1):
-        chosen = _capped_search(pack(pool), num_classes, least, most)
+    packed = pack(pool)
+    for most in caps:
+        chosen = _capped_search(packed, num_classes, least, most)
         if chosen is not None:
             return pool[chosen]
     raise TfhashError(f"capped_codebook: no {num_classes} candidate words of {bits} bits are "
-                      f"all at least {least} bits apart by this search; lower `min_distance`")
+                      f"all {least} to {caps[-1]} bits apart by this search; "
+                      + ("lower `min_distance`" if max_distance is None
+                         else "widen `max_distance` or lower `min_distance`"))
 
 
 def _capped_search(packed, num_classes, least, most):
