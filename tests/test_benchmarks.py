@@ -696,12 +696,14 @@ def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
 
 
 def count_passes(monkeypatch):
-    """Records the number of images of each pass of a classifier over an image set in
-    reproduce.py's graded rows (`reproduce.class_probabilities`)."""
+    """Records the number of images of every pass of any Keras model over an image set
+    (every ``Model.predict`` call) while reproduce.py runs."""
+    import keras
+
     coded = []
-    probabilities = reproduce.class_probabilities
-    monkeypatch.setattr(reproduce, "class_probabilities", lambda classifier, images: coded.append(
-        len(images)) or probabilities(classifier, images))
+    predict = keras.Model.predict
+    monkeypatch.setattr(keras.Model, "predict", lambda model, images, *args, **kwargs: (
+        coded.append(len(images)) or predict(model, images, *args, **kwargs)))
     return coded
 
 
@@ -711,9 +713,11 @@ def test_graded_rows_code_the_classifier_with_no_phase_2(tmp_path, monkeypatch):
     coded = count_passes(monkeypatch)
     work = run_tiny(tmp_path, monkeypatch, "--methods", "graded", "graded-arranged",
                     "graded-asymmetric", "--no-ablation", "--shift-average")
-    # per encoding one pass over the queries and one over the database, for every method
+    # the query accuracy's pass, then per encoding one pass over the training images (the
+    # arrangement), one over the queries and one over the database, for every method
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
-    assert sorted(coded) == sorted([len(split.query), len(split.database)] * 2)
+    assert sorted(coded) == sorted([len(split.query)] + [len(split.train), len(split.query),
+                                                         len(split.database)] * 2)
     doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
     rows = {(r["method"], r["encoding"]): r for r in doc["rows"]}
     assert set(rows) == {(m, e) for m in ("graded", "graded-arranged", "graded-asymmetric")
@@ -832,7 +836,8 @@ def test_fitted_asymmetric_rows_code_the_database_to_explain_its_probabilities(
                     "fitted-asymmetric", "fitted-capped-asymmetric", "--no-ablation",
                     "--fit-temperature", "0.15")
     # the graded and the fitted codes come from one pass of the classifier per image set
-    assert len(coded) == 2
+    # (and the query accuracy's and the arrangement's passes)
+    assert len(coded) == 4
     rows = {r["method"]: r for r in json.loads(
         (tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]}
     classifier = tiny_classifier(work / "mnist-5k-cnnh" / "seed0")
