@@ -477,18 +477,10 @@ def test_no_arrange_needs_graded(tmp_path, capsys):
      ("--fit-temperature", "runner-up")),
     (["--graded-codes", "fitted"], ("--graded-codes", "--graded")),
     (["--graded", "--graded-codes", "nearest"], ("--graded-codes", "invalid choice")),
-])
-def test_fit_temperature_is_checked(tmp_path, capsys, options, names):
-    code, err = run_main(capsys, "train", "--dataset", "mnist-5k", *options,
-                         "--out", str(tmp_path))
-    assert_one_line_error(code, err, *names)
-
-
-@pytest.mark.parametrize("options, names", [
     (["--codebook", "capped"], ("--codebook", "--graded")),
     (["--graded", "--codebook", "equidistant"], ("--codebook", "invalid choice")),
 ])
-def test_codebook_is_checked(tmp_path, capsys, options, names):
+def test_class_code_options_are_checked(tmp_path, capsys, options, names):
     code, err = run_main(capsys, "train", "--dataset", "mnist-5k", *options,
                          "--out", str(tmp_path))
     assert_one_line_error(code, err, *names)
