@@ -313,7 +313,11 @@ def reproduction_section(doc, ensemble_sizes=None):
     lines += mixed_ensemble_lines(config, ensemble_sizes)
     lines += correct_queries_lines(rows, bits)
     pre_s = sorted({(s, p) for v in walls.values() for s, p, _ in v if p})
-    lines.append("Wall time of phase 1 per seed (s): " + ", ".join(f"{p:.0f}" for _, p in pre_s)
+    resumed = {r["seed"] for r in rows if r.get("phase1_resumed")}
+    lines.append("Wall time of phase 1 per seed (s"
+                 + ("; *: resumed from its per-epoch backup, the resumed part only" if resumed
+                    else "") + "): "
+                 + ", ".join(f"{p:.0f}{'*' if s in resumed else ''}" for s, p in pre_s)
                  + "; phase 2 (all lengths at once) per method, first seed (s): "
                  + ", ".join(f"{m}{'' if pre else ' (no pre-training)'} "
                              + ("none (codes from the classifier)" if v[0][2] is None

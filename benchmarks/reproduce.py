@@ -150,6 +150,8 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
     places = {trained_on(r) for r in records} - {None}
     if places:
         extra["phase1_trained_on"] = "; ".join(sorted(places))
+    if any(r.get("resumed_from_backup") for r in records):  # wall_s_pretrain: a part only
+        extra["phase1_resumed"] = True
     if args.phase1_from:
         extra["phase1_from"] = args.phase1_from
     accuracy = float(correct.mean())

@@ -668,6 +668,12 @@ def test_a_run_killed_in_phase1_resumes_from_its_last_epoch(tmp_path, monkeypatc
     assert json.loads((seed_dir / "pretrained.json").read_text())["resumed_from_backup"] is True
     rows = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["graded"]
+    assert rows[0]["phase1_resumed"] is True  # its wall_s_pretrain is the resumed part only
+    monkeypatch.setattr(report, "HERE", tmp_path)  # its plots go here, not into benchmarks/
+    doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
+    assert re.search(r"^Wall time of phase 1 per seed \(s; \*: resumed from its per-epoch "
+                     r"backup, the resumed part only\): \d+\*;",
+                     reproduction_section(doc), re.MULTILINE)
 
 
 def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
@@ -688,6 +694,11 @@ def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
     record = json.loads((work / "mnist-5k-cnnh" / "seed0" / "pretrained.json").read_text())
     assert set(record) == {"wall_s"}
     assert not (work / "mnist-5k-cnnh" / "seed0" / "backup" / "phase1").exists()
+    assert "phase1_resumed" not in pre[0]
+    monkeypatch.setattr(report, "HERE", tmp_path)
+    doc = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())
+    assert re.search(r"^Wall time of phase 1 per seed \(s\): \d+;", reproduction_section(doc),
+                     re.MULTILINE)
     assert pre[0]["wall_s_pretrain"] == source[0]["wall_s_pretrain"]  # not trained again
     assert "phase1_from" not in scratch[0] and scratch[0]["wall_s_pretrain"] == 0.0
     weights = "seed0/pretrained.weights.h5"
