@@ -13,7 +13,10 @@ graded rows start from it). With
 protocol and phase-1 recipe) trained, and its self-training rounds when both runs
 self-train the same way, so a new phase-2 recipe costs no phase 1; with ``--ensemble-size K``
 (phase 2 hashes from K backbones pre-trained apart) it also takes the members that run has,
-up to K, and trains the rest. ``--methods graded`` adds rows with no phase 2 at all: codes
+up to K, and trains the rest. ``--phase1-only`` trains each seed's phase-1 classifiers
+and stops (``--members``: only those ensemble members), so processes given other members
+(``--threads 1`` each on a small CPU) train one run's members side by side; the full run
+then finds them cached. ``--methods graded`` adds rows with no phase 2 at all: codes
 placed from the phase-1 classifier's class probabilities, or with ``--self-train`` the last
 round's (`tfhash.model.build_graded_hasher`);
 ``graded-arranged`` the same with the codewords arranged by how much the classifier mixes
@@ -48,11 +51,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from classifier_bound import cached_records, last_classifier_files, mixed_in
 
 from tfhash import data, model
 from tfhash.backbones import STEMS
-from tfhash.cli import positive_float
+from tfhash.cli import non_negative_int, positive_float, positive_int
 from tfhash.codes import binarize
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
 from tfhash.layers import FittedClassCodes
@@ -114,6 +118,18 @@ def cached_phase1(args, split, num_classes, config, folder):
     return cached_training(folder / "pretrained.weights.h5", folder / "pretrained.json",
                            train=train, build=lambda: model.build_classifier(backbone,
                                                                              num_classes))
+
+
+def train_members(args, dataset, configs, work_root):
+    """``--phase1-only``: phase 1 of each seed's ensemble members ``args.members`` (all by
+    default), trained or found in the cache folders `run_seed` loads them from."""
+    for seed, base in configs.items():
+        split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
+        for k in range(base.ensemble_size) if args.members is None else args.members:
+            record = cached_phase1(args, split, dataset.num_classes, base.member(k),
+                                   model.member_work_dir(work_root / f"seed{seed}", k))[1]
+            print(f"seed {seed} member {k}: phase 1 {record['wall_s']:.0f}s"
+                  + (" (resumed)" if record.get("resumed_from_backup") else ""), flush=True)
 
 
 def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
@@ -649,9 +665,30 @@ def main():
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--append", action="store_true",
                         help="add these seeds/methods to the existing results file (same recipe)")
+    parser.add_argument("--phase1-only", action="store_true",
+                        help="train (or find cached) each seed's phase-1 classifiers, then "
+                             "stop: no rows, no results file; with --members only those "
+                             "ensemble members, so processes given other members can train "
+                             "one run's side by side")
+    parser.add_argument("--members", type=non_negative_int, nargs="+", default=None,
+                        metavar="K", help="with --phase1-only: the ensemble members to "
+                                          "train, 0 to --ensemble-size - 1 (default all)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="TensorFlow's intra- and inter-op threads (default: its own "
+                             "choice, every core); on 2 cores two --phase1-only processes "
+                             "of one thread each train more epochs an hour than one process "
+                             "(benchmarks/side_by_side.py)")
     parser.add_argument("--work-dir", default="runs/reproduce")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
+    if args.threads:  # before TensorFlow runs anything
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    if args.members is not None and not args.phase1_only:
+        parser.error("--members needs --phase1-only (a full run trains every member)")
+    if args.phase1_only and args.self_train:
+        parser.error("--phase1-only trains ensemble members, not self-training rounds: "
+                     "drop --self-train")
     if args.pseudo_phase2 and not args.self_train:
         parser.error("--pseudo-phase2 needs --self-train N")
     if not 0 < args.self_train_keep <= 1:
@@ -683,6 +720,10 @@ def main():
     configs = {seed: seed_config(args, seed) for seed in args.seeds}
     for config in configs.values():  # before any training, not after an hour of it
         check_same_recipe(earlier, recipe_record(args, config))
+    size = configs[args.seeds[0]].ensemble_size
+    if args.members and max(args.members) >= size:
+        parser.error(f"--members: this run has {size} ensemble member(s), numbered 0 to "
+                     f"{size - 1}; got {args.members}")
     mixed = mixed_recipes(args, name, work_root) if args.ensemble_with else {}
     if args.phase1_from:
         if args.phase1_from == name:
@@ -698,6 +739,9 @@ def main():
                          work_root / f"seed{seed}", rounds, members)
         print(f"phase 1{f' and self-training rounds 1-{rounds}' if rounds else ''} "
               f"from {args.phase1_from}", flush=True)
+    if args.phase1_only:
+        train_members(args, dataset, configs, work_root)
+        return
     pr_curves = earlier.get("pr_curves") or {
         "method": "exponentiated" if "exponentiated" in args.methods or not args.methods
         else args.methods[0], "seed": args.seeds[0], "curves": {}}

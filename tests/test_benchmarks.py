@@ -19,6 +19,7 @@ import phase2_spread  # noqa: E402
 import phase2_variants  # noqa: E402
 import report  # noqa: E402
 import reproduce  # noqa: E402
+import side_by_side  # noqa: E402
 from classifier_bound import (  # noqa: E402
     class_codes,
     kept_rows,
@@ -674,6 +675,82 @@ def test_a_run_killed_in_phase1_resumes_from_its_last_epoch(tmp_path, monkeypatc
     assert re.search(r"^Wall time of phase 1 per seed \(s; \*: resumed from its per-epoch "
                      r"backup, the resumed part only\): \d+\*;",
                      reproduction_section(doc), re.MULTILINE)
+
+
+def test_phase1_only_trains_the_named_members_where_the_full_run_finds_them(
+        tmp_path, monkeypatch):
+    """reproduce.py --phase1-only --members 1 trains member 1 alone (its own seed, one
+    thread as asked) and writes no results; the full run then trains member 0 only."""
+    pretrain, seeds, threads = reproduce.model.pretrain, [], []
+
+    def pretrain_and_record(backbone, split, num_classes, config, **kwargs):
+        seeds.append(config.seed)
+        return pretrain(backbone, split, num_classes, config, **kwargs)
+
+    monkeypatch.setattr(reproduce.model, "pretrain", pretrain_and_record)
+    for name in ("intra", "inter"):
+        monkeypatch.setattr(reproduce.tf.config.threading,
+                            f"set_{name}_op_parallelism_threads", threads.append)
+    options = ("--methods", "graded", "--no-ablation", "--ensemble-size", "2")
+    work = run_tiny(tmp_path, monkeypatch, *options, "--phase1-only", "--members", "1",
+                    "--threads", "1")
+    seed_dir = work / "mnist-5k-cnnh" / "seed0"
+    assert seeds == [reproduce.model.MEMBER_SEED_STRIDE] and threads == [1, 1]
+    assert (seed_dir / "member1" / "pretrained.weights.h5").exists()
+    assert not (seed_dir / "pretrained.json").exists()
+    assert not (tmp_path / "mnist-5k-cnnh.json").exists()
+    run_tiny(tmp_path, monkeypatch, *options)
+    assert seeds == [reproduce.model.MEMBER_SEED_STRIDE, 0] and threads == [1, 1]
+    rows = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"graded"}
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--members", "1"), "--members needs --phase1-only"),
+    (("--phase1-only", "--members", "2"), "numbered 0 to 1; got [2]"),
+    (("--phase1-only", "--self-train", "1"), "drop --self-train"),
+    (("--phase1-only", "--threads", "0"), "--threads"),
+])
+def test_phase1_only_options_are_checked(tmp_path, monkeypatch, capsys, options, message):
+    with pytest.raises(SystemExit):
+        run_tiny(tmp_path, monkeypatch, "--methods", "graded", "--no-ablation",
+                 "--ensemble-size", "2", *options)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_side_by_side_compares_the_epochs_an_hour_of_both_ways(tmp_path, monkeypatch):
+    """side_by_side.py end to end on the bundled digits: one training, then two at once in
+    their own processes; each way's epochs an hour recomputed from its median epochs."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    recipe = tmp_path / "tiny.json"
+    recipe.write_text(json.dumps({"config": {"backbone_width": 4, "augment": "none"}}))
+    monkeypatch.setattr(sys, "argv", ["side_by_side.py", "--recipe-from", str(recipe),
+                                      "--dataset", "mnist-5k", "--epochs", "2"])
+    side_by_side.main()
+    doc = json.loads((tmp_path / "side_by_side.json").read_text())
+    alone, both = doc["rows"]
+    assert (alone["processes"], alone["threads_each"], both["processes"],
+            both["threads_each"]) == (1, "default", 2, 1)
+    assert len(alone["median_epoch_s"]) == 1 and len(both["median_epoch_s"]) == 2
+    for row in (alone, both):
+        assert row["epochs_per_hour"] == pytest.approx(
+            sum(3600 / m for m in row["median_epoch_s"]), rel=0.01)
+    assert doc["throughput_ratio"] == pytest.approx(
+        both["epochs_per_hour"] / alone["epochs_per_hour"], abs=0.001)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe-from", "no-such-run"], "--recipe-from: no results file 'no-such-run'"),
+    (["--recipe-from", "tiny", "--processes", "1"], "must be at least 2, got 4 and 1"),
+])
+def test_side_by_side_options_are_checked(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.setattr(side_by_side, "RESULTS", tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps({"config": {}}))
+    monkeypatch.setattr(sys, "argv", ["side_by_side.py", *argv])
+    with pytest.raises(SystemExit):
+        side_by_side.main()
+    assert message in capsys.readouterr().err
 
 
 def test_a_run_on_another_runs_phase1_marks_only_the_rows_that_start_from_it(
