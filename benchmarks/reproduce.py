@@ -51,7 +51,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from classifier_bound import cached_records, last_classifier_files, mixed_in
 
 from tfhash import data, model
@@ -59,6 +58,7 @@ from tfhash.backbones import STEMS
 from tfhash.cli import non_negative_int, positive_float, positive_int
 from tfhash.codes import binarize
 from tfhash.evaluation import encode_heads, evaluate_codes, summary_row
+from tfhash.hardware import use_threads
 from tfhash.layers import FittedClassCodes
 from tfhash.pipeline import AUGMENTATIONS, MIXES
 from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
@@ -682,8 +682,7 @@ def main():
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     if args.threads:  # before TensorFlow runs anything
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        use_threads(args.threads)
     if args.members is not None and not args.phase1_only:
         parser.error("--members needs --phase1-only (a full run trains every member)")
     if args.phase1_only and args.self_train:

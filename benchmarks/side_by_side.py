@@ -29,11 +29,10 @@ WORKER = "--worker-threads"
 def worker(args):
     """One training on ``--worker-threads`` threads (0: TensorFlow's default), printing its
     epoch seconds as a JSON line."""
-    import tensorflow as tf
+    from tfhash.hardware import use_threads
 
     if args.worker_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.worker_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.worker_threads)
+        use_threads(args.worker_threads)
     from phase2_variants import recipe_config
 
     from tfhash import data, model

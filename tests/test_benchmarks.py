@@ -688,19 +688,17 @@ def test_phase1_only_trains_the_named_members_where_the_full_run_finds_them(
         return pretrain(backbone, split, num_classes, config, **kwargs)
 
     monkeypatch.setattr(reproduce.model, "pretrain", pretrain_and_record)
-    for name in ("intra", "inter"):
-        monkeypatch.setattr(reproduce.tf.config.threading,
-                            f"set_{name}_op_parallelism_threads", threads.append)
+    monkeypatch.setattr(reproduce, "use_threads", threads.append)
     options = ("--methods", "graded", "--no-ablation", "--ensemble-size", "2")
     work = run_tiny(tmp_path, monkeypatch, *options, "--phase1-only", "--members", "1",
                     "--threads", "1")
     seed_dir = work / "mnist-5k-cnnh" / "seed0"
-    assert seeds == [reproduce.model.MEMBER_SEED_STRIDE] and threads == [1, 1]
+    assert seeds == [reproduce.model.MEMBER_SEED_STRIDE] and threads == [1]
     assert (seed_dir / "member1" / "pretrained.weights.h5").exists()
     assert not (seed_dir / "pretrained.json").exists()
     assert not (tmp_path / "mnist-5k-cnnh.json").exists()
     run_tiny(tmp_path, monkeypatch, *options)
-    assert seeds == [reproduce.model.MEMBER_SEED_STRIDE, 0] and threads == [1, 1]
+    assert seeds == [reproduce.model.MEMBER_SEED_STRIDE, 0] and threads == [1]
     rows = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"graded"}
 

@@ -710,6 +710,18 @@ def test_folder_that_cannot_be_made_is_one_line(capsys, tmp_path):
                                     "--hash-epochs", "1", "--out", str(out)), "Not a directory")
 
 
+def test_threads_are_set_before_the_command_runs(capsys, tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(cli, "use_threads", asked.append)
+    assert_one_line_error(*run_main(capsys, "--threads", "1", "train", "--dataset", "mnist-5k",
+                                    "--ema-momentum", "1.5", "--out", str(tmp_path)),
+                          "ema_momentum")
+    assert asked == [1]
+    assert_one_line_error(*run_main(capsys, "--threads", "0", "train", "--dataset",
+                                    "mnist-5k", "--out", str(tmp_path)), "argument --threads")
+    assert asked == [1]
+
+
 def test_bad_ema_momentum_is_one_line(capsys, tmp_path):
     assert_one_line_error(*run_main(capsys, "train", "--dataset", "mnist-5k",
                                     "--ema-momentum", "1.5", "--out", str(tmp_path)),

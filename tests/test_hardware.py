@@ -1,5 +1,7 @@
 """Native bfloat16 detection and the precision "auto" resolves to."""
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -96,3 +98,22 @@ def test_asking_for_emulated_bfloat16_warns(native, monkeypatch):
     emulated = [w for w in caught if "no native bfloat16" in str(w.message)]
     assert len(emulated) == (0 if native else 1)
     assert all(w.filename == __file__ for w in emulated)  # points at the caller's line
+
+
+def test_use_threads_sets_both_pools_in_a_fresh_process():
+    probe = ("from tfhash.hardware import use_threads; use_threads(1); import tensorflow as tf; "
+             "tf.constant(1) + 1; print(tf.config.threading.get_intra_op_parallelism_threads(), "
+             "tf.config.threading.get_inter_op_parallelism_threads())")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
+
+
+def test_use_threads_is_checked_and_refused_once_tensorflow_has_run():
+    for bad in (0, 1.0, True, "2"):
+        with pytest.raises(TfhashError, match="`threads` must be an integer >= 1"):
+            hardware.use_threads(bad)
+    tf.constant(1) + 1  # TensorFlow has run an operation in this process now
+    with pytest.raises(TfhashError, match="already run an operation.*before building any"):
+        hardware.use_threads(1)

@@ -15,6 +15,7 @@ from tfhash.codebooks import CODEBOOKS
 from tfhash.codes import MAX_BITS
 from tfhash.data import PROTOCOLS
 from tfhash.errors import TfhashError
+from tfhash.hardware import use_threads
 from tfhash.quiet import drop_retracing_warnings, import_tensorflow
 
 COMMANDS = {}
@@ -784,6 +785,10 @@ def configure_demo(parser):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="tfhash", description="Deep hashing for image search.")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="TensorFlow's intra- and inter-op threads (default: every "
+                             "core); 1 for each of several trainings run side by side on a "
+                             "small CPU")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, configure) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
@@ -797,6 +802,8 @@ def main(argv=None):
     import_tensorflow()  # before any command's work, so its load-time log stays quiet
     drop_retracing_warnings()
     try:
+        if args.threads:
+            use_threads(args.threads)
         args.run(args)
     except (TfhashError, OSError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
