@@ -24,15 +24,16 @@ import numpy as np
 from common import RESULTS, write_results
 
 WORKER = "--worker-threads"
+DEFAULT_THREADS = "default"
 
 
 def worker(args):
-    """One training on ``--worker-threads`` threads (0: TensorFlow's default), printing its
-    epoch seconds as a JSON line."""
+    """One training on ``--worker-threads`` threads (a number, or ``default``: TensorFlow's
+    own), printing its epoch seconds as a JSON line."""
     from tfhash.hardware import use_threads
 
-    if args.worker_threads:
-        use_threads(args.worker_threads)
+    if args.worker_threads != DEFAULT_THREADS:
+        use_threads(int(args.worker_threads))
     from phase2_variants import recipe_config
 
     from tfhash import data, model
@@ -50,7 +51,8 @@ def worker(args):
 
 
 def run_workers(args, processes, threads):
-    """Epoch seconds of ``processes`` trainings run at once, ``threads`` threads each."""
+    """Epoch seconds of ``processes`` trainings run at once, ``threads`` threads each (a
+    number, or ``DEFAULT_THREADS``)."""
     command = [sys.executable, __file__, "--recipe-from", str(args.recipe_path), "--dataset",
                args.dataset, "--epochs", str(args.epochs), WORKER, str(threads)]
     running = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -79,20 +81,20 @@ def main():
                         help="epochs per training, the first not timed (at least 2)")
     parser.add_argument("--processes", type=int, default=2,
                         help="trainings side by side, one thread each (at least 2)")
-    parser.add_argument(WORKER, type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(WORKER, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     recipe = Path(args.recipe_from)
     args.recipe_path = recipe if recipe.suffix == ".json" else RESULTS / f"{recipe}.json"
     if not args.recipe_path.is_file():
         parser.error(f"--recipe-from: no results file {args.recipe_from!r} (a stem under "
                      f"{RESULTS} or a path to a .json)")
-    if args.epochs < 2 or args.processes < 2:
-        parser.error(f"--epochs and --processes must be at least 2, got {args.epochs} and "
-                     f"{args.processes}")
     if args.worker_threads is not None:
         worker(args)
         return
-    rows = [way_row("one process", 1, "default", run_workers(args, 1, 0)),
+    if args.epochs < 2 or args.processes < 2:
+        parser.error(f"--epochs and --processes must be at least 2, got {args.epochs} and "
+                     f"{args.processes}")
+    rows = [way_row("one process", 1, DEFAULT_THREADS, run_workers(args, 1, DEFAULT_THREADS)),
             way_row("side by side", args.processes, 1, run_workers(args, args.processes, 1))]
     ratio = round(rows[1]["epochs_per_hour"] / rows[0]["epochs_per_hour"], 3)
     print(f"side by side / one process: {ratio} times the epochs an hour")
