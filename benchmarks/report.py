@@ -306,8 +306,11 @@ def reproduction_section(doc, ensemble_sizes=None):
                      "pseudo-labelled database images, share correct): " + ", ".join(
                          f"seed {s}: {t:.4f} -> {a:.4f}, {n} images, {c:.3f}"
                          for s, t, a, n, c in taught) + ".")
-    lines.append("Phase-1 classifier accuracy on the queries, per seed: "
-                 + ", ".join(f"seed {s}: {a:.4f}" for s, a in acc) + ".")
+    alone = {r["seed"]: r["member_query_accuracy"] for r in rows
+             if "member_query_accuracy" in r}
+    lines.append("Phase-1 classifier accuracy on the queries, per seed: " + ", ".join(
+        f"seed {s}: {a:.4f}" + (f" (its members alone: {' / '.join(f'{m:.4f}' for m in alone[s])})"
+                                if s in alone else "") for s, a in acc) + ".")
     lines += trained_on_lines(rows)
     lines += phase1_from_lines(rows, members, ensemble_sizes)
     lines += mixed_ensemble_lines(config, ensemble_sizes)

@@ -69,6 +69,7 @@ from common import (
     cached_training,
     correct_queries,
     load_results,
+    query_accuracy,
     round_stem,
     run_name,
     stored_config,
@@ -170,6 +171,8 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
         extra["phase1_resumed"] = True
     if args.phase1_from:
         extra["phase1_from"] = args.phase1_from
+    if len(classifiers) > 1 and not args.self_train:  # what averaging gains over each alone
+        extra["member_query_accuracy"] = [query_accuracy(c, split) for c in classifiers]
     accuracy = float(correct.mean())
     rows = []
     runs = [(m, True) for m in args.methods] + ([("exponentiated", False)]

@@ -960,6 +960,7 @@ def test_an_ensemble_teaches_member_0_which_alone_starts_phase_2_and_the_graded_
     doc = json.loads((tmp_path / "mnist-5k-cnnh-ens-self.json").read_text())
     rows = {r["method"]: r for r in doc["rows"]}
     assert rows["exponentiated"]["hash_epochs"] == 1
+    assert "member_query_accuracy" not in rows["exponentiated"]  # the student's rows
     monkeypatch.setattr(report, "HERE", tmp_path)  # its plots go here, not into benchmarks/
     assert ("Self-training per seed (the 2 members' averaged classifier labels the first "
             "round and member 0 trains on alone, the rows start from it; query accuracy "
@@ -996,8 +997,11 @@ def test_a_mixed_ensemble_averages_other_runs_cached_classifiers_of_another_widt
     members = [tiny_classifier(own), tiny_classifier(other, width=6),
                tiny_classifier(other / "member1", width=6)]
     split = data.make_split(data.load_dataset("mnist-5k"), "cnnh", seed=0, val_fraction=0.0)
-    probs = np.mean([m.predict(split.query.images, verbose=0) for m in members], axis=0)
+    each = [m.predict(split.query.images, verbose=0) for m in members]
+    probs = np.mean(each, axis=0)
     assert row["query_accuracy"] == pytest.approx((probs.argmax(1) == split.query.labels).mean())
+    alone = [(p.argmax(1) == split.query.labels).mean() for p in each]
+    assert row["member_query_accuracy"] == pytest.approx(alone)
     assert row["map"] == pytest.approx(tiny_asymmetric_map(*members), abs=1e-6)
     assert row["map"] != pytest.approx(tiny_asymmetric_map(members[0]), abs=1e-6)
     walls = [json.loads(p.read_text())["wall_s"] for p in (
@@ -1009,6 +1013,11 @@ def test_a_mixed_ensemble_averages_other_runs_cached_classifiers_of_another_widt
             "cached phase-1 classifiers of mnist-5k-cnnh-w6 (2 members), all weighted "
             "alike") in reproduction_section(
                 doc, {"mnist-5k-cnnh-w6": 2})
+    assert (f"seed 0: {row['query_accuracy']:.4f} (its members alone: "
+            + " / ".join(f"{a:.4f}" for a in alone) + ")") in reproduction_section(
+                doc, {"mnist-5k-cnnh-w6": 2})
+    one_member = json.loads((tmp_path / "mnist-5k-cnnh.json").read_text())["rows"]
+    assert "member_query_accuracy" not in one_member[0]
 
     # classifier_bound's rows of the mixed run average all three classifiers too
     for encoding in ("plain", "flip-averaged"):
