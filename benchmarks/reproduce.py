@@ -121,14 +121,21 @@ def cached_phase1(args, split, num_classes, config, folder):
                                                                              num_classes))
 
 
+def cached_member(args, split, num_classes, base, seed_dir, k):
+    """`cached_phase1` of ensemble member ``k`` of a seed whose recipe is ``base``: member
+    k's seed, in member k's folder under ``seed_dir``."""
+    return cached_phase1(args, split, num_classes, base.member(k),
+                         model.member_work_dir(seed_dir, k))
+
+
 def train_members(args, dataset, configs, work_root):
     """``--phase1-only``: phase 1 of each seed's ensemble members ``args.members`` (all by
     default), trained or found in the cache folders `run_seed` loads them from."""
     for seed, base in configs.items():
         split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
         for k in range(base.ensemble_size) if args.members is None else args.members:
-            record = cached_phase1(args, split, dataset.num_classes, base.member(k),
-                                   model.member_work_dir(work_root / f"seed{seed}", k))[1]
+            record = cached_member(args, split, dataset.num_classes, base,
+                                   work_root / f"seed{seed}", k)[1]
             print(f"seed {seed} member {k}: phase 1 {record['wall_s']:.0f}s"
                   + (" (resumed)" if record.get("resumed_from_backup") else ""), flush=True)
 
@@ -139,17 +146,17 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
     seed = base.seed
     split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     seed_dir = work_root / f"seed{seed}"
-    member_dirs = [model.member_work_dir(seed_dir, k) for k in range(base.ensemble_size)]
     classifiers, records = map(list, zip(*(
-        cached_phase1(args, split, dataset.num_classes, base.member(k), folder)
-        for k, folder in enumerate(member_dirs))))
+        cached_member(args, split, dataset.num_classes, base, seed_dir, k)
+        for k in range(base.ensemble_size))))
     more, more_records = mixed_in(work_root.parent, mixed or {}, seed,
                                   split.train.images.shape[1:], dataset.num_classes,
                                   "--ensemble-with")
     classifiers += more
     records += more_records
     classifier = model.average_classifiers(classifiers)
-    pretrained = [folder / "pretrained.weights.h5" for folder in member_dirs]
+    pretrained = [model.member_work_dir(seed_dir, k) / "pretrained.weights.h5"
+                  for k in range(base.ensemble_size)]
     pretrain_s = sum(r["wall_s"] for r in records)
     correct = correct_queries(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
