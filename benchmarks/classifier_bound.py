@@ -84,7 +84,7 @@ def last_classifier_files(seed_dir, config):
     or after self-training the last round's student (member 0 alone trains on)."""
     if config.get("self_train"):
         return [Path(seed_dir) / f"{round_stem(config.get('self_train_rounds', 1))}.weights.h5"]
-    return [model.member_work_dir(seed_dir, k) / "pretrained.weights.h5"
+    return [model.member_weights_path(seed_dir, k)
             for k in range(config.get("ensemble_size", 1))]
 
 

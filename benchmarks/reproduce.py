@@ -116,16 +116,17 @@ def cached_phase1(args, split, num_classes, config, folder):
                                     verbose=args.verbose)[0]
         return classifier, {"resumed_from_backup": True} if resumed else {}
 
-    return cached_training(folder / "pretrained.weights.h5", folder / "pretrained.json",
+    return cached_training(folder / model.PRETRAINED_WEIGHTS, folder / "pretrained.json",
                            train=train, build=lambda: model.build_classifier(backbone,
                                                                              num_classes))
 
 
 def cached_member(args, split, num_classes, base, seed_dir, k):
     """`cached_phase1` of ensemble member ``k`` of a seed whose recipe is ``base``: member
-    k's seed, in member k's folder under ``seed_dir``."""
-    return cached_phase1(args, split, num_classes, base.member(k),
-                         model.member_work_dir(seed_dir, k))
+    k's seed, in member k's folder under ``seed_dir``. Returns ``(classifier, record,
+    weights)``, ``weights`` the file its phase 1 is cached in."""
+    weights = model.member_weights_path(seed_dir, k)
+    return (*cached_phase1(args, split, num_classes, base.member(k), weights.parent), weights)
 
 
 def train_members(args, dataset, configs, work_root):
@@ -146,7 +147,7 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
     seed = base.seed
     split = data.make_split(dataset, args.protocol, seed=seed, val_fraction=0.0)
     seed_dir = work_root / f"seed{seed}"
-    classifiers, records = map(list, zip(*(
+    classifiers, records, pretrained = map(list, zip(*(
         cached_member(args, split, dataset.num_classes, base, seed_dir, k)
         for k in range(base.ensemble_size))))
     more, more_records = mixed_in(work_root.parent, mixed or {}, seed,
@@ -155,8 +156,6 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
     classifiers += more
     records += more_records
     classifier = model.average_classifiers(classifiers)
-    pretrained = [model.member_work_dir(seed_dir, k) / "pretrained.weights.h5"
-                  for k in range(base.ensemble_size)]
     pretrain_s = sum(r["wall_s"] for r in records)
     correct = correct_queries(classifier, split)
     print(f"seed {seed}: phase 1 {pretrain_s:.0f}s, query accuracy {correct.mean():.4f}",
@@ -226,9 +225,9 @@ def train_encodings(args, config, seed_dir, pretrained, phase2_split, num_classe
     run_dir = seed_dir / f"{config.method}-{'pre' if config.pretrain else 'scratch'}"
     run_dir.mkdir(parents=True, exist_ok=True)
     for k, weights in enumerate(pretrained):
-        target = model.member_work_dir(run_dir, k)
-        target.mkdir(exist_ok=True)
-        shutil.copyfile(weights, target / "pretrained.weights.h5")
+        target = model.member_weights_path(run_dir, k)
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(weights, target)
     result = model.fit_two_phase(phase2_split, config, num_classes, work_dir=run_dir,
                                  verbose=args.verbose)
     hash_s = sum(v for k, v in result.wall_s.items() if k.startswith("hash"))

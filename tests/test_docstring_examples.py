@@ -38,6 +38,7 @@ RUNNABLE = [
     "tfhash.layers.Shift",
     "tfhash.losses.ExponentiatedHashingLoss",
     "tfhash.metrics",
+    "tfhash.model.member_weights_path",
     "tfhash.networks",
     "tfhash.pipeline",
     "tfhash.pipeline.affine_augmenter",

@@ -79,6 +79,7 @@ METHODS = {
 
 CLASSIFICATION_HEADS = ("dense", "codebook", "arranged-codebook")
 MEMBER_SEED_STRIDE = 1000  # ensemble member k trains with seed + 1000 k
+PRETRAINED_WEIGHTS = "pretrained.weights.h5"  # phase 1's weights, in a member's work folder
 
 
 def as_float32(model):
@@ -856,7 +857,7 @@ def _pretrain_members(split, config, num_classes, work_dir, callbacks, verbose):
         if not (config.pretrain and config.pretrain_epochs):
             continue
         member_dir = member_work_dir(work_dir, k)
-        pretrained = None if member_dir is None else member_dir / "pretrained.weights.h5"
+        pretrained = member_weights_path(work_dir, k)
         phase = "pretrain" if k == 0 else f"pretrain_member{k}"
         start = time.perf_counter()
         if pretrained is not None and pretrained.exists():
@@ -879,6 +880,17 @@ def member_work_dir(work_dir, k):
     if work_dir is None:
         return None
     return Path(work_dir) if k == 0 else Path(work_dir) / f"member{k}"
+
+
+def member_weights_path(work_dir, k):
+    """The file ensemble member ``k`` keeps its phase-1 weights in under ``work_dir``
+    (``None``: nowhere).
+
+    >>> member_weights_path("run", 1).as_posix()
+    'run/member1/pretrained.weights.h5'
+    """
+    member_dir = member_work_dir(work_dir, k)
+    return None if member_dir is None else member_dir / PRETRAINED_WEIGHTS
 
 
 def _save_weights_atomic(model, path):

@@ -30,6 +30,7 @@ from tfhash.data import class_count
 from tfhash.errors import check, check_int, is_number
 from tfhash.metrics import mean_average_precision
 from tfhash.model import (
+    PRETRAINED_WEIGHTS,
     build_classifier,
     build_hash_trainer,
     compile_hash_trainer,
@@ -199,7 +200,7 @@ def ensure_pretrained(split, config, out_dir, num_classes=None, verbose="auto"):
     """Runs phase 1 once per tuning folder; later calls reuse the saved weights."""
     from tfhash.io import atomic_path
 
-    path = Path(out_dir) / "pretrained.weights.h5"
+    path = Path(out_dir) / PRETRAINED_WEIGHTS
     if not path.exists():
         num_classes = class_count(split.train.labels, num_classes)
         backbone = config.make_backbone(split.train.images.shape[1:])
