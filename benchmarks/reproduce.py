@@ -106,7 +106,8 @@ def cached_phase1(args, split, num_classes, config, folder):
     ``folder`` so a repeated run reuses it; backed up there every epoch
     (`tfhash.model.pretrain`'s ``work_dir``), so a run killed part way resumes from its last
     epoch, and then its record says ``resumed_from_backup`` (its ``wall_s`` counts the
-    resumed part only). Returns ``(classifier, record)``."""
+    resumed part only). Returns ``(classifier, record, weights)``, ``weights`` the file
+    the classifier is cached in."""
     keras.utils.set_random_seed(config.seed)
     backbone = config.make_backbone(split.train.images.shape[1:])
 
@@ -116,17 +117,18 @@ def cached_phase1(args, split, num_classes, config, folder):
                                     verbose=args.verbose)[0]
         return classifier, {"resumed_from_backup": True} if resumed else {}
 
-    return cached_training(folder / model.PRETRAINED_WEIGHTS, folder / "pretrained.json",
-                           train=train, build=lambda: model.build_classifier(backbone,
-                                                                             num_classes))
+    weights = folder / model.PRETRAINED_WEIGHTS
+    classifier, record = cached_training(
+        weights, folder / "pretrained.json", train=train,
+        build=lambda: model.build_classifier(backbone, num_classes))
+    return classifier, record, weights
 
 
 def cached_member(args, split, num_classes, base, seed_dir, k):
     """`cached_phase1` of ensemble member ``k`` of a seed whose recipe is ``base``: member
-    k's seed, in member k's folder under ``seed_dir``. Returns ``(classifier, record,
-    weights)``, ``weights`` the file its phase 1 is cached in."""
-    weights = model.member_weights_path(seed_dir, k)
-    return (*cached_phase1(args, split, num_classes, base.member(k), weights.parent), weights)
+    k's seed, in member k's folder under ``seed_dir``."""
+    return cached_phase1(args, split, num_classes, base.member(k),
+                         model.member_work_dir(seed_dir, k))
 
 
 def train_members(args, dataset, configs, work_root):
