@@ -50,7 +50,7 @@ from tfhash.networks import build_classifier, make_optimizer, precision_policy
 from tfhash.self_training import select_confident, unlabelled_rows
 from tfhash.whitening import adapt_whitening
 
-from common import cached_training, round_stem, run_name
+from common import cache_files, cached_training, round_stem, run_name
 
 AUGMENTS = ("none", "shift", "crop_flip", "crop_flip_cutout", "auto")
 PACKED_KEY = "packed_for_seeds"
@@ -212,7 +212,7 @@ def train(args):
     where = machine_record()
 
     def cached(stem, train):  # reproduce.py's cache files; a rerun resumes after the last
-        return cached_training(seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json",
+        return cached_training(*cache_files(seed_dir, stem),
                                build=lambda: build_classifier(backbone, dataset.num_classes),
                                train=train)
 

@@ -37,6 +37,7 @@ from tfhash import data, metrics, model
 
 from common import (
     RESULTS,
+    cache_files,
     load_results,
     round_stem,
     row_encoding,
@@ -83,8 +84,8 @@ def last_classifier_files(seed_dir, config):
     ``seed_dir`` (``config``: its results file's recipe): phase 1's, one per ensemble member,
     or after self-training the last round's student (member 0 alone trains on)."""
     if config.get("self_train"):
-        return [Path(seed_dir) / f"{round_stem(config.get('self_train_rounds', 1))}.weights.h5"]
-    return [model.member_weights_path(seed_dir, k)
+        return [cache_files(seed_dir, round_stem(config.get("self_train_rounds", 1)))[0]]
+    return [cache_files(model.member_work_dir(seed_dir, k), round_stem(0))[0]
             for k in range(config.get("ensemble_size", 1))]
 
 

@@ -97,6 +97,16 @@ def round_stem(round_no):
     return "self_trained" if round_no == 1 else f"self_trained_round{round_no}"
 
 
+def cache_files(folder, stem):
+    """The weights file and the JSON record `cached_training` keeps the classifier named
+    ``stem`` (`round_stem`'s names) in, under ``folder``.
+
+    >>> [path.as_posix() for path in cache_files("seed0", round_stem(1))]
+    ['seed0/self_trained.weights.h5', 'seed0/self_trained.json']
+    """
+    return Path(folder) / f"{stem}.weights.h5", Path(folder) / f"{stem}.json"
+
+
 def correct_queries(classifier, split):
     """Which of the split's queries a phase-1 classifier labels right (a bool array)."""
     probs = classifier.predict(split.query.images, batch_size=256, verbose=0)
@@ -162,7 +172,7 @@ def cached_training(weights, record, build, train):
     Example:
 
     >>> classifier, record = cached_training(
-    ...     run / "pretrained.weights.h5", run / "pretrained.json",
+    ...     *cache_files(run, round_stem(0)),
     ...     build=lambda: model.build_classifier(backbone, 10),
     ...     train=lambda: (model.pretrain(backbone, split, 10, config)[0], {}))
     >>> record["wall_s"]

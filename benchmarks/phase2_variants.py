@@ -28,7 +28,7 @@ import numpy as np
 from tfhash import data, metrics, model
 from tfhash.evaluation import encode_heads
 
-from common import RESULTS, cached_training, write_results
+from common import RESULTS, cache_files, cached_training, round_stem, write_results
 
 # Overrides of the recipe's phase-2 loss. The exponentiated loss's margin for dissimilar
 # pairs decides how far apart codes of different classes are pushed (1: opposite codes,
@@ -115,7 +115,7 @@ def pretrained_backbone(split, config, num_classes, work_dir, verbose):
         return model.pretrain(backbone, split, num_classes, config, verbose=verbose)[0], {}
 
     classifier, record = cached_training(
-        work_dir / "pretrained.weights.h5", work_dir / "pretrained.json",
+        *cache_files(work_dir, round_stem(0)),
         build=lambda: model.build_classifier(backbone, num_classes), train=train)
     return backbone, classifier, record["wall_s"]
 

@@ -66,6 +66,7 @@ from tfhash.self_training import self_train, unlabelled_rows, with_pseudo_labels
 from common import (
     adopted_members,
     atomic_path,
+    cache_files,
     cached_training,
     correct_queries,
     load_results,
@@ -117,9 +118,9 @@ def cached_phase1(args, split, num_classes, config, folder):
                                     verbose=args.verbose)[0]
         return classifier, {"resumed_from_backup": True} if resumed else {}
 
-    weights = folder / model.PRETRAINED_WEIGHTS
+    weights, record_file = cache_files(folder, round_stem(0))
     classifier, record = cached_training(
-        weights, folder / "pretrained.json", train=train,
+        weights, record_file, train=train,
         build=lambda: model.build_classifier(backbone, num_classes))
     return classifier, record, weights
 
@@ -168,7 +169,7 @@ def run_seed(args, dataset, base, work_root, curves, curve_method, mixed=None):
         classifier, rounds, correct, extra, hash_split = run_self_training(
             args, classifier, classifiers[0].layers[1], split, base, seed_dir,
             float(correct.mean()))
-        pretrained = [seed_dir / f"{round_stem(args.self_train_rounds)}.weights.h5"]
+        pretrained = [cache_files(seed_dir, round_stem(args.self_train_rounds))[0]]
         base = dataclasses.replace(base, ensemble_size=1)
         pretrain_s += sum(r["wall_s"] for r in rounds)
         records += rounds
@@ -380,7 +381,7 @@ def run_self_training(args, teacher, backbone, split, config, seed_dir, teacher_
     unlabelled = split.database.take(unlabelled_rows(split))  # indexed once, not per round
     student, records = teacher, []
     for round_no in range(1, args.self_train_rounds + 1):
-        stem = round_stem(round_no)
+        files = cache_files(seed_dir, round_stem(round_no))
         members = config.ensemble_size if round_no == 1 else 1  # how many labelled it
 
         def train_student(teacher=student, backbone=backbone, round_no=round_no,
@@ -397,10 +398,10 @@ def run_self_training(args, teacher, backbone, split, config, seed_dir, teacher_
                              **labelling_record(args, members)}
 
         student, record = cached_training(
-            seed_dir / f"{stem}.weights.h5", seed_dir / f"{stem}.json", train=train_student,
+            *files, train=train_student,
             build=lambda backbone=backbone: model.build_classifier(
                 backbone, teacher.output_shape[-1]))
-        check_same_labelling(record, args, seed_dir / f"{stem}.json", members)
+        check_same_labelling(record, args, files[1], members)
         backbone = student.layers[1]
         records.append(record)
         correct = correct_queries(student, split)
@@ -547,21 +548,23 @@ def adopt_phase1(source_dir, seed_dir, rounds=0, members=1):
     (``member<k>/pretrained``) from another run's seed folder, each file atomically,
     weights before records as `cached_training` writes them. Files already there and the
     same are left as they are; another classifier under the same name is refused."""
-    stems = [round_stem(r) for r in range(rounds + 1)]
-    stems += [f"member{k}/pretrained" for k in range(1, members)]
-    for stem in stems:
-        for suffix in (".weights.h5", ".json"):
-            source, target = Path(source_dir) / (stem + suffix), Path(seed_dir) / (stem + suffix)
-            if not source.exists():
-                raise SystemExit(f"--phase1-from: no {source}")
-            if target.exists():
-                if not filecmp.cmp(source, target, shallow=False):
-                    raise SystemExit(f"{target} is another classifier than {source}; "
-                                     "use another --tag or --work-dir")
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp:
-                shutil.copyfile(source, tmp)
+    def files(root):  # the cache files to copy, under a seed folder ``root``, in order
+        for r in range(rounds + 1):
+            yield from cache_files(root, round_stem(r))
+        for k in range(1, members):
+            yield from cache_files(model.member_work_dir(root, k), round_stem(0))
+
+    for source, target in zip(files(source_dir), files(seed_dir)):
+        if not source.exists():
+            raise SystemExit(f"--phase1-from: no {source}")
+        if target.exists():
+            if not filecmp.cmp(source, target, shallow=False):
+                raise SystemExit(f"{target} is another classifier than {source}; "
+                                 "use another --tag or --work-dir")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
 
 
 def main():

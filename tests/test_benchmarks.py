@@ -65,7 +65,7 @@ from tfhash.metrics import mean_average_precision, retrieval_report  # noqa: E40
 from tfhash.model import TrainConfig, build_classifier, get_backbone  # noqa: E402
 
 import common  # noqa: E402
-from common import cached_training, round_stem, stored_config  # noqa: E402
+from common import cache_files, cached_training, round_stem, stored_config  # noqa: E402
 
 
 def args(self_train=0, epochs=20, rounds=1, pseudo_phase2=False, flip_pseudo_labels=False,
@@ -173,6 +173,14 @@ def test_self_training_rounds_are_taken_only_from_an_ensemble_of_the_same_size(
 def tiny_model(seed):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+
+def test_cache_files_name_each_rounds_weights_and_record():
+    assert cache_files("seed0", round_stem(0)) == (Path("seed0/pretrained.weights.h5"),
+                                                   Path("seed0/pretrained.json"))
+    assert cache_files(Path("s") / "member2", round_stem(3)) == (
+        Path("s/member2/self_trained_round3.weights.h5"),
+        Path("s/member2/self_trained_round3.json"))
 
 
 def test_cached_training_trains_once_then_loads_the_saved_weights(tmp_path):
